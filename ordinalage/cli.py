@@ -1,0 +1,312 @@
+"""The `ordinalage` command: parse arguments, build a config, call one function.
+
+Exit status: 0 success, 2 bad usage or bad input (message names the file, line or key),
+130 interrupted. `--json` output goes to stdout alone; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ordinalage import __version__
+from ordinalage.errors import UsageError
+
+HEADS = ("class", "coral", "corn", "regression")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# handlers: each imports its module lazily (torch is slow to import) and calls one function
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from ordinalage.data.synth import write_synth
+
+    paths = write_synth(args.out, n=args.n, seed=args.seed, size=args.size, progress=True)
+    print(f"wrote {len(paths)} images to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _data_stats(args: argparse.Namespace) -> int:
+    from ordinalage.data.stats import data_stats
+
+    result = data_stats(args.data or ["synth"], groups=args.groups, config_path=args.config,
+                        sets=args.set, plot_dir=args.plot, show=not args.json)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _data_audit(args: argparse.Namespace) -> int:
+    from ordinalage.data.audit import data_audit
+
+    result = data_audit(args.data or ["synth"], show=not args.json)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for flag, key in [("head", "model.head"), ("backbone", "model.backbone"), ("weights", "model.weights"),
+                      ("target", "model.target"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
+                      ("lr", "train.lr"), ("out", "train.out_dir"), ("device", "train.device"),
+                      ("precision", "train.precision"), ("seed", "train.seed"), ("groups", "data.groups"),
+                      ("image_size", "data.image_size"), ("workers", "data.num_workers")]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            over[key] = value
+    if getattr(args, "compile", None):
+        over["train.compile"] = True
+    if getattr(args, "strict", None):
+        over["data.strict"] = True
+    if getattr(args, "data", None):
+        over["data.sources"] = list(args.data)
+    return over
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ordinalage.config import load_config
+    from ordinalage.train import fit
+
+    if args.resume:
+        run_dir = fit(None, resume=args.resume)
+    else:
+        config = load_config(args.config, _train_overrides(args), args.set)
+        run_dir = fit(config)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ordinalage.evaluate import evaluate_predictions_file, evaluate_run
+
+    if args.predictions:
+        if args.target:
+            raise UsageError("evaluate: give either RUN_DIR_OR_CHECKPOINT or --predictions, not both")
+        result = evaluate_predictions_file(args.predictions, groups=args.groups, out=args.out, show=not args.json)
+    elif args.target:
+        result = evaluate_run(args.target, data=args.data, split=args.split, out=args.out,
+                              batch_size=args.batch_size, device=args.device, show=not args.json,
+                              strict=args.strict, workers=args.workers)
+    else:
+        raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ordinalage.compare import compare_runs
+
+    result = compare_runs(args.runs, plot=args.plot, show=not args.json)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ordinalage.tune import run_tune
+
+    result = run_tune(args.config, study_name=args.study, storage=args.storage, trials=args.trials,
+                      timeout=args.timeout, workers=args.workers, out=args.out, sets=args.set,
+                      show=not args.json)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ordinalage.predict import run_predict
+
+    result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
+                         annotate=args.annotate, device=args.device, batch_size=args.batch_size,
+                         show=not args.json)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from ordinalage.live import run_live
+
+    run_live(args.checkpoint, source=args.source, output=args.output, every=args.every,
+             device=args.device, max_frames=args.max_frames)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ordinalage.export import run_export
+
+    result = run_export(args.checkpoint, fmt=args.format, out=args.out)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def _add_data_arg(p: argparse.ArgumentParser, help_extra: str = "") -> None:
+    p.add_argument("--data", action="append", metavar="SPEC",
+                   help="data spec: synth | utkface:PATH | megaage:PATH | folder:PATH | csv:PATH; repeat to combine"
+                   + help_extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ordinalage",
+        description="Facial age estimation: age-group classification, ordinal regression (CORAL, CORN) "
+        "and exact-age regression, trained, tuned and judged on one dataset layer.",
+    )
+    parser.add_argument("--version", action="version", version=f"ordinalage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    # data
+    data = sub.add_parser("data", help="generate, count and audit face data")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    dsub.required = True
+    p = dsub.add_parser("synth", help="write the embedded synthetic face set (UTKFace-style names)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
+    p.set_defaults(func=_data_synth)
+
+    p = dsub.add_parser("stats", help="counts per age group and split, before and after sampling")
+    _add_data_arg(p)
+    p.add_argument("--groups", help="age groups, e.g. 0-10,11-20,...,71+ (default: seven decades 0-70)")
+    p.add_argument("--config", help="training YAML whose data section (splits, caps, sampling) to apply")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plot", metavar="DIR", help="write bar charts of the group balance into DIR")
+    p.set_defaults(func=_data_stats)
+
+    p = dsub.add_parser("audit", help="unreadable images, byte-identical duplicates and their age conflicts")
+    _add_data_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_data_audit)
+
+    # train
+    p = sub.add_parser("train", help="train a model; writes a run folder")
+    p.add_argument("--head", choices=HEADS, help="class | coral | corn | regression (default coral)")
+    p.add_argument("--backbone", help="scratch | vgg16 | resnet18 | resnet34 | resnet50 (default scratch)")
+    p.add_argument("--weights", help="VGGFace .h5 / vgg_face_dag.pth, or a torchvision state dict file")
+    p.add_argument("--target", choices=("age", "group"), help="ordinal/class heads: single years or age groups")
+    _add_data_arg(p, " (default synth)")
+    p.add_argument("--groups", help="age groups (default 0-10,...,61-70)")
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=int, dest="image_size")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strict", action="store_true", default=None, help="an unreadable image is an error")
+    p.add_argument("--out", help="run folder (default runs/<head>-<backbone>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.lr=0.001 (repeatable)")
+    p.set_defaults(func=_train)
+
+    # evaluate
+    p = sub.add_parser("evaluate", help="metrics, baseline, confusion matrices for a run or a predictions CSV")
+    p.add_argument("target", nargs="?", metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_data_arg(p, " (default: the run's own data)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    p.add_argument("--predictions", metavar="CSV", help="judge a predictions file (true_age,pred_age or true_group,pred_group)")
+    p.add_argument("--groups", help="age groups for --predictions (default seven decades)")
+    p.add_argument("--out", help="output folder (default: <run>/eval-<split>)")
+    p.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error")
+    p.add_argument("--json", action="store_true", help="print the metrics object on stdout")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("compare", help="one table of several runs, best value per column marked")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--plot", metavar="PNG", help="bar chart of MAE and accuracy (default: none)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("tune", help="Optuna study over augmentation, sampling and training knobs")
+    p.add_argument("--config", required=True, help="tune YAML (see configs/tune/)")
+    p.add_argument("--study", help="study name (default: from the YAML)")
+    p.add_argument("--storage", help="sqlite:///file.db | journal:FILE | postgresql://... (default: SQLite in the study folder)")
+    p.add_argument("--trials", type=int)
+    p.add_argument("--timeout", type=float, help="seconds")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this host")
+    p.add_argument("--out", help="study folder (default studies/<study>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_tune)
+
+    p = sub.add_parser("predict", help="age of every face in photos")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--detect", choices=("haar", "none"), default="haar")
+    p.add_argument("--csv", metavar="FILE")
+    p.add_argument("--annotate", metavar="DIR")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64, dest="batch_size")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("live", help="webcam or video file with an age label on each face")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--source", default="0", help="camera index or video file")
+    p.add_argument("--output", metavar="OUT.mp4", help="write the annotated video (headless)")
+    p.add_argument("--every", type=int, default=1, help="run the model every N frames")
+    p.add_argument("--max-frames", type=int, default=None, dest="max_frames")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_live)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked on the spot")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        print(f"ordinalage: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("ordinalage"):
+            print(f"ordinalage: error: '{args.command}' is not available in this version yet ({exc.name})",
+                  file=sys.stderr)
+            return 2
+        raise
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ordinalage: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ordinalage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The shared dataset layer: sources, age groups, splits, sampling, augmentation, Dataset."""

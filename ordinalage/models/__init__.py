@@ -1,0 +1,1 @@
+"""Backbones (registry by name), VGGFace weight readers, heads (registry by name)."""
