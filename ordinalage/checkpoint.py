@@ -1,0 +1,126 @@
+"""Checkpoints: one plain dict, written atomically, read with `torch.load(weights_only=True)`.
+
+Nothing is ever unpickled as code: a checkpoint handed to a user holds tensors, numbers, strings,
+lists and dicts only, and the model is rebuilt from the config stored inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ordinalage import __version__
+from ordinalage.config import Config, config_from_dict
+from ordinalage.data.groups import AgeGroups
+from ordinalage.errors import UsageError
+
+FORMAT = "ordinalage-checkpoint"
+VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded in every checkpoint and benchmark."""
+    import numpy
+
+    out = {"ordinalage": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+           "python": platform.python_version()}
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an ordinalage checkpoint safely; anything else is a UsageError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise UsageError(f"{path}: no best.pt or last.pt in this folder (is it a run folder?)")
+    if not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not one of ours"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: not an ordinalage checkpoint (cannot be read safely: {first[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UsageError(f"{path}: not an ordinalage checkpoint (no '{FORMAT}' marker)")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise UsageError(f"{path}: checkpoint version {ckpt.get('version')} is newer than this ordinalage reads ({VERSION})")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, ready for inference."""
+
+    model: torch.nn.Module
+    config: Config
+    groups: AgeGroups
+    input_spec: Any  # ordinalage.models.input_spec.InputSpec
+    reference: dict[str, Any]
+    checkpoint_path: Path
+    run_dir: Path | None
+    epoch: int
+
+
+def resolve_input_spec(config: Config, backbone: Any) -> Any:
+    """The backbone's InputSpec, with the side overridden by `data.image_size` when set."""
+    from dataclasses import replace
+
+    spec = backbone.input_spec
+    return replace(spec, size=config.data.image_size) if config.data.image_size else spec
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a run folder or checkpoint file (best.pt preferred) on `device`."""
+    from ordinalage.models.model import build_model
+
+    ckpt = load_checkpoint(path)
+    config = config_from_dict(ckpt["config"])
+    groups = AgeGroups.parse(ckpt["groups"])
+    # The weights come from the checkpoint: do not read the original pretrained file again.
+    from dataclasses import replace
+
+    model_cfg = replace(config.model, weights=None)
+    model = build_model(model_cfg, groups)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise UsageError(f"{ckpt['path']}: weights do not fit the model in its config ({str(exc)[:300]})") from None
+    model.to(device).eval()
+    ckpt_path = Path(ckpt["path"])
+    run_dir = ckpt_path.parent if (ckpt_path.parent / "config.yaml").is_file() else None
+    return LoadedModel(model=model, config=config, groups=groups, input_spec=resolve_input_spec(config, model.backbone),
+                       reference=dict(ckpt.get("reference") or {}), checkpoint_path=ckpt_path, run_dir=run_dir,
+                       epoch=int(ckpt.get("epoch", -1)))

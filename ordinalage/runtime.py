@@ -1,0 +1,68 @@
+"""Device, precision and seeding decisions, made in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ordinalage.errors import UsageError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU; an unavailable explicit device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"train.device: unknown device {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"train.device: {name!r} requested but CUDA is not available here")
+    return dev
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None: fp32) and whether a GradScaler is needed (fp16 only)."""
+
+    name: str
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """`auto`: bf16 autocast on CUDA (no scaler), fp32 on CPU. fp16 brings a GradScaler."""
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" else "fp32"
+    if name == "fp32":
+        return Precision("fp32", None, False)
+    if name == "bf16":
+        return Precision("bf16", torch.bfloat16, False)
+    if name == "fp16":
+        if device.type != "cuda":
+            raise UsageError("train.precision: fp16 needs CUDA; use bf16 or fp32 on a CPU")
+        return Precision("fp16", torch.float16, True)
+    raise UsageError(f"train.precision: unknown value {name!r} (auto, fp32, bf16, fp16)")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def configure_threads() -> None:
+    """Respect OMP_NUM_THREADS when set; otherwise leave torch's default."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
