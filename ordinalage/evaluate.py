@@ -1,0 +1,412 @@
+"""Predictions -> metrics -> report: judge a run (or a checkpoint), or any predictions CSV.
+
+Outputs (into `out`): metrics.json, predictions.csv (runs only), confusion_count.png, confusion_norm.png.
+Tables go to stderr; the returned dict is what `--json` prints. See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ordinalage.data.groups import AgeGroups
+from ordinalage.data.records import Record
+from ordinalage.errors import UsageError
+from ordinalage.metrics import baseline_metrics, compute_metrics, reference_from_truth
+from ordinalage.report import plot_confusion, print_evaluation, stderr_console
+
+if TYPE_CHECKING:
+    import torch
+
+    from ordinalage.checkpoint import LoadedModel
+
+SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
+@dataclass
+class Predictions:
+    """Small per-image arrays (never the images), in the order of the records that were read."""
+
+    paths: list[str]
+    true_age: np.ndarray  # float (N,)
+    true_group: np.ndarray  # int64 (N,)
+    pred_age: np.ndarray  # float (N,)
+    pred_group: np.ndarray  # int64 (N,)
+    group_proba: np.ndarray  # float32 (N, G)
+    rank_proba: np.ndarray | None  # float32 (N, K), None for heads without ordinal probabilities
+    skipped: list[str] = field(default_factory=list)  # records whose image could not be read
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# model predictions
+
+
+def predict_records(
+    loaded: LoadedModel,
+    records: Sequence[Record],
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    workers: int | None = None,
+    strict: bool = False,
+    show: bool = False,
+) -> Predictions:
+    """Run `loaded.model` over `records` in streaming batches under torch.inference_mode.
+
+    Same device, autocast precision and channels_last as validation in training. Only per-image
+    scalars and probabilities are kept, so memory does not grow with the number of images.
+    Unreadable images are skipped and listed in `.skipped` (a UsageError when `strict`).
+    """
+    import torch
+
+    from ordinalage.config import replace
+    from ordinalage.data.dataset import build_loader
+    from ordinalage.runtime import resolve_precision, select_device
+
+    if not records:
+        raise UsageError("evaluate: no images to predict")
+    dev = select_device(str(device))
+    precision = resolve_precision(loaded.config.train.precision, dev)
+    channels_last = loaded.config.train.channels_last and dev.type == "cuda"
+    model = loaded.model.to(dev).eval()
+    data_cfg = loaded.config.data
+    if strict:
+        data_cfg = replace(data_cfg, strict=True)
+    n_workers = data_cfg.num_workers if workers is None else workers
+    loader = build_loader(list(records), loaded.groups, data_cfg, loaded.input_spec.size, batch_size,
+                          train=False, seed=0, num_workers=n_workers)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("index", "age", "group", "pred_age", "pred_group",
+                                                           "group_proba", "rank_proba")}
+    progress = None
+    if show:
+        from rich.progress import Progress
+
+        progress = Progress(console=stderr_console(), transient=True)
+        progress.start()
+        task = progress.add_task("predicting", total=len(records))
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                if batch is None:
+                    continue
+                x = loaded.input_spec.normalize(batch["image"].to(dev, non_blocking=True))
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with precision.autocast(dev):
+                    logits = model(x)
+                dec = model.decode(logits.float())
+                parts["index"].append(batch["index"].cpu().numpy().astype(np.int64))
+                parts["age"].append(batch["age"].cpu().numpy().astype(float))
+                parts["group"].append(batch["group"].cpu().numpy().astype(np.int64))
+                parts["pred_age"].append(dec.age.float().cpu().numpy().astype(float))
+                parts["pred_group"].append(dec.group.cpu().numpy().astype(np.int64))
+                parts["group_proba"].append(dec.group_proba.float().cpu().numpy().astype(np.float32))
+                if dec.rank_proba is not None:
+                    parts["rank_proba"].append(dec.rank_proba.float().cpu().numpy().astype(np.float32))
+                if progress is not None:
+                    progress.update(task, advance=len(batch["index"]))
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not parts["index"]:
+        raise UsageError(f"evaluate: none of the {len(records)} images could be read")
+    index = np.concatenate(parts["index"])
+    order = np.argsort(index, kind="stable")
+    cat = {k: np.concatenate(v)[order] for k, v in parts.items() if v and k != "index"}
+    index = index[order]
+    seen = set(index.tolist())
+    return Predictions(
+        paths=[records[i].path for i in index],
+        true_age=cat["age"],
+        true_group=cat["group"],
+        pred_age=cat["pred_age"],
+        pred_group=cat["pred_group"],
+        group_proba=cat["group_proba"],
+        rank_proba=cat.get("rank_proba"),
+        skipped=[r.path for i, r in enumerate(records) if i not in seen],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# records to evaluate
+
+
+def read_split_csv(path: str | Path, split: str) -> list[Record]:
+    """Rows of a run's split.csv (columns path, age, group, split) in `split` ('all': every row)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: not found (a run folder holds split.csv; or give --data SPEC)")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("path", "age", "split") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UsageError(f"{path}: missing column(s) {', '.join(missing)}")
+        records = []
+        for row in reader:
+            if split != "all" and row["split"] != split:
+                continue
+            age = _number(row["age"], path, reader.line_num, "age")
+            records.append(Record(path=row["path"], age=age, split=row["split"], source="split.csv"))
+    return records
+
+
+def _select_records(loaded: LoadedModel, run_dir: Path | None, data: Sequence[str] | None,
+                    split: str) -> tuple[list[Record], int]:
+    """Records to evaluate and the number dropped for ages outside every group."""
+    from ordinalage.config import replace
+
+    groups = loaded.groups
+    if not data:
+        if run_dir is None:
+            raise UsageError("evaluate: this checkpoint has no run folder with split.csv; give --data SPEC")
+        records = read_split_csv(run_dir / "split.csv", split)
+        where = f"split '{split}' of {run_dir / 'split.csv'}"
+    elif split == "all":
+        from ordinalage.data.sources import read_sources
+
+        records = read_sources(list(data), loaded.config.data)
+        where = f"--data {' '.join(data)}"
+    else:
+        from ordinalage.data.prepare import prepare_data
+
+        prepared = prepare_data(replace(loaded.config.data, sources=tuple(data)))
+        records = list(getattr(prepared, split))
+        where = f"split '{split}' of --data {' '.join(data)}"
+    idx = groups.indices([r.age for r in records])
+    kept = [r for r, i in zip(records, idx, strict=True) if i >= 0]
+    dropped = len(records) - len(kept)
+    if dropped:
+        print(f"evaluate: {dropped} image(s) with ages outside {groups.spec} dropped", file=sys.stderr)
+    if not kept:
+        raise UsageError(f"evaluate: no images in {where}")
+    return kept, dropped
+
+
+def _slug(specs: Sequence[str]) -> str:
+    parts = []
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        parts.append(f"{kind}-{Path(rest).name}" if rest else kind)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
+
+
+def default_out_dir(target: Path, split: str, data: Sequence[str] | None) -> Path:
+    """`<run>/eval-<split>`; beside a checkpoint `eval-<split>` (best.pt) or `eval-<stem>-<split>`;
+    with --data the data's name is appended (`eval-test-utkface-UTKFace`) so the run's own results stay."""
+    suffix = f"-{_slug(data)}" if data else ""
+    if target.is_dir():
+        return target / f"eval-{split}{suffix}"
+    stem = "" if target.stem == "best" else f"{target.stem}-"
+    return target.parent / f"eval-{stem}{split}{suffix}"
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+
+
+def write_predictions_csv(path: str | Path, preds: Predictions, groups: AgeGroups) -> Path:
+    """file, true_age, true_group, pred_age, pred_group, p_<label>... (groups written as labels)."""
+    path = Path(path)
+    labels = groups.labels
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "true_age", "true_group", "pred_age", "pred_group"] + [f"p_{lab}" for lab in labels])
+        for i, p in enumerate(preds.paths):
+            w.writerow([p, f"{preds.true_age[i]:g}", labels[preds.true_group[i]], f"{preds.pred_age[i]:.4f}",
+                        labels[preds.pred_group[i]]] + [f"{v:.6f}" for v in preds.group_proba[i]])
+    return path
+
+
+def write_outputs(out: Path, result: dict[str, Any], labels: Sequence[str], title: str) -> None:
+    """metrics.json and the two confusion-matrix PNGs."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    n = result["n"]
+    plot_confusion(result["confusion"], labels, out / "confusion_count.png", normalize=False,
+                   title=f"{title}: counts (n={n})")
+    plot_confusion(result["confusion"], labels, out / "confusion_norm.png", normalize=True,
+                   title=f"{title}: share of each true group")
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry points
+
+
+def evaluate_run(
+    target: str | Path,
+    data: Sequence[str] | None = None,
+    split: str = "test",
+    out: str | Path | None = None,
+    batch_size: int = 128,
+    device: str = "auto",
+    show: bool = True,
+    strict: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
+
+    Returns the metrics dict plus `baseline` (training split's majority group and median age),
+    `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
+    """
+    from ordinalage.checkpoint import load_model
+
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
+    if isinstance(data, str):
+        data = [data]
+    target = Path(target)
+    if not target.exists():
+        raise UsageError(f"{target}: no such run folder or checkpoint")
+    from ordinalage.runtime import select_device
+
+    loaded = load_model(target, select_device(device))
+    checkpoint = Path(loaded.checkpoint_path)
+    groups = loaded.groups
+    run_dir = loaded.run_dir if loaded.run_dir is not None else (target if target.is_dir() else None)
+    records, dropped = _select_records(loaded, run_dir, data, split)
+
+    preds = predict_records(loaded, records, batch_size=batch_size, device=device, workers=workers,
+                            strict=strict, show=show)
+    result = compute_metrics(preds.true_age, preds.pred_age, preds.true_group, preds.pred_group, len(groups),
+                             labels=groups.labels, rank_proba=preds.rank_proba)
+    reference = dict(loaded.reference or {})
+    if "majority_group" in reference:
+        source = "training split"
+    else:
+        reference, source = reference_from_truth(preds.true_age, preds.true_group, len(groups)), "this data"
+    result["baseline"] = baseline_metrics(preds.true_age, preds.true_group, reference["majority_group"],
+                                          reference.get("median_age"), groups)
+    out_dir = Path(out) if out else default_out_dir(target, split, data)
+    result.update({
+        "baseline_source": source,
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "data": list(data) if data else f"{run_dir / 'split.csv'}",
+        "skipped": preds.skipped,
+        "dropped_out_of_range": dropped,
+        "out": str(out_dir),
+    })
+    write_outputs(out_dir, result, groups.labels, f"{checkpoint.name} on {split}")
+    write_predictions_csv(out_dir / "predictions.csv", preds, groups)
+    if show:
+        print_evaluation(result, title=f"{checkpoint} on {split} (n={result['n']})")
+        stderr_console().print(f"wrote {out_dir}")
+    return result
+
+
+def _number(value: str | None, path: Path, line: int, column: str) -> float:
+    try:
+        x = float(value) if value is not None else math.nan
+    except ValueError:
+        x = None
+    if x is None or not math.isfinite(x):
+        raise UsageError(f"{path}: line {line}, column {column}: {value!r} is not a finite number")
+    return x
+
+
+def _group_index(value: str | None, groups: AgeGroups, path: Path, line: int, column: str) -> int:
+    v = (value or "").strip()
+    if v in groups.labels:
+        return groups.labels.index(v)
+    try:
+        i = int(v)
+    except ValueError:
+        raise UsageError(f"{path}: line {line}, column {column}: {value!r} is neither a group label "
+                         f"({groups.spec}) nor a group index") from None
+    if not 0 <= i < len(groups):
+        raise UsageError(f"{path}: line {line}, column {column}: group index {i} is outside 0..{len(groups) - 1}")
+    return i
+
+
+def read_predictions_csv(path: str | Path, groups: AgeGroups) -> dict[str, Any]:
+    """Parse a predictions CSV into arrays: true_age/pred_age (or None), true_group, pred_group, dropped.
+
+    With ages, groups come from the true_group/pred_group columns when present, else from binning
+    (true ages outside every group: row dropped and counted; predicted ages clipped into range).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: predictions file not found")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = cols
+        has_age = "true_age" in cols and "pred_age" in cols
+        has_group = "true_group" in cols and "pred_group" in cols
+        if not (has_age or has_group):
+            want = [c for c in ("true_age", "pred_age") if c not in cols] if ("true_age" in cols or "pred_age" in cols) \
+                else [c for c in ("true_group", "pred_group") if c not in cols] if ("true_group" in cols or "pred_group" in cols) \
+                else ["true_age", "pred_age"]
+            raise UsageError(f"{path}: missing column(s) {', '.join(want)} (need true_age and pred_age, "
+                             f"or true_group and pred_group; found: {', '.join(cols) or 'no header'})")
+        ta, pa, tg, pg = [], [], [], []
+        for row in reader:
+            line = reader.line_num
+            if has_age:
+                ta.append(_number(row.get("true_age"), path, line, "true_age"))
+                pa.append(_number(row.get("pred_age"), path, line, "pred_age"))
+            if has_group:
+                tg.append(_group_index(row.get("true_group"), groups, path, line, "true_group"))
+                pg.append(_group_index(row.get("pred_group"), groups, path, line, "pred_group"))
+    if not (ta or tg):
+        raise UsageError(f"{path}: no rows (only a header)")
+    dropped = 0
+    true_age = np.asarray(ta, dtype=float) if has_age else None
+    pred_age = np.asarray(pa, dtype=float) if has_age else None
+    if has_group:
+        true_group, pred_group = np.asarray(tg, dtype=np.int64), np.asarray(pg, dtype=np.int64)
+    else:
+        true_group = groups.indices(true_age)
+        keep = true_group >= 0
+        dropped = int((~keep).sum())
+        if not keep.any():
+            raise UsageError(f"{path}: no true age lies in the groups {groups.spec}")
+        true_age, pred_age, true_group = true_age[keep], pred_age[keep], true_group[keep]
+        pred_group = groups.clip_indices(pred_age)
+    return {"true_age": true_age, "pred_age": pred_age, "true_group": true_group, "pred_group": pred_group,
+            "dropped_out_of_range": dropped}
+
+
+def evaluate_predictions_file(
+    path: str | Path,
+    groups: str | None = None,
+    out: str | Path | None = None,
+    show: bool = True,
+) -> dict[str, Any]:
+    """Metrics from a CSV made by anything (see read_predictions_csv and docs/evaluation.md).
+
+    The baseline predicts the majority group and median age of the file's own truth
+    (`baseline_source: "this file"`). With `out`, metrics.json and the confusion PNGs are written.
+    """
+    age_groups = AgeGroups.parse(groups)
+    arrays = read_predictions_csv(path, age_groups)
+    n_groups = len(age_groups)
+    result = compute_metrics(arrays["true_age"], arrays["pred_age"], arrays["true_group"], arrays["pred_group"],
+                             n_groups, labels=age_groups.labels)
+    ref = reference_from_truth(arrays["true_age"], arrays["true_group"], n_groups)
+    result["baseline"] = baseline_metrics(arrays["true_age"], arrays["true_group"], ref["majority_group"],
+                                          ref["median_age"], age_groups)
+    result.update({"baseline_source": "this file", "predictions": str(path),
+                   "dropped_out_of_range": arrays["dropped_out_of_range"]})
+    if arrays["dropped_out_of_range"]:
+        print(f"evaluate: {arrays['dropped_out_of_range']} row(s) with true ages outside {age_groups.spec} dropped",
+              file=sys.stderr)
+    if out:
+        out_dir = Path(out)
+        result["out"] = str(out_dir)
+        write_outputs(out_dir, result, age_groups.labels, Path(path).name)
+    if show:
+        print_evaluation(result, title=f"{path} (n={result['n']})")
+    return result
+
