@@ -1,0 +1,178 @@
+"""Torch side of the data layer: uint8 face tensors, bad-image skipping, seeded loaders.
+
+Workers decode and augment only; they ship uint8 (3, H, W) tensors and the device normalises
+(`InputSpec.normalize`). Each worker's albumentations pipeline is reseeded from torch's
+per-worker seed, so workers never repeat each other's augmentations and a run is reproducible
+from the loader seed.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    Sampler,
+    WeightedRandomSampler,
+    default_collate,
+    get_worker_info,
+)
+
+from ordinalage.config import DataConfig
+from ordinalage.data.augment import build_transform, reseed_transform
+from ordinalage.data.decode import ImageDecodeError, check_geometry, decode_image
+from ordinalage.data.groups import AgeGroups
+from ordinalage.data.records import Record
+from ordinalage.errors import UsageError
+
+Item = dict[str, torch.Tensor]
+
+
+class FaceDataset(Dataset):
+    """Records -> {"image": uint8 (3, size, size) RGB, "age": float32, "group": int64, "index": int64}.
+
+    An unreadable file gives None (named once on stderr per process) or, with `strict`, a
+    UsageError naming it.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        groups: AgeGroups,
+        size: int,
+        geometry: str = "auto",
+        transform: Any = None,
+        strict: bool = False,
+    ) -> None:
+        if size <= 0:
+            raise UsageError(f"image size must be positive, got {size}")
+        self.paths = [r.path for r in records]
+        self.ages = np.asarray([r.age for r in records], dtype=np.float32)
+        self.groups = groups.clip_indices(self.ages).astype(np.int64)
+        self.size = size
+        self.geometry = check_geometry(geometry)
+        self.transform = transform
+        self.strict = strict
+        self._reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Item | None:
+        path = self.paths[index]
+        try:
+            image = decode_image(path, self.size, self.geometry)
+        except ImageDecodeError as exc:
+            if self.strict:
+                raise UsageError(f"{path}: cannot read image ({exc.reason})") from exc
+            if path not in self._reported:
+                self._reported.add(path)
+                print(
+                    f"warning: skipping {path}: cannot read image ({exc.reason})", file=sys.stderr, flush=True
+                )
+            return None
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {
+            # HWC -> CHW view; collate's stack writes the one contiguous copy
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+            "age": torch.tensor(self.ages[index]),
+            "group": torch.tensor(self.groups[index]),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+
+def collate_skip_none(batch: Sequence[Item | None]) -> dict[str, torch.Tensor] | None:
+    """Drop None items (unreadable images), then default-collate; an all-None batch gives None."""
+    items = [b for b in batch if b is not None]
+    return default_collate(items) if items else None
+
+
+def _unwrap(dataset: Any) -> Any:
+    """The innermost dataset of Subset-style wrappers."""
+    while not hasattr(dataset, "transform") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return dataset
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Reseed this worker's albumentations pipeline, numpy and random from torch's worker seed.
+
+    torch derives the worker seed from the loader's generator (base seed + worker id), so
+    workers differ from each other and the whole run follows the loader seed.
+    """
+    info = get_worker_info()
+    if info is None:
+        return
+    seed = int(info.seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    cv2.setNumThreads(1)  # one decode thread per worker; the workers are the parallelism
+    reseed_transform(getattr(_unwrap(info.dataset), "transform", None), seed)
+
+
+def build_loader(
+    records: Sequence[Record],
+    groups: AgeGroups,
+    cfg: DataConfig,
+    size: int,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    sampler_weights: np.ndarray | None = None,
+    sampler: Sampler | None = None,
+    drop_last: bool | None = None,
+    num_workers: int | None = None,
+) -> DataLoader:
+    """A DataLoader over `records` with augmentation when `train`.
+
+    Order: an explicit `sampler` (e.g. DistributedSampler) wins; else `sampler_weights` give a
+    WeightedRandomSampler (with replacement, one epoch = len(records) draws); else train shuffles
+    and eval keeps record order. All randomness follows `seed`. `drop_last` defaults to True
+    for training when there is more than one batch.
+    """
+    if not records:
+        raise UsageError(f"no images to load for the {'training' if train else 'evaluation'} loader")
+    if batch_size <= 0:
+        raise UsageError(f"batch size must be positive, got {batch_size}")
+    workers = cfg.num_workers if num_workers is None else num_workers
+    if workers < 0:
+        raise UsageError(f"config key 'data.num_workers': expected >= 0, got {workers}")
+    transform = build_transform(cfg.augment, size, train)
+    reseed_transform(transform, seed)  # the main-process stream (num_workers=0)
+    dataset = FaceDataset(records, groups, size, cfg.geometry, transform, cfg.strict)
+
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffle = False
+    if sampler is None and sampler_weights is not None:
+        weights = np.asarray(sampler_weights, dtype=np.float64)
+        if weights.shape != (len(records),):
+            raise UsageError(f"sampler weights: expected {len(records)} values, got shape {weights.shape}")
+        sampler = WeightedRandomSampler(
+            torch.from_numpy(weights), len(records), replacement=True, generator=generator
+        )
+    elif sampler is None:
+        shuffle = train
+    if drop_last is None:
+        drop_last = train and len(records) > batch_size
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skip_none,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=worker_init_fn,
+        generator=generator,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,161 @@
+"""Image files -> RGB uint8 (size, size, 3) with OpenCV: reduced JPEG decoding, crop, resize.
+
+The hot path per image is: read bytes, peek the JPEG header for the frame size, `cv2.imdecode` at
+the smallest libjpeg reduction (1/2, 1/4, 1/8) that still leaves at least `size` pixels on the
+side the geometry keeps, crop, `cv2.resize`. PIL is touched only for a JPEG that lacks its end
+marker (to tell a truncated file from one with harmless trailing bytes).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ordinalage.errors import UsageError
+
+GEOMETRIES = ("auto", "resize", "center_square", "crop_megaage")
+MEGAAGE_CROP = 20  # pixels cut from top and bottom of a 178x218 MegaAge image (as in SSR-Net)
+
+_REDUCED = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    1: cv2.IMREAD_COLOR,
+}
+_SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic ...): C0-CF except C4, C8, CC.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length field
+
+
+class ImageDecodeError(UsageError):
+    """A file that is not a readable image; `path` and `reason` say which and why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: cannot read image ({reason})")
+        self.path = str(path)
+        self.reason = reason
+
+
+def check_geometry(geometry: str) -> str:
+    """Return `geometry` if known, else raise a UsageError naming the config key."""
+    if geometry not in GEOMETRIES:
+        raise UsageError(
+            f"config key 'data.geometry': unknown value {geometry!r} (choose from {', '.join(GEOMETRIES)})"
+        )
+    return geometry
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's start-of-frame header, or None if `data` is not a parsable JPEG."""
+    if not data.startswith(_SOI):
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in _SOF:
+            if pos + 9 > n:
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return height, width
+        if marker == 0xDA or length < 2:  # start of scan before any frame header: give up
+            return None
+        pos += 2 + length
+    return None
+
+
+def _kept_side(height: int, width: int, geometry: str) -> int:
+    """Shortest side (full-resolution pixels) left after the geometry's crop."""
+    crop = 2 * MEGAAGE_CROP if geometry == "crop_megaage" and height > 2 * MEGAAGE_CROP else 0
+    return min(height - crop, width)
+
+
+def choose_reduction(height: int, width: int, size: int, geometry: str) -> int:
+    """Largest libjpeg reduction (8, 4, 2 or 1) that keeps at least `size` pixels after the crop."""
+    kept = _kept_side(height, width, geometry)
+    return next(factor for factor in _REDUCED if kept // factor >= size or factor == 1)
+
+
+def _truncated_jpeg(data: bytes) -> str | None:
+    """A reason if a JPEG's bytes are cut short, else None (PIL only when the end marker is missing)."""
+    if data.rstrip(b"\x00\r\n\t ").endswith(_EOI):
+        return None
+    from PIL import Image  # rare path: trailing bytes after EOI, or a truncated file
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError ...
+        return f"truncated or corrupt JPEG: {exc}"
+    return None
+
+
+def decode_image(path: str | Path, size: int, geometry: str = "auto") -> np.ndarray:
+    """Read `path` as RGB uint8 of shape (size, size, 3) after `geometry`; raise ImageDecodeError.
+
+    Geometries: `resize` (stretch to a square), `center_square` (centre crop to the short side,
+    then resize), `crop_megaage` (cut 20 px - scaled by the decode reduction - off top and bottom,
+    then resize), `auto` (`center_square` for a non-square image, else `resize`).
+    """
+    check_geometry(geometry)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(path, exc.strerror or str(exc)) from None
+    if not data:
+        raise ImageDecodeError(path, "empty file")
+
+    factor, flag = 1, cv2.IMREAD_COLOR
+    hw = jpeg_size(data)
+    if hw is not None:
+        reason = _truncated_jpeg(data)
+        if reason:
+            raise ImageDecodeError(path, reason)
+        factor = choose_reduction(hw[0], hw[1], size, geometry)
+        flag = _REDUCED[factor]
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if bgr is None or bgr.size == 0:
+        raise ImageDecodeError(path, "not a decodable image")
+    full_height = hw[0] if hw is not None else None
+    return to_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, geometry, factor, full_height)
+
+
+def to_square(
+    image: np.ndarray, size: int, geometry: str, reduction: int = 1, full_height: int | None = None
+) -> np.ndarray:
+    """Apply `geometry` to an HxWx3 image decoded at 1/`reduction` of its `full_height`; return (size, size, 3)."""
+    h, w = image.shape[:2]
+    if geometry == "auto":
+        geometry = "center_square" if h != w else "resize"
+    if geometry == "center_square":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        image = image[top : top + side, left : left + side]
+    elif geometry == "crop_megaage":
+        # libjpeg rounds reduced sides up: map the full-size rows [20, H - 20) and keep whole rows only
+        full = full_height or h * reduction
+        top, bottom = -(-MEGAAGE_CROP // reduction), (full - MEGAAGE_CROP) // reduction
+        if bottom - top > 0:
+            image = image[top:bottom]
+    elif geometry != "resize":
+        check_geometry(geometry)
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image)
+    shrinking = h >= size and w >= size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
