@@ -449,8 +449,10 @@ def _reseed_loader(loader: Any, seed: int) -> None:
         sampler.generator.manual_seed(seed)
     dataset = getattr(loader, "dataset", None)
     transform = getattr(dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+    if transform is not None and getattr(loader, "num_workers", 0) == 0:
+        from ordinalage.data.augment import reseed_transform
+
+        reseed_transform(transform, seed)
 
 
 def _jsonable(obj: Any) -> Any:
