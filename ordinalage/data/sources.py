@@ -1,0 +1,259 @@
+"""Data specs and their readers: `synth`, `utkface:PATH`, `megaage:PATH`, `folder:PATH`, `csv:PATH`.
+
+Every reader turns a folder or file into `Record`s (absolute path, age, the source's own split or
+None, the spec as `source`, small `meta`). Bad input raises `UsageError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ordinalage.data.groups import AgeGroups
+from ordinalage.data.records import Record
+from ordinalage.errors import UsageError
+
+if TYPE_CHECKING:
+    from ordinalage.config import DataConfig
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+KINDS = ("synth", "utkface", "megaage", "folder", "csv")
+
+
+def is_image(name: str) -> bool:
+    """True for a file name with an image extension (case-insensitive), hidden files excluded."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def iter_images(folder: Path) -> Iterator[Path]:
+    """Image files under `folder` (recursively, hidden folders skipped), in sorted order."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if is_image(name):
+                yield Path(root) / name
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split `kind:PATH` (or the bare `synth`) into (kind, path)."""
+    spec = spec.strip()
+    if spec == "synth":
+        return "synth", None
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in KINDS or kind == "synth":
+        raise UsageError(
+            f"data spec {spec!r}: unknown kind (expected synth, utkface:PATH, megaage:PATH, folder:PATH or csv:PATH)"
+        )
+    if not path:
+        raise UsageError(f"data spec {spec!r}: missing PATH after '{kind}:'")
+    return kind, path
+
+
+# ---------------------------------------------------------------------------------------------
+# utkface: age is the first "_" token of the file name
+
+
+def utkface_meta(name: str) -> dict[str, int]:
+    """gender and race from `age_gender_race_time.jpg.chip.jpg` when present (race is missing in a few names)."""
+    tokens = name.split("_")
+    meta: dict[str, int] = {}
+    if len(tokens) >= 3 and tokens[1] in ("0", "1"):
+        meta["gender"] = int(tokens[1])
+    if len(tokens) >= 4 and len(tokens[2]) == 1 and tokens[2].isdigit():
+        meta["race"] = int(tokens[2])
+    return meta
+
+
+def utkface_age(path: Path) -> int:
+    """The age encoded as the first `_` token of a UTKFace file name."""
+    token = path.name.split("_", 1)[0].strip()
+    if not (token.isascii() and token.isdigit()):
+        raise UsageError(f"{path}: UTKFace file name must start with the age in years followed by '_' "
+                         f"(like 25_0_1_20170116174525125.jpg.chip.jpg), got {token!r}")
+    return int(token)
+
+
+def read_utkface(folder: Path, source: str) -> list[Record]:
+    """Every image under `folder`, age from its name."""
+    if not folder.is_dir():
+        raise UsageError(f"data spec {source!r}: {folder} is not a folder")
+    return [Record(str(p), float(utkface_age(p)), None, source, utkface_meta(p.name)) for p in iter_images(folder)]
+
+
+# ---------------------------------------------------------------------------------------------
+# megaage: list/{train,test}_{name,age}.txt, images in train/ and test/
+
+
+def find_megaage_root(folder: Path) -> Path:
+    """The folder that holds `list/` (the path itself or a nested unzip like megaage_asian/megaage_asian/)."""
+    for root, dirs, _files in os.walk(folder):
+        if "list" in dirs and any((Path(root) / "list" / f"{s}_name.txt").is_file() for s in ("train", "test")):
+            return Path(root)
+        depth = len(Path(root).relative_to(folder).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < 3 else []
+    raise UsageError(f"{folder}: no MegaAge layout found (expected list/train_name.txt or list/test_name.txt "
+                     "within three folder levels)")
+
+
+def _list_lines(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return [line.strip() for line in lines]
+
+
+def read_megaage(folder: Path, source: str) -> list[Record]:
+    """MegaAge / MegaAge-Asian: line i of list/<split>_name.txt pairs with line i of list/<split>_age.txt."""
+    root = find_megaage_root(folder)
+    records: list[Record] = []
+    for split in ("train", "test"):
+        names_file, ages_file = root / "list" / f"{split}_name.txt", root / "list" / f"{split}_age.txt"
+        if not names_file.is_file():
+            continue
+        if not ages_file.is_file():
+            raise UsageError(f"{names_file}: the matching age list {ages_file} is missing")
+        names, ages = _list_lines(names_file), _list_lines(ages_file)
+        if len(names) != len(ages):
+            raise UsageError(f"{names_file} has {len(names)} lines but {ages_file} has {len(ages)}: "
+                             "line i of the names must pair with line i of the ages")
+        for line_no, (name, age_text) in enumerate(zip(names, ages, strict=True), start=1):
+            if not name:
+                raise UsageError(f"{names_file}:{line_no}: empty image name")
+            try:
+                age = int(age_text)
+            except ValueError:
+                raise UsageError(f"{ages_file}:{line_no}: age {age_text!r} is not an integer") from None
+            if age < 0:
+                raise UsageError(f"{ages_file}:{line_no}: age {age} is negative")
+            path = root / split / name
+            if not path.is_file() and (root / name).is_file():
+                path = root / name
+            if not path.is_file():
+                raise UsageError(f"{names_file}:{line_no}: image {name!r} not found (looked for {root / split / name})")
+            records.append(Record(str(path), float(age), split, source, {}))
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# folder: one sub-folder per age group (Keras flow_from_directory), optional split folders on top
+
+
+def _group_records(group_dir: Path, split: str | None, source: str) -> list[Record]:
+    try:
+        (group,) = AgeGroups.parse(group_dir.name).groups
+    except (UsageError, ValueError):
+        raise UsageError(f"{group_dir}: folder name must be an age group such as '21-30' or '71+'") from None
+    meta = {"group_label": group.label}
+    return [Record(str(p), group.midpoint, split, source, dict(meta)) for p in iter_images(group_dir)]
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_folder(folder: Path, source: str) -> list[Record]:
+    """Group folders (`21-30/`, `71+/`); ages are the group midpoints. `train/`, `val/`, `test/` on top set the split."""
+    if not folder.is_dir():
+        raise UsageError(f"data spec {source!r}: {folder} is not a folder")
+    subdirs = _subdirs(folder)
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
+    records: list[Record] = []
+    if split_dirs:
+        others = [d.name for d in subdirs if d not in split_dirs]
+        if others:
+            raise UsageError(f"{folder}: mixes split folders ({', '.join(d.name for d in split_dirs)}) "
+                             f"with other folders ({', '.join(others)})")
+        for split_dir in split_dirs:
+            split = SPLIT_NAMES[split_dir.name.lower()]
+            for group_dir in _subdirs(split_dir):
+                records.extend(_group_records(group_dir, split, source))
+    else:
+        for group_dir in subdirs:
+            records.extend(_group_records(group_dir, None, source))
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# csv: columns path, age, optional split
+
+
+def _csv_age(text: str, where: str) -> float:
+    try:
+        age = float(text)
+    except ValueError:
+        raise UsageError(f"{where}, column 'age': {text!r} is not a number") from None
+    if not math.isfinite(age) or age < 0:
+        raise UsageError(f"{where}, column 'age': {text!r} is not a non-negative age")
+    return age
+
+
+def read_csv(path: Path, source: str) -> list[Record]:
+    """Rows of path (relative to the CSV's folder), age (years) and optionally split (train/val/test)."""
+    if not path.is_file():
+        raise UsageError(f"data spec {source!r}: {path} is not a file")
+    records: list[Record] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+        for needed in ("path", "age"):
+            if needed not in columns:
+                raise UsageError(f"{path}:1: missing column {needed!r} (found: {', '.join(columns) or 'nothing'})")
+        extra = [c for c in columns if c not in ("path", "age", "split") and c]
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            values = {k: (row.get(orig) or "").strip() for k, orig in columns.items()}
+            if not any(values.values()):
+                continue
+            if not values["path"]:
+                raise UsageError(f"{where}, column 'path': empty")
+            image = Path(values["path"]) if os.path.isabs(values["path"]) else path.parent / values["path"]
+            if not image.is_file():
+                raise UsageError(f"{where}, column 'path': image not found: {image}")
+            split_text = values.get("split", "")
+            if split_text and split_text.lower() not in SPLIT_NAMES:
+                raise UsageError(f"{where}, column 'split': {split_text!r} is not train, val or test")
+            split = SPLIT_NAMES[split_text.lower()] if split_text else None
+            meta = {c: values[c] for c in extra}
+            records.append(Record(os.path.abspath(image), _csv_age(values["age"], where), split, source, meta))
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+READERS: dict[str, Callable[[Path, str], list[Record]]] = {
+    "utkface": read_utkface,
+    "megaage": read_megaage,
+    "folder": read_folder,
+    "csv": read_csv,
+}
+
+
+def read_spec(spec: str, cfg: DataConfig) -> list[Record]:
+    """Records of one data spec."""
+    kind, raw_path = parse_spec(spec)
+    if kind == "synth":
+        from ordinalage.data.synth import ensure_default_synth
+
+        return read_utkface(Path(os.path.abspath(ensure_default_synth(cfg))), "synth")
+    path = Path(raw_path).expanduser()
+    if not path.exists():
+        raise UsageError(f"data spec {spec!r}: path not found: {path}")
+    return READERS[kind](Path(os.path.abspath(path)), spec)
+
+
+def read_sources(specs: Sequence[str], cfg: DataConfig) -> list[Record]:
+    """Records from every data spec, in the order given."""
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise UsageError("no data given (data.sources is empty; use --data SPEC)")
+    records: list[Record] = []
+    for spec in specs:
+        records.extend(read_spec(spec, cfg))
+    return records
