@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from ordinalage.metrics import SCALAR_METRICS
@@ -28,6 +29,12 @@ METRIC_TITLES = {
     "macro_f1": "macro F1",
     "qwk": "quadratic weighted kappa",
     "rank_inconsistency": "rank inconsistency",
+}
+
+
+SHORT_TITLES = {
+    "accuracy": "acc", "one_off": "1-off", "adjacent_accuracy": "adj", "mae": "MAE", "rmse": "RMSE",
+    "ca3": "CA3", "ca5": "CA5", "mae_groups": "MAEg", "macro_f1": "mF1", "qwk": "QWK", "rank_inconsistency": "rinc",
 }
 
 
@@ -103,13 +110,15 @@ def print_evaluation(result: Mapping[str, Any], console: Console | None = None, 
 
 def compare_table(rows: Sequence[Mapping[str, Any]], info_columns: Sequence[str], metric_columns: Sequence[str],
                   best_rows: Mapping[str, set[int]]) -> Table:
-    """One row per run; the best value of each metric column in bold green with a '*'."""
-    table = Table(title="runs (best per column marked *)")
+    """One row per run; the best value of each metric column in bold green with a '*' (short
+    metric headers, explained in the caption)."""
+    legend = ", ".join(f"{SHORT_TITLES[c]}={c}" for c in metric_columns if c in SHORT_TITLES)
+    table = Table(title="runs (best per column marked *)", caption=legend)
     table.add_column("run")
     for c in info_columns:
         table.add_column(c)
     for c in metric_columns:
-        table.add_column(c, justify="right")
+        table.add_column(SHORT_TITLES.get(c, c), justify="right", no_wrap=True)
     for i, row in enumerate(rows):
         cells = [fmt(row.get(c)) for c in info_columns]
         for c in metric_columns:
@@ -117,6 +126,15 @@ def compare_table(rows: Sequence[Mapping[str, Any]], info_columns: Sequence[str]
             cells.append(f"[bold green]{text}*[/bold green]" if i in best_rows.get(c, set()) else text)
         table.add_row(str(row["run"]), *cells)
     return table
+
+
+def print_wide(table: Table, console: Console | None = None) -> None:
+    """Print `table` without squeezing numbers into '…': widen the console to the table if needed."""
+    console = console or stderr_console()
+    need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if need > console.width:
+        console = Console(stderr=console.stderr, width=need)
+    console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------

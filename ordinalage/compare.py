@@ -1,0 +1,117 @@
+"""Compare runs: one table with a row per run, the best value of each metric marked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ordinalage.errors import UsageError
+from ordinalage.metrics import LOWER_IS_BETTER, SCALAR_METRICS
+from ordinalage.report import compare_table, plot_compare, print_wide, stderr_console
+
+INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
+RANKED_METRICS = tuple(m for m in SCALAR_METRICS if m != "n")  # n is a count, not a score
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
+
+
+def _test_metrics(run: Path, summary: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's test metrics: summary.json `test` (or `test_metrics`), else eval-test/metrics.json."""
+    for key in ("test", "test_metrics"):
+        value = summary.get(key)
+        if isinstance(value, dict) and any(m in value for m in SCALAR_METRICS):
+            return value, f"summary.json:{key}"
+    path = run / "eval-test" / "metrics.json"
+    if path.is_file():
+        return _read_json(path), "eval-test/metrics.json"
+    return None, None
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    """One comparison row: run settings from config.yaml and its test metrics (None when not evaluated)."""
+    run = Path(path)
+    if not run.is_dir():
+        raise UsageError(f"{run}: not a run folder (no such folder)")
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise UsageError(f"{run}: not a run folder (no config.yaml)")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{cfg_path}: not valid YAML ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{cfg_path}: expected a mapping")
+    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    metrics, source = _test_metrics(run, summary)
+    model, data, train = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("train") or {}
+    sources = data.get("sources")
+    epochs = summary.get("epochs_done", summary.get("epochs", train.get("epochs")))
+    row: dict[str, Any] = {
+        "run": run.name,
+        "path": str(run),
+        "head": model.get("head"),
+        "backbone": model.get("backbone"),
+        "target": model.get("target"),
+        "data": ",".join(sources) if isinstance(sources, list) else sources,
+        "epochs": epochs if isinstance(epochs, int) else None,
+        "metrics_source": source,
+    }
+    for m in SCALAR_METRICS:
+        row[m] = (metrics or {}).get(m)
+    return row
+
+
+def best_runs(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict[str, set[int]]]:
+    """Best run per metric (min for LOWER_IS_BETTER, max otherwise; first run on ties) and every tied row."""
+    best: dict[str, str] = {}
+    tied: dict[str, set[int]] = {}
+    for m in RANKED_METRICS:
+        values = [(i, r[m]) for i, r in enumerate(rows) if isinstance(r.get(m), (int, float))]
+        if not values:
+            continue
+        pick = min if m in LOWER_IS_BETTER else max
+        top = pick(v for _, v in values)
+        tied[m] = {i for i, v in values if v == top}
+        best[m] = rows[min(tied[m])]["run"]
+    return best, tied
+
+
+def compare_runs(runs: Sequence[str], plot: str | None = None, show: bool = True) -> dict[str, Any]:
+    """Table (stderr) of runs with the best value per metric marked; optional MAE/accuracy bar chart PNG.
+
+    Returns {"runs": [row, ...], "best": {metric: run name}} (plus "plot" when written).
+    """
+    if not runs:
+        raise UsageError("compare: give at least one run folder")
+    rows = [read_run(r) for r in runs]
+    names = [r["run"] for r in rows]
+    if len(set(names)) < len(names):  # same folder name under different parents: use the paths
+        for r in rows:
+            r["run"] = r["path"]
+    best, tied = best_runs(rows)
+    result: dict[str, Any] = {"runs": rows, "best": best}
+    if plot:
+        result["plot"] = str(plot_compare([r["run"] for r in rows], [r["mae"] for r in rows],
+                                          [r["accuracy"] for r in rows], plot))
+    if show:
+        console = stderr_console()
+        shown = [m for m in SCALAR_METRICS if any(r[m] is not None for r in rows)] or ["n"]
+        print_wide(compare_table(rows, INFO_COLUMNS, shown, tied), console)
+        missing = [r["run"] for r in rows if r["metrics_source"] is None]
+        if missing:
+            console.print(f"[yellow]no test metrics yet: {', '.join(missing)}[/yellow]")
+        if plot:
+            console.print(f"wrote {plot}")
+    return result
