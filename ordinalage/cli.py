@@ -38,7 +38,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 def _data_stats(args: argparse.Namespace) -> int:
     from ordinalage.data.stats import data_stats
 
-    result = data_stats(args.data or ["synth"], groups=args.groups, config_path=args.config,
+    result = data_stats(args.data, groups=args.groups, config_path=args.config,
                         sets=args.set, plot_dir=args.plot, show=not args.json)
     if args.json:
         _print_json(result)

@@ -443,8 +443,9 @@ def _progress_bar(enabled: bool) -> Progress:
 
 def cache_root(cache_dir: str | None) -> Path:
     """`cache_dir`, else `$ORDINALAGE_CACHE`, else `~/.cache/ordinalage`."""
-    root = cache_dir or os.environ.get("ORDINALAGE_CACHE") or "~/.cache/ordinalage"
-    return Path(root).expanduser()
+    from ordinalage.data.hashing import default_cache_dir
+
+    return default_cache_dir(cache_dir)
 
 
 def ensure_default_synth(cfg: DataConfig) -> Path:
