@@ -1,0 +1,371 @@
+"""Heads: a registry of output layers by name; each gives logits, a float32 loss and a decoding.
+
+    class        cross-entropy over single years (target age) or over the age groups (target group)
+    coral        CORAL ordinal regression (coral-pytorch `CoralLayer` + `coral_loss`)
+    corn         CORN ordinal regression (conditional binary tasks)
+    regression   one output, L1 / MSE / Huber on the age
+
+Targets (`ModelConfig.target`): `age` uses labels clamp(round(age), 0, max_age), i.e. max_age + 1
+classes (max_age ranks for CORAL/CORN); `group` uses the age-group index (G classes, G - 1 ranks).
+
+Every loss is computed in float32 with autocast off, whatever the logits' dtype (under autocast a
+linear head gives bf16/fp16 logits). `weight` (per sample) multiplies each sample's loss; the head's
+`class_weights` buffer (per age group, ones unless given to `build_head`) does too, via `group`.
+
+Decoding (`decode(logits) -> Decoded`), every head gives both a group and an age:
+- ordinal heads: rank probabilities P(label > k) are sigmoid(logits) (CORAL) or their cumulative
+  product (CORN); the predicted label is the number of probabilities above 0.5 (as in the CORAL
+  and CORN papers: the median of the predicted distribution, which minimises the expected absolute
+  error). Label probabilities are the differences of neighbouring rank probabilities (clipped at 0,
+  renormalised). Target age: age = the predicted label; target group: group = the predicted label
+  and age = the expected group midpoint.
+- class head: target age: age = the expected value of the softmax over years (DEX; smoother and
+  lower MAE than the argmax); target group: group = argmax, age = the expected group midpoint.
+- regression: age = the output clamped to [0, max_age]; group_proba is one-hot.
+For target age the group is always `groups.clip_indices(age)` and group_proba sums the year
+probabilities of each group (years below the first group count for it, years above the last for
+the last), so the group may differ from the argmax of group_proba.
+
+Data-dependent starting points: `head.fit_prior(train_ages)` sets the regression head's offset and
+scale (median and spread of the training ages; logits are (age - offset) / scale) and, with
+`coral_importance: balanced`, the CORAL task weights (`coral_importance_weights`). Both live in
+buffers, so they travel in checkpoints. `CoralHead.set_importance(w)` sets task weights directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from coral_pytorch.dataset import proba_to_label
+from coral_pytorch.layers import CoralLayer
+from coral_pytorch.losses import coral_loss
+from torch import nn
+
+from ordinalage.config import ModelConfig
+from ordinalage.data.groups import AgeGroups
+from ordinalage.errors import UsageError
+
+TARGETS = ("age", "group")
+REGRESSION_LOSSES = ("l1", "mse", "huber")
+CORAL_IMPORTANCE = ("none", "balanced")
+
+
+class Decoded(NamedTuple):
+    """Predictions of one batch: group long (N,), age float (N,), group_proba (N, G), rank_proba (N, K-1) or None."""
+
+    group: torch.Tensor
+    age: torch.Tensor
+    group_proba: torch.Tensor
+    rank_proba: torch.Tensor | None
+
+
+HEADS: dict[str, type[Head]] = {}
+
+
+def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
+    """Class decorator: register a Head subclass under `name`."""
+
+    def deco(cls: type[Head]) -> type[Head]:
+        if name in HEADS:
+            raise ValueError(f"head {name!r} is registered twice")
+        HEADS[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weights: np.ndarray | None = None,
+               train_ages: np.ndarray | None = None) -> Head:
+    """Build the head named by `cfg.head`.
+
+    `class_weights`: one weight per age group (G,), multiplying each sample's loss through its group.
+    `train_ages`: the training split's ages, passed to `head.fit_prior` (see the module docstring).
+    """
+    cls = HEADS.get(cfg.head)
+    if cls is None:
+        raise UsageError(f"config key 'model.head': unknown head {cfg.head!r} (known: {', '.join(sorted(HEADS))})")
+    if cfg.target not in TARGETS:
+        raise UsageError(f"config key 'model.target': unknown target {cfg.target!r} ({', '.join(TARGETS)})")
+    if cfg.max_age < 1:
+        raise UsageError(f"config key 'model.max_age': must be at least 1, got {cfg.max_age}")
+    head = cls(cfg, in_features, groups)
+    if class_weights is not None:
+        head.set_class_weights(class_weights)
+    if train_ages is not None:
+        head.fit_prior(np.asarray(train_ages, dtype=float))
+    return head
+
+
+def age_labels(age: torch.Tensor, max_age: int) -> torch.Tensor:
+    """Single-year labels: clamp(round(age), 0, max_age) as int64."""
+    return torch.round(age.float()).clamp(0, max_age).long()
+
+
+def ordinal_levels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Extended binary labels (N, K-1): level k is 1 where label > k (vectorised `levels_from_labelbatch`)."""
+    return (labels[:, None] > torch.arange(num_classes - 1, device=labels.device)).float()
+
+
+def coral_importance_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """CORAL paper task weights: sqrt(max(m_k, n - m_k)) / max_k(...), m_k = #labels > k."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        return np.ones(num_classes - 1, dtype=np.float32)
+    above = (labels[:, None] > np.arange(num_classes - 1)[None, :]).sum(0)
+    m = np.sqrt(np.maximum(above, labels.size - above).astype(np.float64))
+    return (m / m.max()).astype(np.float32)
+
+
+def rank_to_label_proba(rank_proba: torch.Tensor) -> torch.Tensor:
+    """P(label > k) (N, K-1) -> P(label = k) (N, K), clipped at 0 and renormalised."""
+    n = rank_proba.shape[0]
+    ones = torch.ones(n, 1, dtype=rank_proba.dtype, device=rank_proba.device)
+    zeros = torch.zeros_like(ones)
+    upper = torch.cat([ones, rank_proba], 1)  # P(label >= k)
+    lower = torch.cat([rank_proba, zeros], 1)  # P(label >= k + 1)
+    p = (upper - lower).clamp_min(0)
+    return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+class Head(nn.Module):
+    """Base head: labels, sample weights, year-to-group binning; subclasses give forward/_loss/decode."""
+
+    name = "base"
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        super().__init__()
+        self.target = cfg.target
+        self.max_age = int(cfg.max_age)
+        self.groups = groups
+        self.num_classes = self.max_age + 1 if self.target == "age" else len(groups)
+        self.in_features = in_features
+        g = len(groups)
+        self.register_buffer("class_weights", torch.ones(g))
+        years = np.arange(self.max_age + 1)
+        self.register_buffer("year_to_group", torch.from_numpy(groups.clip_indices(years)).long(), persistent=False)
+        self.register_buffer("midpoints", torch.tensor(groups.midpoints(), dtype=torch.float32), persistent=False)
+
+    # -- interface --------------------------------------------------------------------------
+
+    def loss(self, logits: torch.Tensor, age: torch.Tensor, group: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss of the batch (float32, autocast off); `weight` (N,) multiplies each sample's loss."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            labels = age_labels(age, self.max_age) if self.target == "age" else group.long()
+            w = self.class_weights[group.long()]
+            if weight is not None:
+                w = w * weight.float()
+            return self._loss(logits.float(), labels, age.float(), w)
+
+    def decode(self, logits: torch.Tensor) -> Decoded:
+        """Logits -> Decoded (float32)."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._decode(logits.detach().float())
+
+    def set_class_weights(self, weights: np.ndarray | torch.Tensor) -> None:
+        """One loss weight per age group."""
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        if w.shape != (len(self.groups),):
+            raise UsageError(f"class weights: expected one per age group ({len(self.groups)}), got shape {tuple(w.shape)}")
+        self.class_weights.copy_(w)
+
+    def fit_prior(self, ages: np.ndarray) -> None:
+        """Set data-dependent starting points from the training ages (default: nothing)."""
+
+    def labels_of(self, ages: np.ndarray) -> np.ndarray:
+        """The head's integer labels for numpy ages (years, or group indices for target group)."""
+        a = np.asarray(ages, dtype=float)
+        if self.target == "age":
+            return np.clip(np.round(a), 0, self.max_age).astype(np.int64)
+        return self.groups.clip_indices(a)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, age: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        raise NotImplementedError
+
+    def group_of_age(self, age: torch.Tensor) -> torch.Tensor:
+        """`groups.clip_indices` on the device for ages in [0, max_age] (only whole years matter)."""
+        years = torch.floor(age).clamp(0, self.max_age).long()
+        return self.year_to_group[years]
+
+    def years_to_groups(self, year_proba: torch.Tensor) -> torch.Tensor:
+        """(N, max_age + 1) year probabilities -> (N, G) group probabilities (renormalised)."""
+        out = torch.zeros(year_proba.shape[0], len(self.groups), dtype=year_proba.dtype, device=year_proba.device)
+        out.index_add_(1, self.year_to_group, year_proba)
+        return out / out.sum(1, keepdim=True).clamp_min(1e-12)
+
+    def _decode_label_proba(self, label_proba: torch.Tensor, label: torch.Tensor,
+                            rank_proba: torch.Tensor | None) -> Decoded:
+        """Shared ending for ordinal heads: the predicted label and its distribution -> Decoded."""
+        if self.target == "age":
+            age = label.float()
+            return Decoded(self.group_of_age(age), age, self.years_to_groups(label_proba), rank_proba)
+        return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba)
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}"
+
+
+@register_head("class")
+class ClassHead(Head):
+    """Linear layer + softmax cross-entropy over years or groups."""
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        super().__init__(cfg, in_features, groups)
+        self.fc = nn.Linear(in_features, self.num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        return (F.cross_entropy(logits, labels, reduction="none") * w).mean()
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        proba = logits.softmax(1)
+        if self.target == "age":
+            age = proba @ torch.arange(self.num_classes, dtype=proba.dtype, device=proba.device)
+            return Decoded(self.group_of_age(age), age, self.years_to_groups(proba), None)
+        return Decoded(proba.argmax(1), proba @ self.midpoints, proba, None)
+
+
+@register_head("coral")
+class CoralHead(Head):
+    """CORAL: one shared weight vector, K-1 biases (coral-pytorch `CoralLayer`), `coral_loss`."""
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        super().__init__(cfg, in_features, groups)
+        if cfg.coral_importance not in CORAL_IMPORTANCE:
+            raise UsageError(f"config key 'model.coral_importance': unknown value {cfg.coral_importance!r} "
+                             f"({', '.join(CORAL_IMPORTANCE)})")
+        self.balanced = cfg.coral_importance == "balanced"
+        self.coral = CoralLayer(in_features, self.num_classes)
+        self.register_buffer("importance", torch.ones(self.num_classes - 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.coral(features)
+
+    def set_importance(self, weights: np.ndarray | torch.Tensor) -> None:
+        """Task weights, one per rank (K-1,)."""
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+        if w.shape != self.importance.shape:
+            raise UsageError(f"CORAL importance weights: expected shape {tuple(self.importance.shape)}, got {tuple(w.shape)}")
+        self.importance.copy_(w)
+
+    def fit_prior(self, ages: np.ndarray) -> None:
+        """With `coral_importance: balanced`: task weights from the training label frequencies."""
+        if self.balanced:
+            self.set_importance(coral_importance_weights(self.labels_of(ages), self.num_classes))
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        levels = ordinal_levels(labels, self.num_classes)
+        per_sample = coral_loss(logits, levels, importance_weights=self.importance, reduction=None)
+        return (per_sample * w).mean()
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        rank_proba = torch.sigmoid(logits)
+        return self._decode_label_proba(rank_to_label_proba(rank_proba), proba_to_label(rank_proba), rank_proba)
+
+
+def corn_loss_weighted(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """coral-pytorch's `corn_loss` without its Python loop over tasks, plus per-sample weights.
+
+    Task k is trained on the samples with label >= k, target label > k; the sum of their binary
+    cross-entropies is divided by the number of (sample, task) pairs used. With `weight` None this
+    equals `coral_pytorch.losses.corn_loss(logits, labels, K)` (checked in the tests), without its
+    K boolean-mask indexings (each a device sync on CUDA).
+    """
+    ranks = torch.arange(logits.shape[1], device=logits.device)
+    used = (labels[:, None] >= ranks).to(logits.dtype)
+    target = (labels[:, None] > ranks).to(logits.dtype)
+    per_sample = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * used).sum(1)
+    if weight is not None:
+        per_sample = per_sample * weight
+    return per_sample.sum() / used.sum()
+
+
+@register_head("corn")
+class CornHead(Head):
+    """CORN: K-1 independent logits for the conditional tasks P(label > k | label > k-1)."""
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        super().__init__(cfg, in_features, groups)
+        self.fc = nn.Linear(in_features, self.num_classes - 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        return corn_loss_weighted(logits, labels, w)
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        rank_proba = torch.cumprod(torch.sigmoid(logits), dim=1)
+        return self._decode_label_proba(rank_to_label_proba(rank_proba), proba_to_label(rank_proba), rank_proba)
+
+
+@register_head("regression")
+class RegressionHead(Head):
+    """One output z; age = offset + scale * z. Loss on the standardised error (age error / scale).
+
+    The offset and scale are buffers: by default the mean group midpoint and 10 years; `fit_prior`
+    sets them to the median and standard deviation of the training ages. The output layer starts at
+    zero, so the first prediction is the offset. Losses: `l1` (MAE / scale), `mse`, `huber` (delta 1,
+    i.e. one scale unit). Target `group` is not supported: this head regresses the age.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        super().__init__(cfg, in_features, groups)
+        if cfg.target != "age":
+            raise UsageError("config key 'model.target': the regression head predicts the age; use target 'age'")
+        if cfg.regression_loss not in REGRESSION_LOSSES:
+            raise UsageError(f"config key 'model.regression_loss': unknown value {cfg.regression_loss!r} "
+                             f"({', '.join(REGRESSION_LOSSES)})")
+        self.loss_name = cfg.regression_loss
+        self.fc = nn.Linear(in_features, 1)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        offset = float(np.clip(np.mean(groups.midpoints()), 0, self.max_age))
+        self.register_buffer("offset", torch.tensor(offset))
+        self.register_buffer("scale", torch.tensor(10.0))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def set_init_age(self, offset: float, scale: float | None = None) -> None:
+        """Set the age the head predicts for a zero output (and optionally the scale)."""
+        self.offset.fill_(float(offset))
+        if scale is not None:
+            self.scale.fill_(max(float(scale), 1.0))
+
+    def fit_prior(self, ages: np.ndarray) -> None:
+        a = np.clip(np.asarray(ages, dtype=float), 0, self.max_age)
+        if a.size:
+            self.set_init_age(float(np.median(a)), float(a.std()) if a.size > 1 else None)
+
+    def ages_from(self, logits: torch.Tensor) -> torch.Tensor:
+        """Unclamped age estimate (float32) from the raw outputs."""
+        return self.offset + self.scale * logits.float()[:, 0]
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        err_pred = self.ages_from(logits) / self.scale
+        err_true = age.clamp(0, self.max_age) / self.scale
+        if self.loss_name == "l1":
+            per = F.l1_loss(err_pred, err_true, reduction="none")
+        elif self.loss_name == "mse":
+            per = F.mse_loss(err_pred, err_true, reduction="none")
+        else:
+            per = F.huber_loss(err_pred, err_true, reduction="none", delta=1.0)
+        return (per * w).mean()
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        age = self.ages_from(logits).clamp(0, self.max_age)
+        group = self.group_of_age(age)
+        return Decoded(group, age, F.one_hot(group, len(self.groups)).float(), None)
