@@ -28,12 +28,12 @@ def versions() -> dict[str, str]:
     """Package versions recorded in every checkpoint and benchmark."""
     import numpy
 
-    out = {"ordinalage": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    out = {"ordinalage": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
            "python": platform.python_version()}
     try:
         import torchvision
 
-        out["torchvision"] = torchvision.__version__
+        out["torchvision"] = str(torchvision.__version__)
     except ImportError:  # pragma: no cover
         pass
     return out

@@ -33,12 +33,22 @@ from ordinalage.checkpoint import (
     versions,
 )
 from ordinalage.config import Config, config_from_dict, save_config, to_dict
+from ordinalage.distributed import (
+    DistContext,
+    ShardSampler,
+    all_reduce_sum,
+    broadcast,
+    gather_concat,
+    init_distributed,
+    local_batch_size,
+    shutdown,
+)
 from ordinalage.errors import UsageError
 from ordinalage.runtime import Precision, resolve_precision, seed_everything, select_device
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mae", "val_accuracy", "val_one_off", "lr",
-                   "seconds", "images_per_s"]
+                   "seconds", "images_per_s", "train_images"]
 MONITORS = {"val_mae": "min", "val_loss": "min", "val_accuracy": "max", "val_one_off": "max"}
 
 
@@ -66,6 +76,7 @@ class TrainState:
     input_spec: Any
     groups: Any
     reference: dict[str, Any]
+    ctx: DistContext = DistContext()
     epoch: int = 0  # next epoch to run
     step: int = 0
     best_value: float | None = None
@@ -163,10 +174,31 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device, spec: Any, c
 def train_one_epoch(state: TrainState, loader: Any, class_weights: torch.Tensor | None,
                     progress: Progress | None, stop_after_steps: int | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss, seconds and images/s."""
-    model, opt, cfg = state.train_model, state.optimizer, state.config.train
+    model, cfg = state.train_model, state.config.train
     model.train()
-    total_loss, total_n, start = 0.0, 0, time.perf_counter()
+    start = time.perf_counter()
     task = progress.add_task(f"epoch {state.epoch + 1}/{cfg.epochs}", total=len(loader), loss=float("nan"), ips=0.0) if progress else None
+    if state.ctx.enabled:
+        from torch.distributed.algorithms.join import Join
+
+        with Join([model]):  # ranks may hold one batch more or less than others (no padding)
+            total_loss, total_n = _train_steps(state, loader, class_weights, progress, task, start, stop_after_steps)
+    else:
+        total_loss, total_n = _train_steps(state, loader, class_weights, progress, task, start, stop_after_steps)
+    seconds = time.perf_counter() - start
+    if progress is not None:
+        progress.remove_task(task)
+    total_loss, total_n = all_reduce_sum(state.ctx, total_loss, total_n)
+    if total_n == 0:
+        raise UsageError("no readable training image in this epoch (see the warnings above)")
+    return {"train_loss": total_loss / total_n, "seconds": seconds, "images_per_s": total_n / seconds,
+            "train_images": int(total_n)}
+
+
+def _train_steps(state: TrainState, loader: Any, class_weights: torch.Tensor | None, progress: Progress | None,
+                 task: Any, start: float, stop_after_steps: int | None) -> tuple[float, int]:
+    model, opt, cfg = state.train_model, state.optimizer, state.config.train
+    total_loss, total_n = 0.0, 0
     for i, batch in enumerate(loader):
         if batch is None:
             continue
@@ -196,12 +228,7 @@ def train_one_epoch(state: TrainState, loader: Any, class_weights: torch.Tensor 
             progress.update(task, advance=1, loss=total_loss / total_n, ips=total_n / max(elapsed, 1e-9))
         if stop_after_steps is not None and i + 1 >= stop_after_steps:
             break
-    seconds = time.perf_counter() - start
-    if progress is not None:
-        progress.remove_task(task)
-    if total_n == 0:
-        raise UsageError("no readable training image in this epoch (see the warnings above)")
-    return {"train_loss": total_loss / total_n, "seconds": seconds, "images_per_s": total_n / seconds}
+    return total_loss, total_n
 
 
 @torch.inference_mode()
@@ -228,11 +255,17 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
         pred_groups.append(dec.group.cpu().numpy())
         if dec.rank_proba is not None:
             ranks.append(dec.rank_proba.float().cpu().numpy())
+    def cat(parts: list[np.ndarray]) -> np.ndarray | None:
+        return np.concatenate(parts) if parts else None
+
+    # every rank validated its own shard: gather, so metrics cover the whole split exactly once
+    out = gather_concat(state.ctx, {"age": cat(ages), "pred_age": cat(pred_ages), "group": cat(groups),
+                                    "pred_group": cat(pred_groups), "rank": cat(ranks)})
+    total_loss, total_n = all_reduce_sum(state.ctx, total_loss, total_n)
     if total_n == 0:
         raise UsageError("no readable validation image (see the warnings above)")
-    m = compute_metrics(np.concatenate(ages), np.concatenate(pred_ages), np.concatenate(groups),
-                        np.concatenate(pred_groups), n_groups=len(state.groups), labels=state.groups.labels,
-                        rank_proba=np.concatenate(ranks) if ranks else None)
+    m = compute_metrics(out["age"], out["pred_age"], out["group"], out["pred_group"], n_groups=len(state.groups),
+                        labels=state.groups.labels, rank_proba=out["rank"])
     m["loss"] = total_loss / total_n
     return m
 
@@ -309,6 +342,15 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     to Optuna there and may raise `optuna.TrialPruned`). `stop_after_epochs` ends the run early
     as if interrupted (for tests and for splitting work); `--resume` continues it.
     """
+    ctx, device_name = init_distributed(config.train.device if config is not None else "auto")
+    try:
+        return _fit(config, ctx, device_name, resume, on_epoch, quiet or not ctx.is_main, stop_after_epochs)
+    finally:
+        shutdown(ctx)
+
+
+def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str | Path | None,
+         on_epoch: EpochCallback | None, quiet: bool, stop_after_epochs: int | None) -> Path:
     console = _console()
     ckpt = None
     if resume is not None:
@@ -321,14 +363,26 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
         if config is None:
             raise UsageError("fit: a config or --resume is needed")
         _check_choices(config)
-        config, run_dir = _prepare_run_dir(config)
+        if ctx.enabled and config.train.freeze_epochs > 0:
+            raise UsageError("config key 'train.freeze_epochs': not supported with several processes yet")
+        outcome: Any = None
+        if ctx.is_main:  # rank 0 names and creates the run folder; the others learn it
+            try:
+                outcome = _prepare_run_dir(config)
+            except UsageError as exc:
+                outcome = str(exc)
+        outcome = broadcast(ctx, outcome)
+        if isinstance(outcome, str):
+            raise UsageError(outcome)
+        config, run_dir = outcome
     assert config is not None
     from ordinalage.data.dataset import build_loader
     from ordinalage.data.prepare import prepare_data
     from ordinalage.models.model import build_model
 
     t = config.train
-    device = select_device(t.device)
+    device = select_device(device_name if ctx.enabled else t.device)
+    batch = local_batch_size(t.batch_size, ctx)
     precision = resolve_precision(t.precision, device)
     seed_everything(t.seed)
 
@@ -342,17 +396,26 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     model.to(device)
     if t.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    train_model: torch.nn.Module = torch.compile(model) if t.compile else model
+    train_model: torch.nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
 
-    train_loader = build_loader(data.train, groups, config.data, spec.size, t.batch_size, train=True, seed=t.seed,
-                                sampler_weights=data.sampler_weights)
-    val_loader = build_loader(data.val, groups, config.data, spec.size, t.batch_size, train=False, seed=t.seed)
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        train_model = torch.compile(train_model)
+
+    # One sampler for 1 or N processes: a seeded epoch order (or weighted draw), sharded by rank.
+    train_sampler = ShardSampler(len(data.train), ctx, shuffle=True, seed=t.seed, weights=data.sampler_weights)
+    train_loader = build_loader(data.train, groups, config.data, spec.size, batch, train=True, seed=t.seed + ctx.rank,
+                                sampler=train_sampler)
+    val_loader = build_loader(data.val, groups, config.data, spec.size, batch, train=False, seed=t.seed,
+                              sampler=ShardSampler(len(data.val), ctx, shuffle=False))
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
     state = TrainState(config=config, run_dir=run_dir, device=device, precision=precision, model=model,
                        train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                       input_spec=spec, groups=groups, reference=_reference(data))
+                       input_spec=spec, groups=groups, reference=_reference(data), ctx=ctx)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -360,15 +423,18 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
         state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
         state.best_value, state.best_epoch = ckpt.get("best_value"), int(ckpt.get("best_epoch", -1))
         state.bad_epochs = int(ckpt.get("bad_epochs", 0))
-        _truncate_metrics(run_dir / "metrics.csv", state.epoch)
-        console.print(f"resuming {run_dir} at epoch {state.epoch + 1}/{t.epochs}")
-    else:
+        if ctx.is_main:
+            _truncate_metrics(run_dir / "metrics.csv", state.epoch)
+        if not quiet:
+            console.print(f"resuming {run_dir} at epoch {state.epoch + 1}/{t.epochs}")
+    elif ctx.is_main:
         save_config(config, run_dir / "config.yaml")
         _write_split(run_dir / "split.csv", data)
 
     if not quiet:
         console.print(f"[bold]{config.model.head}[/] head on [bold]{config.model.backbone}[/] | {device} {precision.name} | "
                       f"train {len(data.train)} / val {len(data.val)} / test {len(data.test)} images at {spec.size} px | "
+                      + (f"{ctx.world_size} processes | " if ctx.enabled else "") +
                       f"run folder {run_dir}")
     direction = MONITORS[t.monitor]
     progress = None
@@ -383,9 +449,11 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break
             epoch = state.epoch
-            seed_everything(t.seed * 100_003 + epoch)
-            _reseed_loader(train_loader, t.seed * 100_003 + epoch)
-            model.set_backbone_trainable(epoch >= t.freeze_epochs)
+            seed_everything(t.seed * 100_003 + epoch + 7919 * ctx.rank)
+            train_sampler.set_epoch(epoch)
+            _reseed_loader(train_loader, t.seed * 100_003 + epoch + 7919 * ctx.rank)
+            if not ctx.enabled:
+                model.set_backbone_trainable(epoch >= t.freeze_epochs)
             stats = train_one_epoch(state, train_loader, class_weights, progress)
             val = validate(state, val_loader)
             row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_mae": val["mae"],
@@ -398,12 +466,13 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
                 state.best_value, state.best_epoch, state.bad_epochs = float(value), epoch + 1, 0
             else:
                 state.bad_epochs += 1
-            ck = _checkpoint(state)
-            atomic_torch_save(ck, run_dir / "last.pt")
-            if improved:
-                atomic_torch_save(ck, run_dir / "best.pt")
-                _write_json(run_dir / "val_best.json", {"epoch": epoch + 1, **val})
-            _append_metrics(run_dir / "metrics.csv", row)
+            if ctx.is_main:
+                ck = _checkpoint(state)
+                atomic_torch_save(ck, run_dir / "last.pt")
+                if improved:
+                    atomic_torch_save(ck, run_dir / "best.pt")
+                    _write_json(run_dir / "val_best.json", {"epoch": epoch + 1, **val})
+                _append_metrics(run_dir / "metrics.csv", row)
             if not quiet:
                 console.print(f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  val_loss {val['loss']:.4f}  "
                               f"val MAE {val['mae']:.2f}  val acc {val['accuracy']:.3f}  {stats['images_per_s']:.0f} img/s  "
@@ -417,8 +486,9 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
-        console.print(f"interrupted in epoch {state.epoch + 1}: {run_dir / 'last.pt'} holds the {state.epoch} finished "
-                      f"epoch(s); continue with: ordinalage train --resume {run_dir}")
+        if ctx.is_main:
+            console.print(f"interrupted in epoch {state.epoch + 1}: {run_dir / 'last.pt'} holds the {state.epoch} finished "
+                          f"epoch(s); continue with: ordinalage train --resume {run_dir}")
         raise
     finally:
         if progress is not None:
@@ -431,10 +501,12 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
                "monitor": t.monitor, "best_epoch": state.best_epoch, "best_value": state.best_value,
                "reference": state.reference, "data_report": _jsonable(data.report), "dropped": data.dropped,
                "device": str(device), "precision": precision.name}
+    if not ctx.is_main:
+        return run_dir
     if finished and t.eval_on_end and data.test:
         from ordinalage.evaluate import evaluate_run
 
-        summary["test"] = evaluate_run(run_dir, split="test", show=not quiet)
+        summary["test"] = evaluate_run(run_dir, split="test", show=not quiet, device=str(device))
     _write_json(run_dir / "summary.json", summary)
     return run_dir
 
