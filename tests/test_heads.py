@@ -268,3 +268,31 @@ def test_registry_and_config_errors() -> None:
 ])
 def test_output_sizes(name: str, target: str, outputs: int) -> None:
     assert head(name, DECADES, target=target)(torch.randn(2, 8)).shape == (2, outputs)
+
+
+# ------------------------------------------------------------------------------ label priors
+
+
+@pytest.mark.parametrize("name", ["class", "coral", "corn"])
+@pytest.mark.parametrize("target", ["age", "group"])
+def test_bias_prior_predicts_the_training_distribution(name: str, target: str) -> None:
+    ages = np.random.default_rng(0).normal(30, 8, 4000).clip(1, 90).round()
+    h = head(name, DECADES, in_features=4, target=target)
+    zero = torch.zeros(1, 4)  # the output is the bias alone
+    before = h.decode(h(zero))
+    assert 20 <= before.age.item() <= 50  # data-free prior: the middle of the groups, not max_age
+    h.fit_prior(ages)
+    dec = h.decode(h(zero))
+    freq = np.bincount(DECADES.clip_indices(ages), minlength=7) / ages.size
+    np.testing.assert_allclose(dec.group_proba[0].numpy(), freq, atol=0.01)
+    if target == "age" and name != "class":
+        assert dec.age.item() == np.median(ages)  # ordinal heads predict the median
+    if target == "age" and name == "class":
+        counts = np.bincount(ages.astype(int), minlength=101) + 0.5  # documented smoothing
+        assert dec.age.item() == pytest.approx((counts * np.arange(101)).sum() / counts.sum(), abs=1e-3)
+
+
+def test_train_ages_reach_fit_prior_through_build_head() -> None:
+    ages = np.full(50, 62.0)
+    h = build_head(ModelConfig(head="coral"), 4, DECADES, train_ages=ages)
+    assert h.decode(h(torch.zeros(1, 4))).age.item() == 62.0

@@ -26,10 +26,16 @@ For target age the group is always `groups.clip_indices(age)` and group_proba su
 probabilities of each group (years below the first group count for it, years above the last for
 the last), so the group may differ from the argmax of group_proba.
 
-Data-dependent starting points: `head.fit_prior(train_ages)` sets the regression head's offset and
-scale (median and spread of the training ages; logits are (age - offset) / scale) and, with
-`coral_importance: balanced`, the CORAL task weights (`coral_importance_weights`). Both live in
-buffers, so they travel in checkpoints. `CoralHead.set_importance(w)` sets task weights directly.
+Starting points: the class, CORAL and CORN heads initialise their output biases to a label prior,
+so that before training they predict its distribution (softmax bias = log p; CORAL bias_k =
+logit P(label > k); CORN bias_k = logit P(label > k | label >= k)). Without data the prior is
+uniform over the years the groups cover (a 3:1 weight over the years outside them); coral-pytorch's
+own `preinit_bias` would start every rank probability above 0.5, i.e. predict max_age for all.
+`head.fit_prior(train_ages)` sets the prior from the training ages (counts + 0.5), the regression
+head's offset and scale (median and spread of the training ages; logits are (age - offset) / scale)
+and, with `coral_importance: balanced`, the CORAL task weights (`coral_importance_weights`). All of
+these are parameters or buffers, so they travel in checkpoints. `CoralHead.set_importance(w)` sets
+task weights directly.
 """
 
 from __future__ import annotations
@@ -121,6 +127,17 @@ def coral_importance_weights(labels: np.ndarray, num_classes: int) -> np.ndarray
     return (m / m.max()).astype(np.float32)
 
 
+def tail_proba(counts: np.ndarray) -> np.ndarray:
+    """P(label > k) for k = 0..K-2 from label counts (K,)."""
+    p = np.asarray(counts, dtype=np.float64) / np.sum(counts)
+    return np.clip(1.0 - np.cumsum(p)[:-1], 1e-6, 1 - 1e-6)
+
+
+def _logit(p: np.ndarray) -> torch.Tensor:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return torch.from_numpy(np.log(p) - np.log1p(-p)).float()
+
+
 def rank_to_label_proba(rank_proba: torch.Tensor) -> torch.Tensor:
     """P(label > k) (N, K-1) -> P(label = k) (N, K), clipped at 0 and renormalised."""
     n = rank_proba.shape[0]
@@ -175,7 +192,22 @@ class Head(nn.Module):
         self.class_weights.copy_(w)
 
     def fit_prior(self, ages: np.ndarray) -> None:
-        """Set data-dependent starting points from the training ages (default: nothing)."""
+        """Set data-dependent starting points from the training ages (label prior by default)."""
+        labels = self.labels_of(ages)
+        if labels.size:
+            self.init_prior(np.bincount(labels, minlength=self.num_classes) + 0.5)
+
+    def init_prior(self, counts: np.ndarray) -> None:
+        """Set the output biases so the head predicts the label distribution `counts` (default: nothing)."""
+
+    def default_counts(self) -> np.ndarray:
+        """Data-free prior: 1.5 for the labels inside the groups' span, 0.5 for the others."""
+        counts = np.full(self.num_classes, 0.5)
+        if self.target == "group":
+            return counts + 1.0
+        top = self.groups.max_age if np.isfinite(self.groups.max_age) else self.groups.groups[-1].lo + 10
+        counts[int(self.groups.min_age): int(min(top, self.max_age)) + 1] += 1.0
+        return counts
 
     def labels_of(self, ages: np.ndarray) -> np.ndarray:
         """The head's integer labels for numpy ages (years, or group indices for target group)."""
@@ -222,9 +254,15 @@ class ClassHead(Head):
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
         self.fc = nn.Linear(in_features, self.num_classes)
+        self.init_prior(self.default_counts())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)
+
+    @torch.no_grad()
+    def init_prior(self, counts: np.ndarray) -> None:
+        p = np.asarray(counts, dtype=np.float64) / np.sum(counts)
+        self.fc.bias.copy_(torch.from_numpy(np.log(p)).float())
 
     def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
         return (F.cross_entropy(logits, labels, reduction="none") * w).mean()
@@ -249,6 +287,7 @@ class CoralHead(Head):
         self.balanced = cfg.coral_importance == "balanced"
         self.coral = CoralLayer(in_features, self.num_classes)
         self.register_buffer("importance", torch.ones(self.num_classes - 1))
+        self.init_prior(self.default_counts())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.coral(features)
@@ -260,8 +299,13 @@ class CoralHead(Head):
             raise UsageError(f"CORAL importance weights: expected shape {tuple(self.importance.shape)}, got {tuple(w.shape)}")
         self.importance.copy_(w)
 
+    @torch.no_grad()
+    def init_prior(self, counts: np.ndarray) -> None:
+        self.coral.coral_bias.copy_(_logit(tail_proba(counts)))
+
     def fit_prior(self, ages: np.ndarray) -> None:
-        """With `coral_importance: balanced`: task weights from the training label frequencies."""
+        """Label prior; with `coral_importance: balanced` also the task weights."""
+        super().fit_prior(ages)
         if self.balanced:
             self.set_importance(coral_importance_weights(self.labels_of(ages), self.num_classes))
 
@@ -299,9 +343,16 @@ class CornHead(Head):
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
         self.fc = nn.Linear(in_features, self.num_classes - 1)
+        self.init_prior(self.default_counts())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(features)
+
+    @torch.no_grad()
+    def init_prior(self, counts: np.ndarray) -> None:
+        tail = tail_proba(counts)  # P(label > k)
+        at_least = np.concatenate([[1.0], tail[:-1]])  # P(label >= k)
+        self.fc.bias.copy_(_logit(tail / at_least))
 
     def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
         return corn_loss_weighted(logits, labels, w)
