@@ -231,8 +231,7 @@ class Head(nn.Module):
 
     def years_to_groups(self, year_proba: torch.Tensor) -> torch.Tensor:
         """(N, max_age + 1) year probabilities -> (N, G) group probabilities (renormalised)."""
-        out = torch.zeros(year_proba.shape[0], len(self.groups), dtype=year_proba.dtype, device=year_proba.device)
-        out.index_add_(1, self.year_to_group, year_proba)
+        out = year_proba @ F.one_hot(self.year_to_group, len(self.groups)).to(year_proba.dtype)
         return out / out.sum(1, keepdim=True).clamp_min(1e-12)
 
     def _decode_label_proba(self, label_proba: torch.Tensor, label: torch.Tensor,
