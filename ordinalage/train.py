@@ -171,8 +171,8 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device, spec: Any, c
     return x, age, group
 
 
-def train_one_epoch(state: TrainState, loader: Any, class_weights: torch.Tensor | None,
-                    progress: Progress | None, stop_after_steps: int | None = None) -> dict[str, float]:
+def train_one_epoch(state: TrainState, loader: Any, progress: Progress | None = None,
+                    stop_after_steps: int | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss, seconds and images/s."""
     model, cfg = state.train_model, state.config.train
     model.train()
@@ -182,9 +182,9 @@ def train_one_epoch(state: TrainState, loader: Any, class_weights: torch.Tensor 
         from torch.distributed.algorithms.join import Join
 
         with Join([model]):  # ranks may hold one batch more or less than others (no padding)
-            total_loss, total_n = _train_steps(state, loader, class_weights, progress, task, start, stop_after_steps)
+            total_loss, total_n = _train_steps(state, loader, progress, task, start, stop_after_steps)
     else:
-        total_loss, total_n = _train_steps(state, loader, class_weights, progress, task, start, stop_after_steps)
+        total_loss, total_n = _train_steps(state, loader, progress, task, start, stop_after_steps)
     seconds = time.perf_counter() - start
     if progress is not None:
         progress.remove_task(task)
@@ -195,18 +195,17 @@ def train_one_epoch(state: TrainState, loader: Any, class_weights: torch.Tensor 
             "train_images": int(total_n)}
 
 
-def _train_steps(state: TrainState, loader: Any, class_weights: torch.Tensor | None, progress: Progress | None,
-                 task: Any, start: float, stop_after_steps: int | None) -> tuple[float, int]:
+def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task: Any, start: float,
+                 stop_after_steps: int | None) -> tuple[float, int]:
     model, opt, cfg = state.train_model, state.optimizer, state.config.train
     total_loss, total_n = 0.0, 0
     for i, batch in enumerate(loader):
         if batch is None:
             continue
         x, age, group = _batch_to(batch, state.device, state.input_spec, cfg.channels_last and state.device.type == "cuda")
-        weight = class_weights[group] if class_weights is not None else None
         with state.precision.autocast(state.device):
             logits = model(x)
-        loss = state.model.head.loss(logits, age, group, weight)
+        loss = state.model.head.loss(logits, age, group)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {state.epoch + 1}, step {i + 1}; stopped. "
@@ -388,8 +387,9 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
 
     data = prepare_data(config.data)
     groups = data.groups
-    class_weights = torch.tensor(data.class_weights, dtype=torch.float32, device=device) if data.class_weights is not None else None
-    model = build_model(config.model, groups)
+    # class weights live in the head (a buffer saved with the model); the label prior sets its biases
+    model = build_model(config.model, groups, class_weights=data.class_weights,
+                        train_ages=np.array([r.age for r in data.train], dtype=float))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     spec = resolve_input_spec(config, model.backbone)
@@ -454,7 +454,7 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
             _reseed_loader(train_loader, t.seed * 100_003 + epoch + 7919 * ctx.rank)
             if not ctx.enabled:
                 model.set_backbone_trainable(epoch >= t.freeze_epochs)
-            stats = train_one_epoch(state, train_loader, class_weights, progress)
+            stats = train_one_epoch(state, train_loader, progress)
             val = validate(state, val_loader)
             row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_mae": val["mae"],
                    "val_accuracy": val["accuracy"], "val_one_off": val["one_off"],
