@@ -1,0 +1,320 @@
+"""`ordinalage predict`: the age, age group and group probabilities of every face in photos.
+
+With `detect="haar"` each image is searched with the Haar cascade and each face is cropped the way
+the training chips were framed (`faces.crop_face`); with `detect="none"` each image is taken as one
+aligned face and decoded exactly as in training (`data.decode.decode_image` with the run's
+`data.geometry`). Faces from several images are batched. Unreadable images and images without a
+face are listed with a `reason` and the rest go on. See docs/predict.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ordinalage.data.decode import ImageDecodeError, decode_image
+from ordinalage.errors import UsageError
+from ordinalage.faces import UTKFACE_CHIP, Box, ChipRatio, HaarFaceDetector, crop_face
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+DETECTORS = ("haar", "none")
+MAX_HELD_PIXELS = 64_000_000  # images kept for --annotate while their faces wait for a batch
+NO_FACE = "no face found"
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given (in order) and, for each folder, its image files (recursive, sorted by path).
+
+    A path that does not exist, or a folder without images, is a UsageError (raised before any work).
+    """
+    if not inputs:
+        raise UsageError("predict: give at least one image or folder")
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageError(f"{p}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+    return out
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """A whole image as RGB uint8 (H, W, 3) at full resolution (EXIF orientation applied)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageDecodeError(path, exc.strerror or str(exc)) from None
+    if data.size == 0:
+        raise ImageDecodeError(path, "empty file")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageDecodeError(path, "not a decodable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model over face crops
+
+
+@dataclass
+class FaceResults:
+    """Predictions for a batch of faces: age (N,) float, group (N,) int, group_proba (N, G) float."""
+
+    age: np.ndarray
+    group: np.ndarray
+    group_proba: np.ndarray
+
+
+class FacePredictor:
+    """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP) -> None:
+        from ordinalage.checkpoint import load_model
+        from ordinalage.runtime import resolve_precision, select_device
+
+        self.device = select_device(device)
+        self.loaded = load_model(checkpoint, self.device)
+        self.model = self.loaded.model
+        self.spec = self.loaded.input_spec
+        self.groups = self.loaded.groups
+        self.labels: list[str] = list(self.groups.labels)
+        self.geometry = self.loaded.config.data.geometry
+        self.target = self.loaded.config.model.target
+        self.precision = resolve_precision(self.loaded.config.train.precision, self.device)
+        self.ratio = ratio
+
+    @property
+    def size(self) -> int:
+        return int(self.spec.size)
+
+    def crop(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        """The training-chip-like crop of `box`, (size, size, 3) uint8."""
+        return crop_face(rgb, box, self.size, self.ratio)
+
+    def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> FaceResults:
+        """Predict a batch of (S, S, 3) uint8 RGB crops."""
+        import torch
+
+        batch = np.ascontiguousarray(np.stack(list(crops)) if not isinstance(crops, np.ndarray) else crops)
+        if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {batch.shape}")
+        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            x = self.spec.normalize(x)
+            with self.precision.autocast(self.device):
+                logits = self.model(x)
+            dec = self.model.decode(logits.float())
+        return FaceResults(age=dec.age.float().cpu().numpy().astype(float),
+                           group=dec.group.cpu().numpy().astype(np.int64),
+                           group_proba=dec.group_proba.float().cpu().numpy().astype(float))
+
+    def group_of(self, age: float, group_proba: np.ndarray) -> int:
+        """The group for a (smoothed) age and group distribution, by the head's own rule: the age's
+        group for models of single years, the most probable group for models of groups."""
+        if self.target == "age":
+            return int(self.groups.clip_indices(np.array([age]))[0])
+        return int(np.argmax(group_proba))
+
+    def label(self, age: float, group: int) -> str:
+        """'31-40 (34 y)'."""
+        return f"{self.labels[group]} ({age:.0f} y)"
+
+
+# ---------------------------------------------------------------------------------------------
+# drawing
+
+
+def draw_face(bgr: np.ndarray, box: Box, text: str, color: tuple[int, int, int] = (40, 220, 40)) -> None:
+    """Draw `box` and a filled label `text` above it (below when there is no room) on a BGR image, in place."""
+    h, w = bgr.shape[:2]
+    thick = max(1, round(min(h, w) / 300))
+    x0, y0 = min(max(box.x, 0), w - 1), min(max(box.y, 0), h - 1)  # a box may reach past the edge
+    x1, y1 = min(max(box.x + box.w - 1, 0), w - 1), min(max(box.y + box.h - 1, 0), h - 1)
+    cv2.rectangle(bgr, (x0, y0), (x1, y1), color, thick)
+    box = Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+    scale = max(0.35, min(1.5, box.w / 220))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    top = box.y - th - base - 2 * thick
+    if top < 0:
+        top = min(box.y + box.h, h - th - base - 2 * thick)
+    left = min(max(0, box.x), max(0, w - tw - 2 * thick))
+    cv2.rectangle(bgr, (left, top), (left + tw + 2 * thick, top + th + base + 2 * thick), color, -1)
+    cv2.putText(bgr, text, (left + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
+                cv2.LINE_AA)
+
+
+def _annotated_path(out_dir: Path, src: Path, used: set[str]) -> Path:
+    """`out_dir / src.name`, numbered when two inputs share a name; JPEG for suffixes OpenCV cannot write."""
+    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_SUFFIXES else ".jpg"
+    name, k = f"{src.stem}{suffix}", 1
+    while name in used:
+        name, k = f"{src.stem}_{k}{suffix}", k + 1
+    used.add(name)
+    return out_dir / name
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+@dataclass
+class _Pending:
+    """Faces waiting for a batch, and the images waiting for their faces (for --annotate)."""
+
+    crops: list[np.ndarray] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # record index of each crop
+    images: list[tuple[Path, np.ndarray | None, list[int]]] = field(default_factory=list)
+    pixels: int = 0
+
+
+def _record(path: Path, face: int | None = None, box: Box | None = None, reason: str | None = None) -> dict[str, Any]:
+    return {"file": str(path), "face": face, "box": box.as_list() if box else None, "age": None, "group": None,
+            "group_proba": None, "reason": reason}
+
+
+def run_predict(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    detect: str = "haar",
+    csv_path: str | Path | None = None,
+    annotate: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    show: bool = True,
+) -> list[dict[str, Any]]:
+    """Predict every face in `inputs` (images or folders); return one record per face.
+
+    Record keys: `file`, `face` (index in its image, None when the image gave no face), `box`
+    ([x, y, w, h] in image pixels; None for `detect="none"`, where the whole image is the face),
+    `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
+    the image could not be read). `csv_path` writes the same as CSV; `annotate` writes copies of
+    the images with boxes and labels into that folder.
+    """
+    if detect not in DETECTORS:
+        raise UsageError(f"--detect: unknown detector {detect!r} (choose from {', '.join(DETECTORS)})")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
+    paths = collect_images(inputs)
+    predictor = FacePredictor(checkpoint, device)
+    detector = HaarFaceDetector() if detect == "haar" else None
+    out_dir = Path(annotate) if annotate else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    pending = _Pending()
+    used_names: set[str] = set()
+
+    def flush() -> None:
+        if pending.crops:
+            res = predictor(pending.crops)
+            for k, row in enumerate(pending.rows):
+                rec = records[row]
+                rec["age"] = round(float(res.age[k]), 2)
+                rec["group"] = predictor.labels[int(res.group[k])]
+                rec["group_proba"] = {lab: round(float(p), 4) for lab, p in zip(predictor.labels, res.group_proba[k])}
+        for src, rgb, rows in pending.images:
+            _write_annotated(src, rgb, [records[r] for r in rows], _annotated_path(out_dir, src, used_names))
+        pending.crops, pending.rows, pending.images, pending.pixels = [], [], [], 0
+
+    for path in paths:
+        try:
+            if detector is None:
+                crops, boxes = [decode_image(path, predictor.size, predictor.geometry)], [None]
+                rgb = load_rgb(path) if out_dir is not None else None
+            else:
+                rgb = load_rgb(path)
+                boxes = detector.detect(rgb)
+                crops = [predictor.crop(rgb, b) for b in boxes]
+        except ImageDecodeError as exc:
+            records.append(_record(path, reason=f"cannot read image ({exc.reason})"))
+            print(f"ordinalage: {exc}", file=sys.stderr)
+            continue
+        if not boxes:
+            records.append(_record(path, reason=NO_FACE))
+        rows = []
+        for i, (box, crop) in enumerate(zip(boxes, crops)):
+            rows.append(len(records))
+            records.append(_record(path, face=i, box=box))
+            pending.crops.append(crop)
+            pending.rows.append(rows[-1])
+        if out_dir is not None and rgb is not None:
+            pending.images.append((path, rgb, rows))
+            pending.pixels += rgb.shape[0] * rgb.shape[1]
+        if len(pending.crops) >= batch_size or pending.pixels > MAX_HELD_PIXELS:
+            flush()
+    flush()
+
+    if csv_path:
+        write_predictions_csv(csv_path, records, predictor.labels)
+    _summarise(records, len(paths), show)
+    return records
+
+
+def _write_annotated(src: Path, rgb: np.ndarray, records: list[dict[str, Any]], dest: Path) -> None:
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    for rec in records:
+        box = Box(*rec["box"]) if rec["box"] else Box(0, 0, w, h)
+        draw_face(bgr, box, f"{rec['group']} ({rec['age']:.0f} y)")
+    ok, buf = cv2.imencode(dest.suffix, bgr)
+    if not ok:
+        raise UsageError(f"{dest}: OpenCV cannot encode this image format")
+    dest.write_bytes(buf.tobytes())
+
+
+def write_predictions_csv(path: str | Path, records: list[dict[str, Any]], labels: Sequence[str]) -> Path:
+    """One row per record: file, face, x, y, w, h, age, group, p_<label> ..., reason."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "face", "x", "y", "w", "h", "age", "group", *[f"p_{lab}" for lab in labels], "reason"])
+        for rec in records:
+            box = rec["box"] or [None] * 4
+            proba = rec["group_proba"] or {}
+            writer.writerow([rec["file"], rec["face"], *box, rec["age"], rec["group"],
+                             *[proba.get(lab) for lab in labels], rec["reason"] or ""])
+    return path
+
+
+def _summarise(records: list[dict[str, Any]], n_images: int, show: bool) -> None:
+    from ordinalage.report import stderr_console
+
+    faces = sum(r["face"] is not None for r in records)
+    no_face = sum(r["reason"] == NO_FACE for r in records)
+    unreadable = sum(bool(r["reason"]) and r["reason"] != NO_FACE for r in records)
+    console = stderr_console()
+    if show and records:
+        from rich.table import Table
+
+        table = Table(title="predictions")
+        for col in ("file", "face", "box", "age", "group", "p(group)"):
+            table.add_column(col, justify="right" if col in ("face", "age", "p(group)") else "left")
+        for rec in records[:200]:
+            if rec["face"] is None:
+                table.add_row(Path(rec["file"]).name, "-", "", "", f"[yellow]{rec['reason']}[/]", "")
+                continue
+            box = "" if rec["box"] is None else "{},{} {}x{}".format(*rec["box"])
+            table.add_row(Path(rec["file"]).name, str(rec["face"]), box, f"{rec['age']:.1f}", rec["group"],
+                          f"{rec['group_proba'][rec['group']]:.2f}")
+        console.print(table)
+        if len(records) > 200:
+            console.print(f"... {len(records) - 200} more rows (use --csv or --json for all)")
+    console.print(f"predict: {n_images} images, {faces} faces; {no_face} without a face, {unreadable} unreadable")

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny trained runs on the synthetic set, made once per session and per head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UTKFACE = REPO / ".." / "shared" / "data" / "UTKFace"
+
+TINY_SETS = [
+    "data.synth_n=200",
+    "data.synth_size=48",
+    "data.image_size=48",
+    "data.num_workers=0",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "train.device=cpu",
+    "train.eval_on_end=false",
+    "model.width=8",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory `tiny_run(head="coral", *extra_sets) -> run folder`: one epoch of a width-8 scratch
+    CNN on 200 synthetic 48 px faces (a few seconds on a CPU), cached per (head, extra_sets)."""
+    cache = tmp_path_factory.mktemp("synth-cache")
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def make(head: str = "coral", *extra_sets: str) -> Path:
+        key = (head, *extra_sets)
+        if key not in runs:
+            import torch
+
+            from ordinalage.config import load_config
+            from ordinalage.train import fit
+
+            out = tmp_path_factory.mktemp(f"run-{head}")
+            sets = [*TINY_SETS, f"model.head={head}", f"data.cache_dir={cache}", f"train.out_dir={out}", *extra_sets]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                runs[key] = fit(load_config(sets=sets), quiet=True)
+            finally:
+                torch.set_num_threads(threads)
+        return runs[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def utkface_dir() -> Path:
+    """The real UTKFace sample (../shared/data/UTKFace from the repo root); skips when absent."""
+    if not UTKFACE.is_dir():
+        pytest.skip(f"real UTKFace folder not found at {UTKFACE}")
+    return UTKFACE
