@@ -228,7 +228,7 @@ def run_predict(
                 rec = records[row]
                 rec["age"] = round(float(res.age[k]), 2)
                 rec["group"] = predictor.labels[int(res.group[k])]
-                rec["group_proba"] = {lab: round(float(p), 4) for lab, p in zip(predictor.labels, res.group_proba[k])}
+                rec["group_proba"] = {lab: round(float(p), 4) for lab, p in zip(predictor.labels, res.group_proba[k], strict=True)}
         for src, rgb, rows in pending.images:
             _write_annotated(src, rgb, [records[r] for r in rows], _annotated_path(out_dir, src, used_names))
         pending.crops, pending.rows, pending.images, pending.pixels = [], [], [], 0
@@ -249,7 +249,7 @@ def run_predict(
         if not boxes:
             records.append(_record(path, reason=NO_FACE))
         rows = []
-        for i, (box, crop) in enumerate(zip(boxes, crops)):
+        for i, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
             rows.append(len(records))
             records.append(_record(path, face=i, box=box))
             pending.crops.append(crop)
