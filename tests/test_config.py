@@ -72,6 +72,8 @@ def test_age_groups_parse_and_index() -> None:
     d = AgeGroups.parse(None)
     assert d.indices([70, 71, 80]).tolist() == [6, -1, -1]
     assert d.clip_indices([71, -1]).tolist() == [6, 0]
+    gaps = AgeGroups.parse("0-10,20-30,40+")
+    assert gaps.clip_indices([15, 35, 5, 100, -3]).tolist() == [0, 1, 0, 2, 0]
     for bad in ["", "10-5", "0-10,5-20", "71+,0-10", "a-b"]:
         with pytest.raises(UsageError):
             AgeGroups.parse(bad)

@@ -95,12 +95,14 @@ class AgeGroups:
         return out
 
     def clip_indices(self, ages: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Group index of each age, clamping ages below/above the range to the first/last group."""
+        """Group index of each age; ages outside every group go to the nearest group starting below them
+        (the first group for ages below the range, the last for ages above it)."""
         a = np.asarray(ages, dtype=float)
         idx = self.indices(a)
-        idx[(idx < 0) & (a < self.min_age)] = 0
-        idx[(idx < 0) & (a > self.min_age)] = len(self) - 1
-        return idx
+        # outside every group: the last group starting at or below the age (the first group below all)
+        lows = np.array([g.lo for g in self.groups], dtype=float)
+        nearest = np.clip(np.searchsorted(lows, a, side="right") - 1, 0, len(self) - 1)
+        return np.where(idx >= 0, idx, nearest)
 
     def midpoints(self) -> np.ndarray:
         return np.array([g.midpoint for g in self.groups], dtype=float)
