@@ -39,26 +39,33 @@ def _check_args(trials: int | None, timeout: float | None, workers: int) -> None
         raise UsageError(f"--timeout {timeout}: must be a positive number of seconds")
 
 
-def _claim_folder(study_dir: Path, study_name: str, storage: str, explicit: bool) -> None:
-    """Create the study folder; refuse one that belongs to another study, or whose study lives in
-    another storage when no --storage was given."""
+def _check_folder(study_dir: Path, study_name: str, storage: str, explicit: bool) -> None:
+    """Refuse a study folder that belongs to another study, or whose study lives in another storage
+    when no --storage was given."""
+    marker = study_dir / MARKER
+    if not marker.is_file():
+        return
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        owner, where = recorded.get("study_name"), recorded.get("storage")
+    except (OSError, ValueError, AttributeError):
+        owner = where = None
+    if owner and owner != study_name:
+        raise UsageError(f"{study_dir}: this folder holds study {owner!r}, not {study_name!r}; give another --out")
+    if where and where != mask(storage) and not explicit:
+        raise UsageError(f"{study_dir}: study {study_name!r} lives in {where}; give that --storage again")
+
+
+def _write_marker(study_dir: Path, study_name: str, storage: str) -> None:
+    """Create the study folder and record which study (and storage, without password) it belongs to."""
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
+        marker = study_dir / MARKER
+        if not marker.is_file():
+            marker.write_text(json.dumps({"study_name": study_name, "storage": mask(storage)}, indent=2),
+                              encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"{study_dir}: cannot create the study folder ({exc.strerror or exc})") from None
-    marker = study_dir / MARKER
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-            owner, where = recorded.get("study_name"), recorded.get("storage")
-        except (OSError, ValueError, AttributeError):
-            owner = where = None
-        if owner and owner != study_name:
-            raise UsageError(f"{study_dir}: this folder holds study {owner!r}, not {study_name!r}; give another --out")
-        if where and where != mask(storage) and not explicit:
-            raise UsageError(f"{study_dir}: study {study_name!r} lives in {where}; give that --storage again")
-        return
-    marker.write_text(json.dumps({"study_name": study_name, "storage": mask(storage)}, indent=2), encoding="utf-8")
+        raise UsageError(f"{study_dir}: cannot write the study folder ({exc.strerror or exc})") from None
 
 
 def open_study(spec: TuneSpec, study_name: str, storage_url: str) -> Any:
@@ -118,8 +125,18 @@ def run_tune(config_path: str | Path, study_name: str | None = None, storage: st
     """
     import optuna
 
-    _check_args(trials, timeout, workers)
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the runner prints one line per trial
+    try:
+        return _run_tune(config_path, study_name, storage, trials, timeout, workers, out, sets, show)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _run_tune(config_path: str | Path, study_name: str | None, storage: str | None, trials: int | None,
+              timeout: float | None, workers: int, out: str | Path | None, sets: Sequence[str],
+              show: bool) -> dict[str, Any]:
+    _check_args(trials, timeout, workers)
     spec = load_tune_spec(config_path, sets, study_name)
     target = trials if trials is not None else spec.trials
     timeout = timeout if timeout is not None else spec.timeout
@@ -127,8 +144,9 @@ def run_tune(config_path: str | Path, study_name: str | None = None, storage: st
         raise UsageError(f"{spec.path}: give --trials or --timeout (the tune file sets neither 'trials' nor 'timeout')")
     study_dir = Path(out) if out is not None else Path("studies") / spec.study_name
     url = resolve_storage(storage, study_dir, workers)
-    _claim_folder(study_dir, spec.study_name, url, explicit=storage is not None)
+    _check_folder(study_dir, spec.study_name, url, explicit=storage is not None)
     study = open_study(spec, spec.study_name, url)
+    _write_marker(study_dir, spec.study_name, url)
     console = Console(stderr=True, quiet=not show)
     lost = fail_lost_trials(study)
     if lost:

@@ -319,6 +319,9 @@ def test_unreachable_database_and_foreign_folder_are_exit_2(tmp_path: Path, caps
     assert main(["tune", "--config", str(SMOKE), "--storage", url, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "cannot open the study database" in err and "s3cret" not in err
+    assert not (tmp_path / "a" / "study.json").exists()  # a failed start claims no folder
+    with pytest.raises(UsageError, match="--workers 0: must be at least 1"):
+        run_tune(SMOKE, workers=0, out=tmp_path / "z", show=False)
     assert main(["tune", "--config", str(SMOKE), "--trials", "1", "--out", str(tmp_path / "b")]) == 0
     assert main(["tune", "--config", str(SMOKE), "--study", "other", "--out", str(tmp_path / "b")]) == 2
     assert "holds study 'smoke'" in capsys.readouterr().err

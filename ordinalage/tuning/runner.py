@@ -256,7 +256,17 @@ def run_worker(job: WorkerJob) -> dict[str, int]:
     """Run trials until the study reaches `job.target` (or the deadline). Returns counts by outcome."""
     import optuna
 
+    verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # this loop prints one line per trial instead
+    try:
+        return _work(job)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _work(job: WorkerJob) -> dict[str, int]:
+    import optuna
+
     console = Console(stderr=True, quiet=not job.show)
     if job.workers > 1:
         import torch
