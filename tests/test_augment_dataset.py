@@ -447,3 +447,17 @@ def test_real_utkface_images():
         assert b["image"].float().std() > 10  # real picture content, not blank
         for i, age in zip(b["index"].tolist(), b["age"].tolist(), strict=True):
             assert age == records[i].age
+
+
+def test_getitems_batch_matches_items_and_skips_bad(tmp_path):
+    paths = [write(tmp_path / f"{i}.jpg", pattern(60, 80, seed=i)) for i in range(4)]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"junk")
+    ds = FaceDataset(records_for(paths[:2] + [bad] + paths[2:]), GROUPS, 32, "center_square", None)
+    batch = collate_skip_none(ds.__getitems__([4, 2, 0, 1]))
+    items = collate_skip_none([ds[4], ds[2], ds[0], ds[1]])
+    assert batch["image"].is_contiguous() and batch["image"].shape == (3, 3, 32, 32)
+    for key in ("image", "age", "group", "index"):
+        assert torch.equal(batch[key], items[key]) and batch[key].dtype == items[key].dtype
+    assert batch["index"].tolist() == [4, 0, 1]
+    assert ds.__getitems__([2]) is None and collate_skip_none(None) is None

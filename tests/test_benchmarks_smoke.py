@@ -1,0 +1,155 @@
+"""Tiny runs of every benchmark script, so they do not rot (real figures: benchmarks/results/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+UTKFACE = ROOT / ".." / "shared" / "data" / "UTKFace"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+needs_utkface = pytest.mark.skipif(not UTKFACE.is_dir(), reason="shared UTKFace sample not present")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def faces(tmp_path: Path) -> Path:
+    """A tiny UTKFace-style folder (AGE_GENDER_RACE_DATE.jpg, 200x200)."""
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        img = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{5 + i}_0_0_2017{i:04d}.jpg.chip.jpg"), img)
+    return folder
+
+
+def load(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    for key in ("benchmark", "machine", "versions", "settings"):
+        assert key in doc
+    assert doc["machine"]["cpus_usable"] >= 1 and doc["versions"]["torch"] == torch.__version__
+    return doc
+
+
+def test_common_records_and_csv_spec(tmp_path, faces):
+    import common
+
+    files = common.utkface_files(faces, 5, seed=1)
+    assert len(files) == 5 and files == common.utkface_files(faces, 5, seed=1)
+    spec = common.write_csv_spec(files, tmp_path / "s.csv")
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert spec == f"csv:{tmp_path / 's.csv'}" and rows[0] == "path,age" and len(rows) == 6
+    assert rows[1].endswith("," + files[0].name.split("_")[0])
+    s = common.summary([3.0, 1.0, 2.0])
+    assert s["median"] == 2.0 and s["min"] == 1.0 and s["runs"] == [3.0, 1.0, 2.0]
+    out = common.write_result("x", {"ratio": 1.5, "settings": {}}, tmp_path / "x.json")
+    assert load(out)["ratio"] == 1.5
+
+
+def test_data_pipeline_smoke(tmp_path, faces):
+    import data_pipeline
+
+    out = tmp_path / "dp.json"
+    data_pipeline.main(["--data", str(faces), "--images", "8", "--batch-size", "4", "--workers", "0",
+                        "--repeats", "1", "--size", "32", "--json", str(out)])
+    doc = load(out)
+    fig = doc["by_workers"]["0"]
+    assert fig["package_images_per_s"]["median"] > 0 and fig["reference_images_per_s"]["median"] > 0
+    assert doc["ratio"] == pytest.approx(
+        fig["package_images_per_s"]["median"] / fig["reference_images_per_s"]["median"], rel=0.01)
+
+
+def test_package_and_reference_batches_agree_in_shape_and_scale(faces):
+    import data_pipeline
+
+    from ordinalage.models.input_spec import InputSpec
+
+    paths = sorted(faces.iterdir())[:8]
+    spec = InputSpec(32)
+    pkg = next(iter(data_pipeline.package_loader(paths, 32, 4, 0)))["image"]
+    ref = next(iter(data_pipeline.reference_loader(paths, 32, 4, 0, spec)))["image"]
+    assert pkg.dtype == torch.uint8 and pkg.shape == ref.shape == (4, 3, 32, 32)
+    assert pkg.is_contiguous()  # __getitems__ ships NCHW-contiguous batches
+    x = spec.normalize(pkg)
+    # same normalisation: both pipelines map noise images to the same value range
+    assert abs(x.mean().item() - ref.mean().item()) < 0.5 and abs(x.std().item() - ref.std().item()) < 0.3
+
+
+def test_train_overhead_smoke(tmp_path):
+    import train_overhead
+
+    out = tmp_path / "to.json"
+    train_overhead.main(["--steps", "1", "--repeats", "1", "--batch-size", "4", "--device", "cpu",
+                         "--json", str(out)])
+    doc = load(out)
+    assert doc["device"] == "cpu" and doc["image_size"] == 64
+    assert doc["package_images_per_s"]["median"] > 0 and doc["bare_images_per_s"]["median"] > 0
+
+
+def test_end_to_end_smoke(tmp_path, faces, monkeypatch):
+    import end_to_end
+
+    monkeypatch.setenv("ORDINALAGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "e2e.json"
+    end_to_end.main(["--data", str(faces), "--images", "60", "--epochs", "1", "--batch-size", "8",
+                     "--settings", "0:1", "--bare-steps", "1", "--json", str(out)])
+    doc = load(out)
+    r = doc["by_setting"]["0:1"]
+    assert r["workers"] == 0 and r["threads"] == 1 and r["fit_images_per_s"] > 0
+    assert doc["ratio"] == r["ratio"]
+
+
+def test_eval_memory_smoke(tmp_path, faces, monkeypatch):
+    import eval_memory
+
+    monkeypatch.setenv("ORDINALAGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "em.json"
+    eval_memory.main(["--data", str(faces), "--n", "4", "--repeats", "1", "--workers", "0", "--json", str(out)])
+    doc = load(out)
+    fig = doc["by_workers"]["0"]
+    assert fig["N"]["maxrss_mib"]["median"] > 50  # a process that imported torch
+    assert doc["ratio"] == fig["ratio_maxrss"]
+
+
+def test_tree_rss_counts_this_process():
+    import os
+
+    import eval_memory
+
+    assert eval_memory._tree_rss_kib(os.getpid()) > 10_000
+    assert eval_memory._tree_rss_kib(2**22 + 7) == 0  # no such process
+
+
+def test_gpu_script_smoke(tmp_path):
+    import gpu
+
+    out = tmp_path / "gpu.json"
+    gpu.main(["--smoke", "--json", str(out)])
+    doc = load(out)
+    run = doc["models"]["resnet18"]["runs"]["channels_last=off,compile=off"]
+    assert run["images_per_s"]["median"] > 0 and doc["models"]["resnet18"]["flops_per_step"] > 0
+    assert doc["settings"]["peak_tflops_used"] == gpu.H200_BF16_DENSE_TFLOPS
+    assert doc["data_path"]["images_per_s_by_workers"]["0"] > 0
+
+
+def test_flop_count_matches_a_known_answer():
+    import gpu
+
+    # resnet18 forward at 224 px is 1.82 GMACs = 3.64 GFLOPs per image; backward is about 2x forward
+    flops = gpu.count_flops("resnet18", 224, 1, torch.device("cpu"))
+    assert 3 * 3.4e9 < flops < 3 * 3.9e9
