@@ -247,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="tune YAML (see configs/tune/)")
     p.add_argument("--study", help="study name (default: from the YAML)")
     p.add_argument("--storage", help="sqlite:///file.db | journal:FILE | postgresql://... (default: SQLite in the study folder)")
-    p.add_argument("--trials", type=int)
-    p.add_argument("--timeout", type=float, help="seconds")
+    p.add_argument("--trials", type=int, help="total number of trials the study should reach; a rerun completes an "
+                   "interrupted study and a larger N extends it (default: the tune file's `trials`)")
+    p.add_argument("--timeout", type=float, help="no new trial starts after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host")
     p.add_argument("--out", help="study folder (default studies/<study>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")

@@ -486,7 +486,7 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
     except KeyboardInterrupt:
         if progress is not None:
             progress.stop()
-        if ctx.is_main:
+        if ctx.is_main and not quiet:
             console.print(f"interrupted in epoch {state.epoch + 1}: {run_dir / 'last.pt'} holds the {state.epoch} finished "
                           f"epoch(s); continue with: ordinalage train --resume {run_dir}")
         raise
