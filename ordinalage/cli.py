@@ -74,6 +74,8 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import os
+
     from ordinalage.config import load_config
     from ordinalage.train import fit
 
@@ -82,7 +84,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, _train_overrides(args), args.set)
         run_dir = fit(config)
-    print(f"run folder: {run_dir}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(f"run folder: {run_dir}", file=sys.stderr)
     return 0
 
 

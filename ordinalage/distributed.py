@@ -23,9 +23,12 @@ from ordinalage.errors import UsageError
 
 @dataclass(frozen=True)
 class DistContext:
+    """This process's place in the job; `owns_group` when `init_distributed` created the process group."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -42,24 +45,40 @@ def init_distributed(device_name: str) -> tuple[DistContext, str]:
     if world <= 1:
         return DistContext(), device_name
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
-    if use_cuda:
+    wants_cuda = device_name.startswith("cuda")
+    if wants_cuda and not torch.cuda.is_available():
+        raise UsageError(f"config key 'train.device': {device_name!r} requested but CUDA is not available here")
+    use_cuda = wants_cuda or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:  # one process per GPU: LOCAL_RANK picks it, whatever index the config names
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"LOCAL_RANK {local_rank}: this host has only {torch.cuda.device_count()} GPU(s); "
+                             "start at most that many processes per node (torchrun --nproc-per-node)")
         torch.cuda.set_device(local_rank)
         device_name = f"cuda:{local_rank}"
     elif device_name == "auto":
         device_name = "cpu"
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()  # a caller (e.g. a distributed Optuna trial) may hold the group already
+    if owns:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank), device_name
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, owns_group=owns), device_name
+
+
+def context_from_group() -> DistContext:
+    """The context of a process group someone else initialised (one process: the default context)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistContext()
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+    """Destroy the process group if `init_distributed` created it (a caller's group is left alone)."""
+    if ctx.enabled and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def local_batch_size(global_batch: int, ctx: DistContext) -> int:
-    """`train.batch_size` is the global batch; each rank takes an equal share."""
+    """`train.batch_size` is the global batch; each rank takes an equal share (the lr is not rescaled)."""
     if global_batch % ctx.world_size:
         raise UsageError(f"config key 'train.batch_size': the global batch {global_batch} must divide evenly "
                          f"over {ctx.world_size} processes")
@@ -70,15 +89,24 @@ class ShardSampler(Sampler[int]):
     """This rank's share of one epoch: a seeded permutation (or weighted draw), every `world`-th index.
 
     All ranks draw the same epoch order from (seed, epoch), then rank r keeps positions r, r+W, ...
-    No padding: every index of the epoch is used exactly once across ranks. With one process it
-    is a plain seeded shuffle, so 1- and N-process runs see the same global batches.
+    No padding: every index of the epoch is used exactly once across ranks.
+
+    `global_batch` (training) first cuts the epoch order to whole global batches, the global form
+    of `drop_last`: every rank then holds the same number of full local batches (no rank waits
+    for another), global batch k is positions [kB, (k+1)B) of the order whatever the number of
+    processes, so 1- and N-process runs see the same global batches. The few images cut off
+    change every epoch with the order. A set smaller than one global batch is kept whole.
+    Without it (validation) ranks differ by at most one image.
     """
 
     def __init__(self, n: int, ctx: DistContext, shuffle: bool = True, seed: int = 0,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, global_batch: int | None = None) -> None:
         self.n, self.ctx, self.shuffle, self.seed = n, ctx, shuffle, seed
         self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if self.weights is not None and self.weights.shape != (n,):
+            raise UsageError(f"sampler weights: expected {n} values, got shape {tuple(self.weights.shape)}")
         self.epoch = 0
+        self.used = n if not global_batch or n < global_batch else (n // global_batch) * global_batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,13 +120,26 @@ class ShardSampler(Sampler[int]):
         return torch.arange(self.n)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_order()[self.ctx.rank :: self.ctx.world_size].tolist())
+        return iter(self.epoch_order()[: self.used][self.ctx.rank :: self.ctx.world_size].tolist())
 
     def __len__(self) -> int:
-        return len(range(self.ctx.rank, self.n, self.ctx.world_size))
+        return len(range(self.ctx.rank, self.used, self.ctx.world_size))
+
+
+def sync_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts them before each training forward, but each rank then updates its own copy
+    with its own half batch; after the last step the ranks differ. Syncing before validation
+    makes every rank validate with the weights that rank 0 saves in the checkpoint.
+    """
+    if ctx.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
 
 
 def all_reduce_sum(ctx: DistContext, *values: float) -> list[float]:
+    """Each value summed over ranks."""
     if not ctx.enabled:
         return list(values)
     t = torch.tensor(values, dtype=torch.float64)
@@ -128,5 +169,6 @@ def broadcast(ctx: DistContext, obj: Any) -> Any:
 
 
 def barrier(ctx: DistContext) -> None:
+    """Wait for every rank."""
     if ctx.enabled:
         dist.barrier()

@@ -8,7 +8,9 @@ ends with the same weights as an uninterrupted one (exactly so on a CPU with `nu
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import sys
@@ -37,11 +39,13 @@ from ordinalage.distributed import (
     DistContext,
     ShardSampler,
     all_reduce_sum,
+    barrier,
     broadcast,
     gather_concat,
     init_distributed,
     local_batch_size,
     shutdown,
+    sync_buffers,
 )
 from ordinalage.errors import UsageError
 from ordinalage.runtime import Precision, resolve_precision, seed_everything, select_device
@@ -181,7 +185,8 @@ def train_one_epoch(state: TrainState, loader: Any, progress: Progress | None = 
     if state.ctx.enabled:
         from torch.distributed.algorithms.join import Join
 
-        with Join([model]):  # ranks may hold one batch more or less than others (no padding)
+        # ranks hold the same number of batches; Join covers a rank left with fewer by unreadable images
+        with Join([getattr(model, "_orig_mod", model)]):  # the DDP module, also under torch.compile
             total_loss, total_n = _train_steps(state, loader, progress, task, start, stop_after_steps)
     else:
         total_loss, total_n = _train_steps(state, loader, progress, task, start, stop_after_steps)
@@ -235,7 +240,9 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     """Loss and metrics over a whole loader (no augmentation)."""
     from ordinalage.metrics import compute_metrics
 
-    model = state.train_model
+    # with several processes, each rank runs the plain module on its shard: DDP's forward would
+    # expect the same number of calls on every rank, and the shards may differ by one batch
+    model = state.model if state.ctx.enabled else state.train_model
     model.eval()
     ages, pred_ages, groups, pred_groups, ranks = [], [], [], [], []
     total_loss, total_n = 0.0, 0
@@ -341,23 +348,26 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     to Optuna there and may raise `optuna.TrialPruned`). `stop_after_epochs` ends the run early
     as if interrupted (for tests and for splitting work); `--resume` continues it.
     """
-    ctx, device_name = init_distributed(config.train.device if config is not None else "auto")
-    try:
-        return _fit(config, ctx, device_name, resume, on_epoch, quiet or not ctx.is_main, stop_after_epochs)
-    finally:
-        shutdown(ctx)
-
-
-def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str | Path | None,
-         on_epoch: EpochCallback | None, quiet: bool, stop_after_epochs: int | None) -> Path:
-    console = _console()
     ckpt = None
-    if resume is not None:
+    if resume is not None:  # every rank reads last.pt (the run folder must be on a shared file system)
         run_dir = Path(resume)
         if not (run_dir / "last.pt").is_file():
             raise UsageError(f"--resume {run_dir}: no last.pt in this folder")
         ckpt = load_checkpoint(run_dir / "last.pt")
         config = config_from_dict(ckpt["config"])
+    ctx, device_name = init_distributed(config.train.device if config is not None else "auto")
+    try:
+        return _fit(config, ctx, device_name, resume, ckpt, on_epoch, quiet or not ctx.is_main, stop_after_epochs)
+    finally:
+        shutdown(ctx)
+
+
+def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str | Path | None,
+         ckpt: dict[str, Any] | None, on_epoch: EpochCallback | None, quiet: bool,
+         stop_after_epochs: int | None) -> Path:
+    console = _console()
+    if resume is not None:
+        run_dir = Path(resume)
     else:
         if config is None:
             raise UsageError("fit: a config or --resume is needed")
@@ -385,7 +395,15 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
     precision = resolve_precision(t.precision, device)
     seed_everything(t.seed)
 
-    data = prepare_data(config.data)
+    if ctx.is_main:  # rank 0 first: it fills the caches (synthetic set, hashes) the others then read
+        try:
+            data = prepare_data(config.data)
+        finally:  # on an error too, so the others go on and meet the same error instead of waiting
+            barrier(ctx)
+    else:
+        barrier(ctx)
+        with contextlib.redirect_stderr(io.StringIO()):  # rank 0 has printed the same data report
+            data = prepare_data(config.data)
     groups = data.groups
     # class weights live in the head (a buffer saved with the model); the label prior sets its biases
     model = build_model(config.model, groups, class_weights=data.class_weights,
@@ -404,10 +422,12 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
     if t.compile:
         train_model = torch.compile(train_model)
 
-    # One sampler for 1 or N processes: a seeded epoch order (or weighted draw), sharded by rank.
-    train_sampler = ShardSampler(len(data.train), ctx, shuffle=True, seed=t.seed, weights=data.sampler_weights)
+    # One sampler for 1 or N processes: a seeded epoch order (or weighted draw) cut to whole global
+    # batches (the sampler's drop_last), sharded by rank; so the loader itself drops nothing.
+    train_sampler = ShardSampler(len(data.train), ctx, shuffle=True, seed=t.seed, weights=data.sampler_weights,
+                                 global_batch=t.batch_size)
     train_loader = build_loader(data.train, groups, config.data, spec.size, batch, train=True, seed=t.seed + ctx.rank,
-                                sampler=train_sampler)
+                                sampler=train_sampler, drop_last=False)
     val_loader = build_loader(data.val, groups, config.data, spec.size, batch, train=False, seed=t.seed,
                               sampler=ShardSampler(len(data.val), ctx, shuffle=False))
     optimizer = build_optimizer(config, model)
@@ -455,6 +475,7 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
             if not ctx.enabled:
                 model.set_backbone_trainable(epoch >= t.freeze_epochs)
             stats = train_one_epoch(state, train_loader, progress)
+            sync_buffers(ctx, model)  # validate (and save) rank 0's BatchNorm statistics on every rank
             val = validate(state, val_loader)
             row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_mae": val["mae"],
                    "val_accuracy": val["accuracy"], "val_one_off": val["one_off"],
@@ -481,7 +502,8 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
                 on_epoch(epoch + 1, row)
             if t.early_stop_patience and state.bad_epochs >= t.early_stop_patience:
                 stopped_early = True
-                console.print(f"early stop: {t.monitor} did not improve for {state.bad_epochs} epochs")
+                if not quiet:
+                    console.print(f"early stop: {t.monitor} did not improve for {state.bad_epochs} epochs")
                 break
     except KeyboardInterrupt:
         if progress is not None:
