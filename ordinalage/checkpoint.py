@@ -70,8 +70,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not one of ours"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: not an ordinalage checkpoint (cannot be read safely: {first[:200]})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"{path}: not an ordinalage checkpoint (cannot be read safely: "
+                         f"{type(exc).__name__}{': ' + first[:200] if first else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path}: not an ordinalage checkpoint (no '{FORMAT}' marker)")
     if int(ckpt.get("version", 0)) > VERSION:
