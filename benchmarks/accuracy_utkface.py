@@ -54,11 +54,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", default=str(ROOT / "benchmarks/results/accuracy_utkface.json"))
     p.add_argument("--docs", default=str(ROOT / "docs/results.md"))
     p.add_argument("--set", action="append", default=[], help="extra config override for every run")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the JSON and docs from the runs that have finished so far")
     return p.parse_args()
 
 
-def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> dict[str, Any]:
-    """Train + evaluate one setting (or reuse a finished run folder)."""
+def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> dict[str, Any] | None:
+    """Train + evaluate one setting (or reuse a finished run folder; None: not run, --report-only)."""
     run_dir = Path(args.runs) / f"{backbone}-{name}-seed{seed}"
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
@@ -66,6 +68,8 @@ def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> di
         if summary.get("finished") and "test" in summary:
             print(f"[reuse] {run_dir}", file=sys.stderr)
             return _record(run_dir, name, backbone, seed, summary, wall=summary.get("wall_seconds"))
+    if args.report_only:
+        return None
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an unfinished run: start it again from scratch
     sets = [f"data.sources=[utkface:{args.data}]", f"model.backbone={backbone}", f"train.seed={seed}",
@@ -123,6 +127,8 @@ def write_docs(path: Path, result: dict[str, Any], args: argparse.Namespace) -> 
              "(`split_seed: 0`), every age kept (groups `0-10,...,61-70,71+`). Every run: the same input size, "
              "epochs, augmentation and optimiser (configs/experiments/utkface_bakeoff.yaml); only the head, "
              "target and backbone change. Budget: " + result["budget"] + ".", "",
+             *([] if result["complete"] else [f"**Partial:** {len(rows)} of the {result['planned_runs']} planned runs "
+                                              "have finished; rerunning the command continues the rest.", ""]),
              "Reproduce: `" + result["command"] + "`", "",
              "| backbone | head | target | test MAE | RMSE | CA(3) | CA(5) | accuracy | one-off | adjacent acc. | QWK | val MAE | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -164,13 +170,21 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for backbone in backbones:
         for name in settings:
-            rows.append(run_one(args, name, backbone, 0))
+            row = run_one(args, name, backbone, 0)
+            if row is not None:
+                rows.append(row)
+    if not rows:
+        print("no finished run to report", file=sys.stderr)
+        return 2
     ranked = sorted(rows, key=lambda r: r["val"]["mae"])
     seeds: dict[str, Any] = {}
     for r in ranked[:2] if args.seeds > 1 else []:
-        reps = [r] + [run_one(args, r["setting"], r["backbone"], s) for s in range(1, args.seeds)]
+        reps = [r] + [x for s in range(1, args.seeds) if (x := run_one(args, r["setting"], r["backbone"], s))]
         rows.extend(reps[1:])
-        seeds[f"{r['backbone']} {r['setting']}"] = aggregate(reps)
+        if len(reps) > 1:
+            seeds[f"{r['backbone']} {r['setting']}"] = aggregate(reps)
+    planned = len(backbones) * len(settings) + (2 * (args.seeds - 1) if args.seeds > 1 else 0)
+    complete = len(rows) == planned
     best = ranked[0]
     cmd = "python benchmarks/accuracy_utkface.py" + (f" --epochs {args.epochs}" if args.epochs else "") + (
         f" --image-size {args.image_size}" if args.image_size else "")
@@ -181,7 +195,7 @@ def main() -> int:
               "budget": f"{cfg0['train']['epochs']} epochs at {cfg0['data']['image_size']} px, batch "
                         f"{cfg0['train']['batch_size']}, on {platform.processor() or platform.machine()} "
                         f"({rows[0]['config']['train']['device']})",
-              "n_test": rows[0]["test"]["n"], "machine": {"platform": platform.platform(), "python": platform.python_version()},
+              "n_test": rows[0]["test"]["n"], "complete": complete, "planned_runs": planned, "machine": {"platform": platform.platform(), "python": platform.python_version()},
               "versions": versions(), "runs": rows, "seeds": seeds, "best_run": best}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2, default=str))
