@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -99,7 +100,7 @@ def _record(run_dir: Path, name: str, backbone: str, seed: int, summary: dict, w
     test = summary["test"]
     return {"setting": name, "backbone": backbone, "seed": seed, "run_dir": str(run_dir.relative_to(ROOT))
             if run_dir.is_relative_to(ROOT) else str(run_dir), "wall_seconds": wall,
-            "best_epoch": summary.get("best_epoch"), "val": {k: val.get(k) for k in METRICS},
+            "best_epoch": summary.get("best_epoch"), "device": summary.get("device"), "val": {k: val.get(k) for k in METRICS},
             "test": {k: v for k, v in test.items() if k not in ("confusion_png",)},
             "config": read_yaml(run_dir / "config.yaml")}
 
@@ -193,8 +194,8 @@ def main() -> int:
     cfg0 = rows[0]["config"]
     result = {"benchmark": "accuracy_utkface", "command": cmd,
               "budget": f"{cfg0['train']['epochs']} epochs at {cfg0['data']['image_size']} px, batch "
-                        f"{cfg0['train']['batch_size']}, on {platform.processor() or platform.machine()} "
-                        f"({rows[0]['config']['train']['device']})",
+                        f"{cfg0['train']['batch_size']}, on {rows[0]['device']} "
+                        f"({os.cpu_count()} CPU cores, {platform.machine()})",
               "n_test": rows[0]["test"]["n"], "complete": complete, "planned_runs": planned, "machine": {"platform": platform.platform(), "python": platform.python_version()},
               "versions": versions(), "runs": rows, "seeds": seeds, "best_run": best}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
