@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,6 @@ class LoadedModel:
 
 def resolve_input_spec(config: Config, backbone: Any) -> Any:
     """The backbone's InputSpec, with the side overridden by `data.image_size` when set."""
-    from dataclasses import replace
-
     spec = backbone.input_spec
     return replace(spec, size=config.data.image_size) if config.data.image_size else spec
 
@@ -111,8 +109,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     config = config_from_dict(ckpt["config"])
     groups = AgeGroups.parse(ckpt["groups"])
     # The weights come from the checkpoint: do not read the original pretrained file again.
-    from dataclasses import replace
-
     model_cfg = replace(config.model, weights=None)
     model = build_model(model_cfg, groups)
     try:

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -534,13 +533,11 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
 
 
 def _reseed_loader(loader: Any, seed: int) -> None:
-    """Make each epoch's shuffle (and worker seeds) a function of (seed, epoch) alone."""
+    """Make each epoch's worker seeds and main-process augmentation a function of (seed, epoch) alone
+    (the epoch order itself comes from ShardSampler.set_epoch)."""
     gen = getattr(loader, "generator", None)
     if gen is not None:
         gen.manual_seed(seed)
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "generator") and sampler.generator is not None and sampler.generator is not gen:
-        sampler.generator.manual_seed(seed)
     dataset = getattr(loader, "dataset", None)
     transform = getattr(dataset, "transform", None)
     if transform is not None and getattr(loader, "num_workers", 0) == 0:
@@ -559,7 +556,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return obj
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: ordinalage train ...")
