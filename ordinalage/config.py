@@ -82,6 +82,7 @@ class ModelConfig:
     max_age: int = 100  # top rank for target=age; older ages are clamped
     regression_loss: str = "l1"  # l1 | mse | huber
     coral_importance: str = "none"  # none | balanced (task weights from label frequencies)
+    label_sigma: float = 0.0  # class head over ages: Gaussian soft labels, std in years (DLDL); 0: one-hot
     dropout: float = 0.0
     width: int = 32  # scratch CNN: channels of the first block
 

@@ -16,6 +16,7 @@ from ordinalage.models.heads import (
     build_head,
     coral_importance_weights,
     corn_loss_weighted,
+    gaussian_label_distribution,
     ordinal_levels,
     rank_to_label_proba,
 )
@@ -260,6 +261,40 @@ def test_registry_and_config_errors() -> None:
         build_head(ModelConfig(head="regression", regression_loss="l3"), 4, DECADES)
     with pytest.raises(UsageError, match="model.coral_importance"):
         build_head(ModelConfig(head="coral", coral_importance="sqrt"), 4, DECADES)
+
+    for bad in (dict(head="coral", label_sigma=2.0), dict(head="class", target="group", label_sigma=2.0),
+                dict(head="class", label_sigma=-1.0)):
+        with pytest.raises(UsageError, match="model.label_sigma"):
+            build_head(ModelConfig(**bad), 4, DECADES)
+
+
+def test_gaussian_label_distribution_known_answer() -> None:
+    dist = gaussian_label_distribution(torch.tensor([5.0, 0.0, 30.0]), 11, sigma=1.0)
+    torch.testing.assert_close(dist.sum(1), torch.ones(3))
+    assert dist.argmax(1).tolist() == [5, 0, 10]  # centres clamp into 0..10
+    w = np.exp(-0.5 * np.arange(-5, 6) ** 2)
+    torch.testing.assert_close(dist[0], torch.tensor(w / w.sum(), dtype=torch.float32))
+    assert dist[0, 4] == dist[0, 6] and dist[0, 4] > dist[0, 3]
+
+
+def test_label_sigma_soft_loss_penalises_near_misses_less() -> None:
+    one_hot = head("class", SMALL, max_age=10)
+    soft = head("class", SMALL, max_age=10, label_sigma=1.5)
+    age = torch.tensor([5.0])
+
+    def peaked(at: int) -> torch.Tensor:
+        logits = torch.full((1, 11), -5.0)
+        logits[0, at] = 5.0
+        return logits
+
+    near, far = peaked(6), peaked(10)
+    group = torch.tensor([1])
+    # one-hot CE cannot tell a 1-year miss from a 5-year miss; the label distribution can
+    torch.testing.assert_close(one_hot.loss(near, age, group), one_hot.loss(far, age, group))
+    assert soft.loss(near, age, group) < soft.loss(far, age, group) - 1.0
+    # a tiny sigma is one-hot again
+    tiny = head("class", SMALL, max_age=10, label_sigma=1e-3)
+    torch.testing.assert_close(tiny.loss(far, age, group), one_hot.loss(far, age, group))
 
 
 @pytest.mark.parametrize(("name", "target", "outputs"), [

@@ -101,6 +101,12 @@ def test_existing_run_folder_is_not_overwritten(cache_dir: str, tmp_path: Path) 
         fit(tiny(cache_dir, run), quiet=True)
 
 
+def test_label_distribution_class_head_trains(cache_dir: str, tmp_path: Path) -> None:
+    run = fit(tiny(cache_dir, tmp_path / "run", "model.head=class", "model.label_sigma=2"), quiet=True)
+    assert load_model(run).config.model.label_sigma == 2.0
+    _decoded_ok(run)
+
+
 def test_class_weighted_loss_and_weighted_sampler_run(cache_dir: str, tmp_path: Path) -> None:
     run = fit(tiny(cache_dir, tmp_path / "run", "data.class_weighted_loss=true", "data.sampling=weighted"), quiet=True)
     state = torch.load(run / "last.pt", weights_only=True)["model"]

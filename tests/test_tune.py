@@ -252,6 +252,16 @@ def test_shipped_head_configs_load(name: str) -> None:
     assert spec.base["model"]["head"] == name and spec.metric == "val_mae" and spec.direction == "minimize"
 
 
+def test_utkface_study_config_loads_and_resolves_every_value() -> None:
+    spec = load_tune_spec(REPO / "configs" / "tune" / "utkface_class.yaml")
+    assert spec.base["model"]["head"] == "class" and spec.epochs == 4
+    keys = {p.key for p in spec.space}
+    assert {"train.lr", "model.label_sigma", "data.sampling", "data.augment.affine_p"} <= keys
+    cfg = spec.best_config({"model.label_sigma": 3.0, "data.sampling": "weighted", "train.lr": 0.002})
+    assert cfg.model.label_sigma == 3.0 and cfg.data.sampling == "weighted" and cfg.data.image_size == 64
+    assert cfg.data.sources == ("utkface:../shared/data/UTKFace",) and cfg.train.epochs == 8
+
+
 # --------------------------------------------------------------------------------------------- bad input
 
 

@@ -22,6 +22,10 @@ Decoding (`decode(logits) -> Decoded`), every head gives both a group and an age
 - class head: target age: age = the expected value of the softmax over years (DEX; smoother and
   lower MAE than the argmax); target group: group = argmax, age = the expected group midpoint.
 - regression: age = the output clamped to [0, max_age]; group_proba is one-hot.
+
+Label distributions (class head, target age, `label_sigma` > 0): the cross-entropy target is a
+Gaussian over the years centred on the true age with std `label_sigma` (DLDL, Gao et al. 2017),
+so that a near miss costs less than a far one; 0 keeps one-hot labels.
 For target age the group is always `groups.clip_indices(age)` and group_proba sums the year
 probabilities of each group (years below the first group count for it, years above the last for
 the last), so the group may differ from the argmax of group_proba.
@@ -99,6 +103,9 @@ def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weig
         raise UsageError(f"config key 'model.target': unknown target {cfg.target!r} ({', '.join(TARGETS)})")
     if cfg.max_age < 1:
         raise UsageError(f"config key 'model.max_age': must be at least 1, got {cfg.max_age}")
+    if cfg.label_sigma < 0 or (cfg.label_sigma > 0 and (cfg.head != "class" or cfg.target != "age")):
+        raise UsageError(f"config key 'model.label_sigma': soft labels need head 'class' with target 'age' and a "
+                         f"sigma >= 0 in years; got {cfg.label_sigma} for head {cfg.head!r}, target {cfg.target!r}")
     head = cls(cfg, in_features, groups)
     if class_weights is not None:
         head.set_class_weights(class_weights)
@@ -110,6 +117,14 @@ def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weig
 def age_labels(age: torch.Tensor, max_age: int) -> torch.Tensor:
     """Single-year labels: clamp(round(age), 0, max_age) as int64."""
     return torch.round(age.float()).clamp(0, max_age).long()
+
+
+def gaussian_label_distribution(age: torch.Tensor, num_classes: int, sigma: float) -> torch.Tensor:
+    """(N,) ages -> (N, num_classes) soft labels: a Gaussian over the years 0..num_classes-1 centred on
+    the age (clamped to that range) with std `sigma` years, normalised to sum to 1 (DLDL)."""
+    years = torch.arange(num_classes, dtype=torch.float32, device=age.device)
+    centre = age.float().clamp(0, num_classes - 1)[:, None]
+    return torch.softmax(-0.5 * ((years - centre) / sigma) ** 2, dim=1)
 
 
 def ordinal_levels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -243,7 +258,8 @@ class Head(nn.Module):
         return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba)
 
     def extra_repr(self) -> str:
-        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}"
+        sigma = f", label_sigma={self.label_sigma}" if getattr(self, "label_sigma", 0) else ""
+        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}{sigma}"
 
 
 @register_head("class")
@@ -253,6 +269,7 @@ class ClassHead(Head):
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
         self.fc = nn.Linear(in_features, self.num_classes)
+        self.label_sigma = float(cfg.label_sigma) if self.target == "age" else 0.0
         self.init_prior(self.default_counts())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -264,6 +281,9 @@ class ClassHead(Head):
         self.fc.bias.copy_(torch.from_numpy(np.log(p)).float())
 
     def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        if self.label_sigma > 0:
+            target = gaussian_label_distribution(age, self.num_classes, self.label_sigma)
+            return (F.cross_entropy(logits, target, reduction="none") * w).mean()
         return (F.cross_entropy(logits, labels, reduction="none") * w).mean()
 
     def _decode(self, logits: torch.Tensor) -> Decoded:
