@@ -99,7 +99,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     elif args.target:
         result = evaluate_run(args.target, data=args.data, split=args.split, out=args.out,
                               batch_size=args.batch_size, device=args.device, show=not args.json,
-                              strict=args.strict, workers=args.workers)
+                              strict=args.strict, workers=args.workers, tta=args.tta)
     else:
         raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
     if args.json:
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average each image's logits with its mirror's (2x compute)")
     p.add_argument("--json", action="store_true", help="print the metrics object on stdout")
     p.set_defaults(func=_evaluate)
 

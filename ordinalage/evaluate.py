@@ -61,8 +61,12 @@ def predict_records(
     workers: int | None = None,
     strict: bool = False,
     show: bool = False,
+    tta: bool = False,
 ) -> Predictions:
     """Run `loaded.model` over `records` in streaming batches under torch.inference_mode.
+
+    `tta`: test-time augmentation, the mean of the logits of each image and its horizontal mirror
+    (twice the compute; faces are close to left-right symmetric, so the mirror is a second view).
 
     Same device, autocast precision and channels_last as validation in training. Only per-image
     scalars and probabilities are kept, so memory does not grow with the number of images.
@@ -104,8 +108,10 @@ def predict_records(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with precision.autocast(dev):
-                    logits = model(x)
-                dec = model.decode(logits.float())
+                    logits = model(x).float()
+                    if tta:
+                        logits = 0.5 * (logits + model(x.flip(3)).float())
+                dec = model.decode(logits)
                 parts["index"].append(batch["index"].cpu().numpy().astype(np.int64))
                 parts["age"].append(batch["age"].cpu().numpy().astype(float))
                 parts["group"].append(batch["group"].cpu().numpy().astype(np.int64))
@@ -253,8 +259,11 @@ def evaluate_run(
     show: bool = True,
     strict: bool = False,
     workers: int | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
+
+    `tta`: average each image's logits with its mirror's (see `predict_records`).
 
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
@@ -277,7 +286,7 @@ def evaluate_run(
     records, dropped = _select_records(loaded, run_dir, data, split)
 
     preds = predict_records(loaded, records, batch_size=batch_size, device=device, workers=workers,
-                            strict=strict, show=show)
+                            strict=strict, show=show, tta=tta)
     result = compute_metrics(preds.true_age, preds.pred_age, preds.true_group, preds.pred_group, len(groups),
                              labels=groups.labels, rank_proba=preds.rank_proba)
     reference = dict(loaded.reference or {})
@@ -288,9 +297,12 @@ def evaluate_run(
     result["baseline"] = baseline_metrics(preds.true_age, preds.true_group, reference["majority_group"],
                                           reference.get("median_age"), groups)
     out_dir = Path(out) if out else default_out_dir(target, split, data)
+    if tta and not out:
+        out_dir = out_dir.with_name(out_dir.name + "-tta")  # beside, not over, the plain evaluation
     result.update({
         "baseline_source": source,
         "split": split,
+        "tta": "flip" if tta else "none",
         "checkpoint": str(checkpoint),
         "data": list(data) if data else f"{run_dir / 'split.csv'}",
         "skipped": preds.skipped,

@@ -231,3 +231,30 @@ def test_evaluate_run_train_split_and_bare_checkpoint(fake_run, tmp_path):
     assert res["n"] == 1 and res["split"] == "train"
     res = evaluate_run(fake_run / "best.pt", split="all", out=tmp_path / "o", device="cpu", show=False)
     assert res["n"] == 9 and (tmp_path / "o" / "confusion_count.png").is_file()
+
+
+def test_tta_averages_the_logits_of_each_image_and_its_mirror(fake_run, monkeypatch):
+    """The model reads the left column only; images hold the age there and 0 elsewhere, so the mirror
+    says 0 + 2 years and the flip-averaged age is (age + 2 + 2) / 2."""
+
+    import ordinalage.checkpoint as checkpoint
+    from ordinalage.evaluate import evaluate_run
+
+    loaded = _fake_loaded(fake_run, fake_run / "best.pt")
+    loaded.model.forward = lambda x: x[..., 0].mean(dim=(1, 2)).unsqueeze(1) + 2.0
+    monkeypatch.setattr(checkpoint, "load_model", lambda path, device="cpu": loaded)
+
+    def left_column_loader(records, groups, cfg, size, batch_size, train, seed, num_workers=None, **kw):
+        for batch in _fake_build_loader(records, groups, cfg, size, batch_size, train, seed):
+            if batch is not None:
+                batch["image"] = batch["image"].clone()
+                batch["image"][..., 1:] = 0
+            yield batch
+
+    sys.modules["ordinalage.data.dataset"].build_loader = left_column_loader
+    plain = evaluate_run(fake_run, device="cpu", show=False)
+    tta = evaluate_run(fake_run, device="cpu", show=False, tta=True)
+    assert plain["mae"] == pytest.approx(2.0) and plain["tta"] == "none"
+    ages = np.array([3, 8, 14, 25, 33, 47, 52, 66], dtype=float)
+    assert tta["mae"] == pytest.approx(np.mean(np.abs((ages + 4) / 2 - ages))) and tta["tta"] == "flip"
+    assert Path(tta["out"]) == fake_run / "eval-test-tta" and Path(plain["out"]) == fake_run / "eval-test"
