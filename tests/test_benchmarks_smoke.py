@@ -153,3 +153,38 @@ def test_flop_count_matches_a_known_answer():
     # resnet18 forward at 224 px is 1.82 GMACs = 3.64 GFLOPs per image; backward is about 2x forward
     flops = gpu.count_flops("resnet18", 224, 1, torch.device("cpu"))
     assert 3 * 3.4e9 < flops < 3 * 3.9e9
+
+
+def test_improve_utkface_smoke(tmp_path, faces):
+    """One factor, two seeds, tiny budget: ablation rows, the winner by validation MAE, the
+    combination against the start, flip TTA, and the docs section replaced in place."""
+    import improve_utkface
+
+    docs = tmp_path / "results.md"
+    docs.write_text("# Results\n\nbefore\n\n<!-- improve:start -->\nold\n<!-- improve:end -->\n\nafter\n")
+    argv = ["improve_utkface.py", "--data", str(faces), "--factors", "learning rate", "--seeds", "2",
+            "--runs", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json"), "--docs", str(docs),
+            "--tuned", str(tmp_path / "none.yaml"), "--device", "cpu",
+            "--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "model.width=4",
+            "--set", "data.num_workers=0", "--set", "train.batch_size=16"]
+    sys.argv = argv
+    assert improve_utkface.main() == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    rows = {a["option"]: a for a in doc["ablations"]}
+    assert set(rows) == {"lr-1e-3", "lr-6e-3", "flip-tta"}
+    assert rows["lr-1e-3"]["delta_val_mae"] == pytest.approx(rows["lr-1e-3"]["val"]["mae"] - doc["start"]["val"]["mae"])
+    vals = {"lr-3e-3": doc["start"]["val"]["mae"], **{k: rows[k]["val"]["mae"] for k in ("lr-1e-3", "lr-6e-3")}}
+    assert doc["winners"]["learning rate"]["option"] == min(vals, key=vals.get)
+    assert doc["seeds"]["start"]["seeds"] == [0, 1]
+    changed = doc["winners"]["learning rate"]["option"] != "lr-3e-3"
+    assert ("combined" in doc["seeds"]) == changed == bool(doc["combined_overrides"])
+    if changed:
+        assert doc["seeds"]["combined"]["seeds"] == [0, 1]
+    text = docs.read_text()
+    assert text.startswith("# Results\n\nbefore\n") and text.endswith("after\n") and "old" not in text
+    assert text.count("<!-- improve:start -->") == 1 and "| learning rate | AdamW 1e-3" in text
+    assert (tmp_path / "runs" / "start-seed0" / "eval-test-tta" / "metrics.json").is_file()
+    # a rerun trains nothing new and reports the same numbers
+    sys.argv = [*argv, "--report-only"]
+    assert improve_utkface.main() == 0
+    assert json.loads((tmp_path / "r.json").read_text())["ablations"] == doc["ablations"]

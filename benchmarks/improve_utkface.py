@@ -1,0 +1,293 @@
+"""Improve the bake-off's best model on UTKFace, one measured change at a time.
+
+    python benchmarks/improve_utkface.py                  # every factor, then the combination, 3 seeds
+    python benchmarks/improve_utkface.py --report-only    # rewrite JSON + docs from the finished runs
+
+Starts from the best setting of benchmarks/accuracy_utkface.py (configs/experiments/
+utkface_bakeoff.yaml with the class head over single years, scratch CNN), on the same split,
+and changes one factor at a time (input size, augmentation, sampling, learning rate, schedule
+length, label distribution, the tuner's choice). Each factor's winner is picked by *validation*
+MAE (the test split is only reported); the winners are then combined and the combination is
+trained with three seeds, beside three seeds of the unchanged starting point. Writes
+benchmarks/results/improve_utkface.json and a generated section of docs/results.md.
+Finished runs are reused, so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ordinalage.checkpoint import versions  # noqa: E402
+from ordinalage.config import load_config  # noqa: E402
+from ordinalage.train import fit  # noqa: E402
+
+BASE_CONFIG = "configs/experiments/utkface_bakeoff.yaml"
+# the bake-off's best setting (docs/results.md): softmax over single years, expected value
+START: dict[str, str] = {"model.backbone": "scratch", "model.head": "class", "model.target": "age"}
+STRONG_AUGMENT = {"data.augment.affine_p": "0.8", "data.augment.scale": "0.15", "data.augment.rotate": "15",
+                  "data.augment.shift": "0.08", "data.augment.color_p": "0.8", "data.augment.gray_p": "0.1",
+                  "data.augment.occlusion_p": "0.2"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One value of a factor: a name, what it changes, and the config overrides."""
+
+    name: str
+    overrides: dict[str, str]
+    what: str
+
+
+# factor -> options; the first option of every factor is the starting point (no override)
+FACTORS: dict[str, list[Option]] = {
+    "input size": [Option("64px", {}, "64 px (start)"),
+                   Option("96px", {"data.image_size": "96"}, "96 px input")],
+    "augmentation": [Option("aug-default", {}, "flip, mild affine and colour (start)"),
+                     Option("aug-off", {"data.augment.enabled": "false"}, "no augmentation"),
+                     Option("aug-strong", STRONG_AUGMENT, "stronger affine and colour, 10% grey, 20% occlusion")],
+    "sampling": [Option("sampling-none", {}, "natural age distribution (start)"),
+                 Option("sampling-weighted", {"data.sampling": "weighted"}, "weighted sampler, balanced age groups")],
+    "learning rate": [Option("lr-3e-3", {}, "AdamW 3e-3, cosine (start)"),
+                      Option("lr-1e-3", {"train.lr": "0.001"}, "AdamW 1e-3"),
+                      Option("lr-6e-3", {"train.lr": "0.006"}, "AdamW 6e-3")],
+    "schedule length": [Option("epochs-8", {}, "8 epochs (start)"),
+                        Option("epochs-12", {"train.epochs": "12"}, "12 epochs (1.5x the time)")],
+    "label distribution": [Option("onehot", {}, "one-hot cross-entropy (start)"),
+                           Option("dldl-sigma2", {"model.label_sigma": "2"}, "Gaussian label distribution, sigma 2 years (DLDL)")],
+}
+METRICS = ["mae", "rmse", "ca3", "ca5", "accuracy", "one_off", "adjacent_accuracy", "qwk"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data/UTKFace", help="UTKFace folder (relative to the repo root)")
+    p.add_argument("--factors", default=",".join(FACTORS), help="comma-separated subset of the factors")
+    p.add_argument("--tuned", default=str(ROOT / "studies/utkface_class/best_config.yaml"),
+                   help="best_config.yaml of the tuner's study (configs/tune/utkface_class.yaml); "
+                        "its tuned keys become one more factor when the file exists")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--no-combine", action="store_true", help="run the single-factor options only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", default=str(ROOT / "benchmarks/runs/improve_utkface"))
+    p.add_argument("--json", default=str(ROOT / "benchmarks/results/improve_utkface.json"))
+    p.add_argument("--docs", default=str(ROOT / "docs/results.md"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for every run (a larger budget on a GPU: --set train.epochs=30)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
+    return p.parse_args()
+
+
+def tuned_option(path: Path) -> Option | None:
+    """The tuner's best values (the keys its study searched) as one option, or None without a study."""
+    summary = path.parent / "summary.json"
+    if not (path.is_file() and summary.is_file()):
+        return None
+    best = json.loads(summary.read_text()).get("best") or {}
+    over = {k: "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in (best.get("params") or {}).items()}
+    if not over:
+        return None
+    shown = ", ".join(f"{k.split('.')[-1]}={float(v):.3g}" if _is_float(v) else f"{k.split('.')[-1]}={v}"
+                      for k, v in over.items())
+    return Option("tuned", over, f"the tuner's best trial ({shown})")
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def train_one(args: argparse.Namespace, name: str, overrides: dict[str, str], seed: int) -> dict[str, Any] | None:
+    """Train + test one configuration, or reuse its finished run folder (None: not run, --report-only)."""
+    run_dir = Path(args.runs) / f"{name}-seed{seed}"
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if not (summary.get("finished") and "test" in summary):
+        if args.report_only:
+            return None
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an unfinished run starts again
+        sets = [f"data.sources=[utkface:{args.data}]", f"train.seed={seed}", f"train.out_dir={run_dir}",
+                f"train.device={args.device}", *args.set, *(f"{k}={v}" for k, v in {**START, **overrides}.items())]
+        config = load_config(ROOT / BASE_CONFIG, sets=sets)
+        print(f"[train] {run_dir.name}: {overrides or 'the starting point'}", file=sys.stderr)
+        start = time.perf_counter()
+        fit(config)
+        summary = json.loads(summary_path.read_text())
+        summary["wall_seconds"] = time.perf_counter() - start
+        summary_path.write_text(json.dumps(summary, indent=2))
+    val = json.loads((run_dir / "val_best.json").read_text())
+    return {"name": name, "seed": seed, "overrides": overrides, "run_dir": _rel(run_dir),
+            "wall_seconds": summary.get("wall_seconds"), "best_epoch": summary.get("best_epoch"),
+            "device": summary.get("device"), "val": {k: val.get(k) for k in METRICS},
+            "test": {k: summary["test"].get(k) for k in [*METRICS, "n", "baseline"]}}
+
+
+def flip_tta(row: dict[str, Any]) -> dict[str, Any]:
+    """Validation and test metrics of a finished run with flip test-time augmentation (cached)."""
+    from ordinalage.evaluate import evaluate_run
+
+    run_dir = ROOT / row["run_dir"] if not Path(row["run_dir"]).is_absolute() else Path(row["run_dir"])
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        path = run_dir / f"eval-{split}-tta" / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else evaluate_run(
+            run_dir, split=split, tta=True, show=False)
+        out[split] = {k: metrics.get(k) for k in METRICS}
+    return out
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def seeds_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every test metric (and val MAE)."""
+    out: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
+    for k in METRICS:
+        vals = [r["test"][k] for r in rows if r["test"].get(k) is not None]
+        out[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "values": vals}
+    vals = [r["val"]["mae"] for r in rows]
+    out["val_mae"] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    out["minutes"] = statistics.fmean([(r["wall_seconds"] or 0) / 60 for r in rows])
+    return out
+
+
+def retrain_command(overrides: dict[str, str]) -> str:
+    sets = {**START, **overrides}
+    return f"ordinalage train --config {BASE_CONFIG} " + " ".join(f"--set {k}={v}" for k, v in sets.items())
+
+
+def main() -> int:
+    args = parse_args()
+    if not Path(args.data).is_dir():
+        print(f"UTKFace folder not found: {args.data}", file=sys.stderr)
+        return 2
+    factors = {f: FACTORS[f] for f in args.factors.split(",") if f}
+    tuned = tuned_option(Path(args.tuned))
+    if tuned is not None:
+        factors["tuner"] = [Option("untuned", {}, "the bake-off's values (start)"), tuned]
+    start_row = train_one(args, "start", {}, 0)
+    if start_row is None:
+        print("the starting point has not been trained yet; run without --report-only", file=sys.stderr)
+        return 2
+    ablations: list[dict[str, Any]] = []
+    winners: dict[str, Option] = {}
+    for factor, options in factors.items():
+        best_opt, best_val = options[0], start_row["val"]["mae"]
+        for opt in options[1:]:
+            row = train_one(args, opt.name, opt.overrides, 0)
+            if row is None:
+                continue
+            ablations.append({"factor": factor, "option": opt.name, "what": opt.what, **row,
+                              "delta_val_mae": row["val"]["mae"] - start_row["val"]["mae"],
+                              "delta_test_mae": row["test"]["mae"] - start_row["test"]["mae"]})
+            if row["val"]["mae"] < best_val:
+                best_opt, best_val = opt, row["val"]["mae"]
+        winners[factor] = best_opt
+    tta = flip_tta(start_row)  # an evaluation-only factor: no retraining
+    use_tta = tta["val"]["mae"] < start_row["val"]["mae"]
+    ablations.append({"factor": "test-time flip", "option": "flip-tta", "what": "evaluate with flip TTA (no retraining)",
+                      **start_row, "val": tta["val"], "test": {**start_row["test"], **tta["test"]}, "wall_seconds": None,
+                      "delta_val_mae": tta["val"]["mae"] - start_row["val"]["mae"],
+                      "delta_test_mae": tta["test"]["mae"] - start_row["test"]["mae"]})
+    combined: dict[str, str] = {}
+    for opt in winners.values():
+        combined.update(opt.overrides)
+    result: dict[str, Any] = {
+        "benchmark": "improve_utkface", "command": "python benchmarks/improve_utkface.py",
+        "start": {"config": BASE_CONFIG, "overrides": START, **start_row},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
+        "versions": versions(), "ablations": ablations,
+        "winners": {**{f: {"option": o.name, "overrides": o.overrides} for f, o in winners.items()},
+                    "test-time flip": {"option": "flip-tta" if use_tta else "no-tta", "overrides": {}}},
+        "tta": use_tta,
+        "combined_overrides": combined, "retrain": retrain_command(combined)}
+    if not args.no_combine:
+        start_seeds = [r for s in range(args.seeds) if (r := train_one(args, "start", {}, s))]
+        seeds: dict[str, Any] = {"start": seeds_summary(start_seeds)} if start_seeds else {}
+        result["runs_start"] = final = start_seeds
+        if combined:  # else no change beat the start on validation
+            comb_seeds = [r for s in range(args.seeds) if (r := train_one(args, "combined", combined, s))]
+            if comb_seeds:
+                seeds["combined"] = seeds_summary(comb_seeds)
+                result["runs_combined"] = final = comb_seeds
+        if use_tta and final:
+            key = ("combined" if final is not start_seeds else "start") + " + flip TTA"
+            seeds[key] = seeds_summary([{**r, "test": flip_tta(r)["test"]} for r in final])
+        result["seeds"] = seeds
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    write_docs(Path(args.docs), result)
+    print(json.dumps({"combined": combined, "seeds": {k: v["mae"]["mean"] for k, v in result.get("seeds", {}).items()}}),
+          file=sys.stderr)
+    return 0
+
+
+def write_docs(path: Path, result: dict[str, Any]) -> None:
+    """Replace the section between the improve markers of docs/results.md (or append it)."""
+    s = result["start"]
+    base = s["test"]["baseline"]
+    lines = ["<!-- improve:start -->", "## Improving the best model within the CPU budget", "",
+             "Start: the bake-off's best setting (scratch CNN, class head over single years, 8 epochs at 64 px), "
+             "on the same split. One factor changes at a time against that start (seed 0); a factor's winner is "
+             "the option with the lowest **validation** MAE (the test column is reported, never used to choose). "
+             "The winners are then combined and trained with three seeds beside three seeds of the start.", "",
+             "Reproduce: `" + result["command"] + "`", "",
+             "| factor | change | val MAE | Δ val | test MAE | Δ test | CA(5) | minutes |", "|---|---|---|---|---|---|---|---|",
+             f"| - | start: {', '.join(f'{k}={v}' for k, v in START.items())} | {s['val']['mae']:.2f} | - | "
+             f"{s['test']['mae']:.2f} | - | {s['test']['ca5']:.3f} | {(s['wall_seconds'] or 0) / 60:.1f} |"]
+    for a in result["ablations"]:
+        win = " (chosen)" if result["winners"][a["factor"]]["option"] == a["option"] else ""
+        minutes = "-" if a["wall_seconds"] is None else f"{a['wall_seconds'] / 60:.1f}"
+        lines.append(f"| {a['factor']} | {a['what']}{win} | {a['val']['mae']:.2f} | {a['delta_val_mae']:+.2f} | "
+                     f"{a['test']['mae']:.2f} | {a['delta_test_mae']:+.2f} | {a['test']['ca5']:.3f} | {minutes} |")
+    lines += ["", f"Baseline (median training age): test MAE {base['mae']:.2f}.", ""]
+    seeds = result.get("seeds")
+    if seeds:
+        lines += ["### The combination against the start, three seeds each (test, mean ± std)", "",
+                  "| model | test MAE | RMSE | CA(3) | CA(5) | group accuracy | one-off | val MAE | minutes per run |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        labels = {"start": "start (bake-off best)", "combined": "combined winners",
+                  "combined + flip TTA": "combined winners, evaluated with flip TTA",
+                  "start + flip TTA": "start, evaluated with flip TTA"}
+        for key, g in seeds.items():
+            label = labels.get(key, key)
+            lines.append(f"| {label} | **{g['mae']['mean']:.2f} ± {g['mae']['std']:.2f}** | "
+                         f"{g['rmse']['mean']:.2f} ± {g['rmse']['std']:.2f} | {g['ca3']['mean']:.3f} | "
+                         f"{g['ca5']['mean']:.3f} | {g['accuracy']['mean']:.3f} | {g['one_off']['mean']:.3f} | "
+                         f"{g['val_mae']['mean']:.2f} | {g['minutes']:.1f} |")
+        lines += ["", "Combined overrides: " + (", ".join(f"`{k}={v}`" for k, v in result["combined_overrides"].items())
+                                                 or "none"), ""]
+    lines += ["Retrain the combined model" + (" (and evaluate it with flip TTA)" if result.get("tta") else "") + ":", "",
+              "```", result["retrain"] + " --set train.out_dir=runs/utkface-best",
+              *(["ordinalage evaluate runs/utkface-best --tta"] if result.get("tta") else []), "```", "",
+              "<!-- improve:end -->"]
+    text = path.read_text() if path.exists() else ""
+    start_marker, end_marker = "<!-- improve:start -->", "<!-- improve:end -->"
+    if start_marker in text and end_marker in text:
+        head, rest = text.split(start_marker, 1)
+        text = head + "\n".join(lines) + rest.split(end_marker, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
