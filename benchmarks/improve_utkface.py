@@ -5,8 +5,8 @@
 
 Starts from the best setting of benchmarks/accuracy_utkface.py (configs/experiments/
 utkface_bakeoff.yaml with the class head over single years, scratch CNN), on the same split,
-and changes one factor at a time (input size, augmentation, sampling, learning rate, schedule
-length, label distribution, the tuner's choice). Each factor's winner is picked by *validation*
+and changes one factor at a time (input size, augmentation, sampling, learning rate, batch size,
+label distribution, flip TTA, the tuner's choice). Each factor's winner is picked by *validation*
 MAE (the test split is only reported); the winners are then combined and the combination is
 trained with three seeds, beside three seeds of the unchanged starting point. Writes
 benchmarks/results/improve_utkface.json and a generated section of docs/results.md.
@@ -63,8 +63,8 @@ FACTORS: dict[str, list[Option]] = {
     "learning rate": [Option("lr-3e-3", {}, "AdamW 3e-3, cosine (start)"),
                       Option("lr-1e-3", {"train.lr": "0.001"}, "AdamW 1e-3"),
                       Option("lr-6e-3", {"train.lr": "0.006"}, "AdamW 6e-3")],
-    "schedule length": [Option("epochs-8", {}, "8 epochs (start)"),
-                        Option("epochs-12", {"train.epochs": "12"}, "12 epochs (1.5x the time)")],
+    "batch size": [Option("batch-64", {}, "batch 64 (start)"),
+                   Option("batch-32", {"train.batch_size": "32"}, "batch 32 (twice the updates, same epochs)")],
     "label distribution": [Option("onehot", {}, "one-hot cross-entropy (start)"),
                            Option("dldl-sigma2", {"model.label_sigma": "2"}, "Gaussian label distribution, sigma 2 years (DLDL)")],
 }
@@ -102,7 +102,25 @@ def tuned_option(path: Path) -> Option | None:
         return None
     shown = ", ".join(f"{k.split('.')[-1]}={float(v):.3g}" if _is_float(v) else f"{k.split('.')[-1]}={v}"
                       for k, v in over.items())
-    return Option("tuned", over, f"the tuner's best trial ({shown})")
+    return Option(f"tuned-trial{best.get('number')}", over, f"the tuner's best trial, #{best.get('number')} ({shown})")
+
+
+def tuner_record(path: Path) -> dict[str, Any] | None:
+    """The study behind the tuned option: its command, trial states, best trial and every trial row."""
+    import csv
+
+    summary, trials = path.parent / "summary.json", path.parent / "trials.csv"
+    if not (summary.is_file() and trials.is_file()):
+        return None
+    from ordinalage.tuning.spec import load_tune_spec
+
+    doc = json.loads(summary.read_text())
+    with trials.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    spec = ROOT / "configs" / "tune" / f"{doc['study_name']}.yaml"
+    return {"command": f"ordinalage tune --config {_rel(spec)} --out {_rel(path.parent)}",
+            "epochs_per_trial": load_tune_spec(spec).epochs if spec.is_file() else None,
+            "n_trials": doc["n_trials"], "states": doc["states"], "best": doc["best"], "trials": rows}
 
 
 def _is_float(v: str) -> bool:
@@ -133,7 +151,9 @@ def train_one(args: argparse.Namespace, name: str, overrides: dict[str, str], se
         summary["wall_seconds"] = time.perf_counter() - start
         summary_path.write_text(json.dumps(summary, indent=2))
     val = json.loads((run_dir / "val_best.json").read_text())
+    reused = run_dir / "REUSED.txt"  # a copy of an identical earlier run, with where it came from
     return {"name": name, "seed": seed, "overrides": overrides, "run_dir": _rel(run_dir),
+            "reused": reused.read_text().strip() if reused.is_file() else None,
             "wall_seconds": summary.get("wall_seconds"), "best_epoch": summary.get("best_epoch"),
             "device": summary.get("device"), "val": {k: val.get(k) for k in METRICS},
             "test": {k: summary["test"].get(k) for k in [*METRICS, "n", "baseline"]}}
@@ -218,6 +238,7 @@ def main() -> int:
         "winners": {**{f: {"option": o.name, "overrides": o.overrides} for f, o in winners.items()},
                     "test-time flip": {"option": "flip-tta" if use_tta else "no-tta", "overrides": {}}},
         "tta": use_tta,
+        "tuner": tuner_record(Path(args.tuned)) if tuned is not None else None,
         "combined_overrides": combined, "retrain": retrain_command(combined)}
     if not args.no_combine:
         start_seeds = [r for s in range(args.seeds) if (r := train_one(args, "start", {}, s))]
@@ -248,7 +269,9 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
              "Start: the bake-off's best setting (scratch CNN, class head over single years, 8 epochs at 64 px), "
              "on the same split. One factor changes at a time against that start (seed 0); a factor's winner is "
              "the option with the lowest **validation** MAE (the test column is reported, never used to choose). "
-             "The winners are then combined and trained with three seeds beside three seeds of the start.", "",
+             "The winners are then combined (where two winners set the same key, the later factor's value is kept; "
+             "the tuner comes last) and trained with three seeds beside three seeds of the start. Flip TTA is an "
+             "evaluation-only factor, measured on the start's checkpoint.", "",
              "Reproduce: `" + result["command"] + "`", "",
              "| factor | change | val MAE | Δ val | test MAE | Δ test | CA(5) | minutes |", "|---|---|---|---|---|---|---|---|",
              f"| - | start: {', '.join(f'{k}={v}' for k, v in START.items())} | {s['val']['mae']:.2f} | - | "
@@ -259,6 +282,14 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
         lines.append(f"| {a['factor']} | {a['what']}{win} | {a['val']['mae']:.2f} | {a['delta_val_mae']:+.2f} | "
                      f"{a['test']['mae']:.2f} | {a['delta_test_mae']:+.2f} | {a['test']['ca5']:.3f} | {minutes} |")
     lines += ["", f"Baseline (median training age): test MAE {base['mae']:.2f}.", ""]
+    tuner = result.get("tuner")
+    if tuner:
+        st = tuner["states"]
+        lines += [f"Tuner: `{tuner['command']}`: {tuner['n_trials']} trials of "
+                  f"{tuner['epochs_per_trial']} epochs ({st.get('complete', 0)} complete, {st.get('pruned', 0)} pruned by "
+                  f"the median pruner, {st.get('fail', 0)} failed); its best trial (#{tuner['best']['number']}, "
+                  f"val MAE {tuner['best']['value']:.2f} after its short schedule) is the `tuner` row above, "
+                  "retrained with the full schedule. Every trial is in the JSON.", ""]
     seeds = result.get("seeds")
     if seeds:
         lines += ["### The combination against the start, three seeds each (test, mean ± std)", "",
@@ -273,6 +304,9 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
                          f"{g['rmse']['mean']:.2f} ± {g['rmse']['std']:.2f} | {g['ca3']['mean']:.3f} | "
                          f"{g['ca5']['mean']:.3f} | {g['accuracy']['mean']:.3f} | {g['one_off']['mean']:.3f} | "
                          f"{g['val_mae']['mean']:.2f} | {g['minutes']:.1f} |")
+        reused = [f"`{r['run_dir']}` is {r['reused']}" for r in result.get("runs_start", []) if r.get("reused")]
+        if reused:
+            lines += ["", "Reused runs: " + "; ".join(reused) + "."]
         lines += ["", "Combined overrides: " + (", ".join(f"`{k}={v}`" for k, v in result["combined_overrides"].items())
                                                  or "none"), ""]
     lines += ["Retrain the combined model" + (" (and evaluate it with flip TTA)" if result.get("tta") else "") + ":", "",
