@@ -16,6 +16,7 @@ Finished runs are reused, so an interrupted benchmark continues where it stopped
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -66,7 +67,9 @@ FACTORS: dict[str, list[Option]] = {
     "batch size": [Option("batch-64", {}, "batch 64 (start)"),
                    Option("batch-32", {"train.batch_size": "32"}, "batch 32 (twice the updates, same epochs)")],
     "label distribution": [Option("onehot", {}, "one-hot cross-entropy (start)"),
-                           Option("dldl-sigma2", {"model.label_sigma": "2"}, "Gaussian label distribution, sigma 2 years (DLDL)")],
+                           Option("dldl-sigma1", {"model.label_sigma": "1"}, "Gaussian label distribution, sigma 1 year"),
+                           Option("dldl-sigma2", {"model.label_sigma": "2"}, "Gaussian label distribution, sigma 2 years (DLDL)"),
+                           Option("dldl-sigma3", {"model.label_sigma": "3"}, "Gaussian label distribution, sigma 3 years")],
 }
 METRICS = ["mae", "rmse", "ca3", "ca5", "accuracy", "one_off", "adjacent_accuracy", "qwk"]
 
@@ -189,6 +192,13 @@ def seeds_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def combined_name(overrides: dict[str, str]) -> str:
+    """Run-folder stem of a combination, distinct for every set of overrides (so reruns reuse only
+    the runs of the same combination)."""
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+    return f"combined-{digest}"
+
+
 def retrain_command(overrides: dict[str, str]) -> str:
     sets = {**START, **overrides}
     return f"ordinalage train --config {BASE_CONFIG} " + " ".join(f"--set {k}={v}" for k, v in sets.items())
@@ -245,10 +255,18 @@ def main() -> int:
         seeds: dict[str, Any] = {"start": seeds_summary(start_seeds)} if start_seeds else {}
         result["runs_start"] = final = start_seeds
         if combined:  # else no change beat the start on validation
-            comb_seeds = [r for s in range(args.seeds) if (r := train_one(args, "combined", combined, s))]
+            name = combined_name(combined)
+            comb_seeds = [r for s in range(args.seeds) if (r := train_one(args, name, combined, s))]
             if comb_seeds:
                 seeds["combined"] = seeds_summary(comb_seeds)
                 result["runs_combined"] = final = comb_seeds
+        single = min((a for a in ablations if a["factor"] not in ("tuner", "test-time flip")),
+                     key=lambda a: a["val"]["mae"], default=None)
+        if single and single["val"]["mae"] < start_row["val"]["mae"] and single["overrides"] != combined:
+            # does one knob alone carry the gain? the best single-factor change, over the same seeds
+            rows = [r for s in range(args.seeds) if (r := train_one(args, single["option"], single["overrides"], s))]
+            if rows:
+                seeds["best single change"] = {**seeds_summary(rows), "overrides": single["overrides"]}
         if use_tta and final:
             key = ("combined" if final is not start_seeds else "start") + " + flip TTA"
             seeds[key] = seeds_summary([{**r, "test": flip_tta(r)["test"]} for r in final])
@@ -300,6 +318,8 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
                   "start + flip TTA": "start, evaluated with flip TTA"}
         for key, g in seeds.items():
             label = labels.get(key, key)
+            if key == "best single change":
+                label += " (" + ", ".join(f"`{k}={v}`" for k, v in g["overrides"].items()) + ")"
             lines.append(f"| {label} | **{g['mae']['mean']:.2f} ± {g['mae']['std']:.2f}** | "
                          f"{g['rmse']['mean']:.2f} ± {g['rmse']['std']:.2f} | {g['ca3']['mean']:.3f} | "
                          f"{g['ca5']['mean']:.3f} | {g['accuracy']['mean']:.3f} | {g['one_off']['mean']:.3f} | "

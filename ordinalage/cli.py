@@ -132,7 +132,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
                          annotate=args.annotate, device=args.device, batch_size=args.batch_size,
-                         show=not args.json)
+                         show=not args.json, tta=args.tta)
     if args.json:
         _print_json(result)
     return 0
@@ -142,7 +142,7 @@ def _live(args: argparse.Namespace) -> int:
     from ordinalage.live import run_live
 
     run_live(args.checkpoint, source=args.source, output=args.output, every=args.every,
-             device=args.device, max_frames=args.max_frames)
+             device=args.device, max_frames=args.max_frames, tta=args.tta)
     return 0
 
 
@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="DIR")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64, dest="batch_size")
+    p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror's (2x model time)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, help="run the model every N frames")
     p.add_argument("--max-frames", type=int, default=None, dest="max_frames")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror's (2x model time)")
     p.set_defaults(func=_live)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked on the spot")

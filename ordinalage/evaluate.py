@@ -76,6 +76,7 @@ def predict_records(
 
     from ordinalage.config import replace
     from ordinalage.data.dataset import build_loader
+    from ordinalage.models.model import predict_logits
     from ordinalage.runtime import resolve_precision, select_device
 
     if not records:
@@ -108,9 +109,7 @@ def predict_records(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with precision.autocast(dev):
-                    logits = model(x).float()
-                    if tta:
-                        logits = 0.5 * (logits + model(x.flip(3)).float())
+                    logits = predict_logits(model, x, tta)
                 dec = model.decode(logits)
                 parts["index"].append(batch["index"].cpu().numpy().astype(np.int64))
                 parts["age"].append(batch["age"].cpu().numpy().astype(float))

@@ -133,8 +133,10 @@ def run_live(
     every: int = 1,
     device: str = "auto",
     max_frames: int | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
+    `tta` averages each face's logits with its mirror's (twice the model time).
 
     Returns a summary: frames read and written, frames run through the model, face detections,
     distinct tracks, mean frames per second, and the output path.
@@ -143,7 +145,7 @@ def run_live(
         raise UsageError(f"--every: must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UsageError(f"--max-frames: must be at least 1, got {max_frames}")
-    predictor = FacePredictor(checkpoint, device)
+    predictor = FacePredictor(checkpoint, device, tta=tta)
     detector = HaarFaceDetector()
     cap = open_source(source)
     writer: cv2.VideoWriter | None = None

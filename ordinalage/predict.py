@@ -85,7 +85,8 @@ class FaceResults:
 class FacePredictor:
     """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP,
+                 tta: bool = False) -> None:
         from ordinalage.checkpoint import load_model
         from ordinalage.runtime import resolve_precision, select_device
 
@@ -99,6 +100,7 @@ class FacePredictor:
         self.target = self.loaded.config.model.target
         self.precision = resolve_precision(self.loaded.config.train.precision, self.device)
         self.ratio = ratio
+        self.tta = tta  # also predict the mirrored crop and average the logits
 
     @property
     def size(self) -> int:
@@ -112,6 +114,8 @@ class FacePredictor:
         """Predict a batch of (S, S, 3) uint8 RGB crops."""
         import torch
 
+        from ordinalage.models.model import predict_logits
+
         batch = np.ascontiguousarray(np.stack(list(crops)) if not isinstance(crops, np.ndarray) else crops)
         if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {batch.shape}")
@@ -119,8 +123,8 @@ class FacePredictor:
         with torch.inference_mode():
             x = self.spec.normalize(x)
             with self.precision.autocast(self.device):
-                logits = self.model(x)
-            dec = self.model.decode(logits.float())
+                logits = predict_logits(self.model, x, self.tta)
+            dec = self.model.decode(logits)
         return FaceResults(age=dec.age.float().cpu().numpy().astype(float),
                            group=dec.group.cpu().numpy().astype(np.int64),
                            group_proba=dec.group_proba.float().cpu().numpy().astype(float))
@@ -198,6 +202,7 @@ def run_predict(
     device: str = "auto",
     batch_size: int = 64,
     show: bool = True,
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every face in `inputs` (images or folders); return one record per face.
 
@@ -205,14 +210,15 @@ def run_predict(
     ([x, y, w, h] in image pixels; None for `detect="none"`, where the whole image is the face),
     `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
     the image could not be read). `csv_path` writes the same as CSV; `annotate` writes copies of
-    the images with boxes and labels into that folder.
+    the images with boxes and labels into that folder. `tta` averages each crop's logits with its
+    mirror's.
     """
     if detect not in DETECTORS:
         raise UsageError(f"--detect: unknown detector {detect!r} (choose from {', '.join(DETECTORS)})")
     if batch_size < 1:
         raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
     paths = collect_images(inputs)
-    predictor = FacePredictor(checkpoint, device)
+    predictor = FacePredictor(checkpoint, device, tta=tta)
     detector = HaarFaceDetector() if detect == "haar" else None
     out_dir = Path(annotate) if annotate else None
     if out_dir is not None:

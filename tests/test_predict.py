@@ -118,20 +118,25 @@ def test_predict_real_utkface_faces(tiny_run, utkface_dir: Path, tmp_path: Path)
     assert abs(m.ratio.scale - UTKFACE_CHIP.scale) < 0.08 and abs(m.ratio.dy - UTKFACE_CHIP.dy) < 0.04
 
 
-def test_detect_none_matches_the_training_pipeline(tiny_run) -> None:
-    """detect=none decodes each file as training did: ages equal evaluate.predict_records on the same files."""
+@pytest.mark.parametrize("tta", [False, True])
+def test_detect_none_matches_the_training_pipeline(tiny_run, tta: bool) -> None:
+    """detect=none decodes each file as training did: ages equal evaluate.predict_records on the same
+    files, with and without flip test-time augmentation."""
     from ordinalage.checkpoint import load_model
     from ordinalage.evaluate import predict_records, read_split_csv
 
-    run = tiny_run("coral")
+    run = tiny_run("class")
     recs = read_split_csv(run / "split.csv", "test")[:12]
-    ours = run_predict(run, [r.path for r in recs], detect="none", device="cpu", batch_size=5, show=False)
-    theirs = predict_records(load_model(run, "cpu"), recs, batch_size=8, device="cpu", workers=0)
+    ours = run_predict(run, [r.path for r in recs], detect="none", device="cpu", batch_size=5, show=False, tta=tta)
+    theirs = predict_records(load_model(run, "cpu"), recs, batch_size=8, device="cpu", workers=0, tta=tta)
     assert [r["file"] for r in ours] == theirs.paths
     assert [r["box"] for r in ours] == [None] * len(recs)
     np.testing.assert_allclose([r["age"] for r in ours], theirs.pred_age, atol=0.01)
     labels = load_model(run, "cpu").groups.labels
     assert [r["group"] for r in ours] == [labels[g] for g in theirs.pred_group]
+    if tta:  # the mirror really is a second view: some ages move
+        plain = predict_records(load_model(run, "cpu"), recs, batch_size=8, device="cpu", workers=0)
+        assert np.abs(plain.pred_age - theirs.pred_age).max() > 1e-4
 
 
 # ---------------------------------------------------------------------------------------------

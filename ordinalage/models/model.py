@@ -71,6 +71,15 @@ class AgeModel(nn.Module):
         return self
 
 
+def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """float32 logits of a normalised batch; `tta`: the mean of the logits of x and of its
+    horizontal mirror (test-time augmentation; twice the compute)."""
+    logits = model(x).float()
+    if tta:
+        logits = 0.5 * (logits + model(x.flip(3)).float())
+    return logits
+
+
 def build_model(cfg: ModelConfig, groups: AgeGroups, class_weights: np.ndarray | None = None,
                 train_ages: np.ndarray | None = None) -> AgeModel:
     """Backbone from `cfg.backbone` (+ `cfg.weights`), head from `cfg.head` on its features.
