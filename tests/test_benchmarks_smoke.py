@@ -164,7 +164,7 @@ def test_improve_utkface_smoke(tmp_path, faces):
     docs.write_text("# Results\n\nbefore\n\n<!-- improve:start -->\nold\n<!-- improve:end -->\n\nafter\n")
     argv = ["improve_utkface.py", "--data", str(faces), "--factors", "learning rate", "--seeds", "2",
             "--runs", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json"), "--docs", str(docs),
-            "--tuned", str(tmp_path / "none.yaml"), "--device", "cpu",
+            "--tuned", str(tmp_path / "none.yaml"), "--device", "cpu", "--config-out", str(tmp_path / "best.yaml"),
             "--set", "train.epochs=1", "--set", "data.image_size=16", "--set", "model.width=4",
             "--set", "data.num_workers=0", "--set", "train.batch_size=16"]
     sys.argv = argv
@@ -184,6 +184,12 @@ def test_improve_utkface_smoke(tmp_path, faces):
     assert text.startswith("# Results\n\nbefore\n") and text.endswith("after\n") and "old" not in text
     assert text.count("<!-- improve:start -->") == 1 and "| learning rate | AdamW 1e-3" in text
     assert (tmp_path / "runs" / "start-seed0" / "eval-test-tta" / "metrics.json").is_file()
+    from ordinalage.config import load_config
+
+    best = load_config(tmp_path / "best.yaml")  # the combined model's config resolves over the bake-off's
+    assert (best.model.head, best.model.target, best.data.image_size) == ("class", "age", 64)
+    if changed:
+        assert str(best.train.lr) == doc["combined_overrides"]["train.lr"]
     # a rerun trains nothing new and reports the same numbers
     sys.argv = [*argv, "--report-only"]
     assert improve_utkface.main() == 0
