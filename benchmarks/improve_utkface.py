@@ -289,6 +289,15 @@ def main() -> int:
             key = ("combined" if final is not start_seeds else "start") + " + flip TTA"
             seeds[key] = seeds_summary([{**r, "test": flip_tta(r)["test"]} for r in final])
         result["seeds"] = seeds
+    final_rows = result.get("runs_combined") or result.get("runs_start")
+    if final_rows:  # the confusion matrix of the final model's seed-0 run, as evaluated in the table
+        run_dir = ROOT / final_rows[0]["run_dir"]
+        png = run_dir / ("eval-test-tta" if use_tta else "eval-test") / "confusion_norm.png"
+        if png.is_file():
+            dest = Path(args.docs).parent / "img" / "utkface_improved_confusion.png"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, dest)
+            result["confusion_png"] = _rel(dest)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     write_docs(Path(args.docs), result)
@@ -308,7 +317,8 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
              "The winners are then combined (where two winners set the same key, the later factor's value is kept; "
              "the tuner comes last) and trained with three seeds beside three seeds of the start. Flip TTA is an "
              "evaluation-only factor, measured on the start's checkpoint.", "",
-             "Reproduce: `" + result["command"] + "`", "",
+             "Reproduce: " + (f"`{result['tuner']['command']}` (the tuner's study, {result['tuner']['n_trials']} "
+                              "trials), then " if result.get("tuner") else "") + "`" + result["command"] + "`", "",
              "| factor | change | val MAE | Δ val | test MAE | Δ test | CA(5) | minutes |", "|---|---|---|---|---|---|---|---|",
              f"| - | start: {', '.join(f'{k}={v}' for k, v in START.items())} | {s['val']['mae']:.2f} | - | "
              f"{s['test']['mae']:.2f} | - | {s['test']['ca5']:.3f} | {(s['wall_seconds'] or 0) / 60:.1f} |"]
@@ -342,6 +352,8 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
                          f"{g['rmse']['mean']:.2f} ± {g['rmse']['std']:.2f} | {g['ca3']['mean']:.3f} | "
                          f"{g['ca5']['mean']:.3f} | {g['accuracy']['mean']:.3f} | {g['one_off']['mean']:.3f} | "
                          f"{g['val_mae']['mean']:.2f} | {g['minutes']:.1f} |")
+        if result.get("confusion_png"):
+            lines += ["", "![confusion matrix of the final model (seed 0)](img/utkface_improved_confusion.png)"]
         reused = [f"`{r['run_dir']}` is {r['reused']}" for r in result.get("runs_start", []) if r.get("reused")]
         if reused:
             lines += ["", "Reused runs: " + "; ".join(reused) + "."]
