@@ -308,11 +308,11 @@ def evaluate_run(
         "dropped_out_of_range": dropped,
         "out": str(out_dir),
     })
-    write_outputs(out_dir, result, groups.labels, f"{checkpoint.name} on {split}" + (" (flip TTA)" if tta else ""))
+    view = " with flip TTA" if tta else ""
+    write_outputs(out_dir, result, groups.labels, f"{checkpoint.name} on {split}{view}")
     write_predictions_csv(out_dir / "predictions.csv", preds, groups)
     if show:
-        tta_note = ", flip TTA" if tta else ""
-        print_evaluation(result, title=f"{checkpoint} on {split} (n={result['n']}{tta_note})")
+        print_evaluation(result, title=f"{checkpoint} on {split}{view} (n={result['n']})")
         stderr_console().print(f"wrote {out_dir}")
     return result
 

@@ -22,13 +22,13 @@ Decoding (`decode(logits) -> Decoded`), every head gives both a group and an age
 - class head: target age: age = the expected value of the softmax over years (DEX; smoother and
   lower MAE than the argmax); target group: group = argmax, age = the expected group midpoint.
 - regression: age = the output clamped to [0, max_age]; group_proba is one-hot.
+For target age the group is always `groups.clip_indices(age)` and group_proba sums the year
+probabilities of each group (years below the first group count for it, years above the last for
+the last), so the group may differ from the argmax of group_proba.
 
 Label distributions (class head, target age, `label_sigma` > 0): the cross-entropy target is a
 Gaussian over the years centred on the true age with std `label_sigma` (DLDL, Gao et al. 2017),
 so that a near miss costs less than a far one; 0 keeps one-hot labels.
-For target age the group is always `groups.clip_indices(age)` and group_proba sums the year
-probabilities of each group (years below the first group count for it, years above the last for
-the last), so the group may differ from the argmax of group_proba.
 
 Starting points: the class, CORAL and CORN heads initialise their output biases to a label prior,
 so that before training they predict its distribution (softmax bias = log p; CORAL bias_k =
@@ -258,8 +258,7 @@ class Head(nn.Module):
         return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba)
 
     def extra_repr(self) -> str:
-        sigma = f", label_sigma={self.label_sigma}" if getattr(self, "label_sigma", 0) else ""
-        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}{sigma}"
+        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}"
 
 
 @register_head("class")
@@ -281,10 +280,11 @@ class ClassHead(Head):
         self.fc.bias.copy_(torch.from_numpy(np.log(p)).float())
 
     def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
-        if self.label_sigma > 0:
-            target = gaussian_label_distribution(age, self.num_classes, self.label_sigma)
-            return (F.cross_entropy(logits, target, reduction="none") * w).mean()
-        return (F.cross_entropy(logits, labels, reduction="none") * w).mean()
+        target = gaussian_label_distribution(age, self.num_classes, self.label_sigma) if self.label_sigma > 0 else labels
+        return (F.cross_entropy(logits, target, reduction="none") * w).mean()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", label_sigma={self.label_sigma}" if self.label_sigma else "")
 
     def _decode(self, logits: torch.Tensor) -> Decoded:
         proba = logits.softmax(1)
