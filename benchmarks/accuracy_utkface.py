@@ -16,18 +16,17 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import fit_or_reuse, mean_std  # noqa: E402
+
 from ordinalage.checkpoint import versions  # noqa: E402
 from ordinalage.config import load_config  # noqa: E402
-from ordinalage.train import fit  # noqa: E402
 
 # name -> config overrides; "years" targets rank/classify single years, "decades" the age groups
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -63,34 +62,21 @@ def parse_args() -> argparse.Namespace:
 def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> dict[str, Any] | None:
     """Train + evaluate one setting (or reuse a finished run folder; None: not run, --report-only)."""
     run_dir = Path(args.runs) / f"{backbone}-{name}-seed{seed}"
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("finished") and "test" in summary:
-            print(f"[reuse] {run_dir}", file=sys.stderr)
-            return _record(run_dir, name, backbone, seed, summary, wall=summary.get("wall_seconds"))
-    if args.report_only:
-        return None
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an unfinished run: start it again from scratch
-    sets = [f"data.sources=[utkface:{args.data}]", f"model.backbone={backbone}", f"train.seed={seed}",
-            f"train.out_dir={run_dir}", f"train.device={args.device}", *args.set]
-    sets += [f"{k}={v}" for k, v in SETTINGS[name].items()]
-    if args.epochs:
-        sets.append(f"train.epochs={args.epochs}")
-    if args.image_size:
-        sets.append(f"data.image_size={args.image_size}")
-    if args.workers is not None:
-        sets.append(f"data.num_workers={args.workers}")
-    config = load_config(args.config, sets=sets)
-    print(f"[train] {run_dir.name}", file=sys.stderr)
-    start = time.perf_counter()
-    fit(config)
-    wall = time.perf_counter() - start
-    summary = json.loads(summary_path.read_text())
-    summary["wall_seconds"] = wall
-    summary_path.write_text(json.dumps(summary, indent=2))
-    return _record(run_dir, name, backbone, seed, summary, wall)
+
+    def make_config() -> Any:
+        sets = [f"data.sources=[utkface:{args.data}]", f"model.backbone={backbone}", f"train.seed={seed}",
+                f"train.out_dir={run_dir}", f"train.device={args.device}", *args.set]
+        sets += [f"{k}={v}" for k, v in SETTINGS[name].items()]
+        if args.epochs:
+            sets.append(f"train.epochs={args.epochs}")
+        if args.image_size:
+            sets.append(f"data.image_size={args.image_size}")
+        if args.workers is not None:
+            sets.append(f"data.num_workers={args.workers}")
+        return load_config(args.config, sets=sets)
+
+    summary = fit_or_reuse(run_dir, make_config, args.report_only, run_dir.name)
+    return None if summary is None else _record(run_dir, name, backbone, seed, summary, summary.get("wall_seconds"))
 
 
 def _record(run_dir: Path, name: str, backbone: str, seed: int, summary: dict, wall: float | None) -> dict[str, Any]:
@@ -110,8 +96,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for k in METRICS:
         vals = [r["test"][k] for r in rows if r["test"].get(k) is not None]
         if vals:
-            out[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                      "values": vals}
+            out[k] = {**mean_std(vals), "values": vals}
     return out
 
 

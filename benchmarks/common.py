@@ -104,6 +104,39 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0.0 for a single value) of repeated runs, e.g. seeds."""
+    vals = [float(v) for v in values]
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+
+
+def fit_or_reuse(run_dir: Path, make_config: Callable[[], Any], report_only: bool, label: str) -> dict[str, Any] | None:
+    """The `summary.json` of the finished, tested run in `run_dir`; else train `make_config()` there
+    (an unfinished folder starts again from scratch) and add its `wall_seconds`. None when
+    `report_only` and the run has not finished. Lets accuracy benchmarks resume where they stopped."""
+    import shutil
+
+    from ordinalage.train import fit
+
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("finished") and "test" in summary:
+        print(f"[reuse] {run_dir}", file=sys.stderr)
+        return summary
+    if report_only:
+        return None
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = make_config()
+    print(f"[train] {label}", file=sys.stderr)
+    start = time.perf_counter()
+    fit(config)
+    summary = json.loads(summary_path.read_text())
+    summary["wall_seconds"] = time.perf_counter() - start
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 

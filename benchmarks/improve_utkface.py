@@ -23,7 +23,6 @@ import platform
 import shutil
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import fit_or_reuse, mean_std  # noqa: E402
+
 from ordinalage.checkpoint import versions  # noqa: E402
-from ordinalage.config import load_config  # noqa: E402
-from ordinalage.train import fit  # noqa: E402
+from ordinalage.config import load_config, parse_set, set_dotted  # noqa: E402
 
 BASE_CONFIG = "configs/experiments/utkface_bakeoff.yaml"
 # the bake-off's best setting (docs/results.md): softmax over single years, expected value
@@ -139,22 +139,16 @@ def _is_float(v: str) -> bool:
 def train_one(args: argparse.Namespace, name: str, overrides: dict[str, str], seed: int) -> dict[str, Any] | None:
     """Train + test one configuration, or reuse its finished run folder (None: not run, --report-only)."""
     run_dir = Path(args.runs) / f"{name}-seed{seed}"
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    if not (summary.get("finished") and "test" in summary):
-        if args.report_only:
-            return None
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an unfinished run starts again
+
+    def make_config() -> Any:
         sets = [f"data.sources=[utkface:{args.data}]", f"train.seed={seed}", f"train.out_dir={run_dir}",
                 f"train.device={args.device}", *args.set, *(f"{k}={v}" for k, v in {**START, **overrides}.items())]
-        config = load_config(ROOT / BASE_CONFIG, sets=sets)
-        print(f"[train] {run_dir.name}: {overrides or 'the starting point'}", file=sys.stderr)
-        start = time.perf_counter()
-        fit(config)
-        summary = json.loads(summary_path.read_text())
-        summary["wall_seconds"] = time.perf_counter() - start
-        summary_path.write_text(json.dumps(summary, indent=2))
+        return load_config(ROOT / BASE_CONFIG, sets=sets)
+
+    summary = fit_or_reuse(run_dir, make_config, args.report_only,
+                           f"{run_dir.name}: {overrides or 'the starting point'}")
+    if summary is None:
+        return None
     val = json.loads((run_dir / "val_best.json").read_text())
     reused = run_dir / "REUSED.txt"  # a copy of an identical earlier run, with where it came from
     return {"name": name, "seed": seed, "overrides": overrides, "run_dir": _rel(run_dir),
@@ -168,7 +162,7 @@ def flip_tta(row: dict[str, Any]) -> dict[str, Any]:
     """Validation and test metrics of a finished run with flip test-time augmentation (cached)."""
     from ordinalage.evaluate import evaluate_run
 
-    run_dir = ROOT / row["run_dir"] if not Path(row["run_dir"]).is_absolute() else Path(row["run_dir"])
+    run_dir = ROOT / row["run_dir"]  # relative to the repo, or absolute
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         path = run_dir / f"eval-{split}-tta" / "metrics.json"
@@ -187,11 +181,17 @@ def seeds_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": [r["seed"] for r in rows]}
     for k in METRICS:
         vals = [r["test"][k] for r in rows if r["test"].get(k) is not None]
-        out[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "values": vals}
-    vals = [r["val"]["mae"] for r in rows]
-    out["val_mae"] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+        out[k] = {**mean_std(vals), "values": vals}
+    out["val_mae"] = mean_std([r["val"]["mae"] for r in rows])
     out["minutes"] = statistics.fmean([(r["wall_seconds"] or 0) / 60 for r in rows])
     return out
+
+
+def ablation_row(factor: str, opt: Option, row: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
+    """One row of the one-factor-at-a-time table: the run, and its MAE changes against the start."""
+    return {"factor": factor, "option": opt.name, "what": opt.what, **row,
+            "delta_val_mae": row["val"]["mae"] - start["val"]["mae"],
+            "delta_test_mae": row["test"]["mae"] - start["test"]["mae"]}
 
 
 def combined_name(overrides: dict[str, str]) -> str:
@@ -206,12 +206,8 @@ def write_config(path: Path, overrides: dict[str, str]) -> None:
     import yaml
 
     nested: dict[str, Any] = {}
-    for key, value in {**START, **overrides}.items():
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    for key, value in {**START, **overrides}.items():  # typed exactly as `--set key=value` reads them
+        nested = set_dotted(nested, *parse_set(f"{key}={value}"))
     base = os.path.relpath(ROOT / BASE_CONFIG, path.parent)
     header = ("# Written by benchmarks/improve_utkface.py: the UTKFace bake-off's best setting plus every change\n"
               "# that won on validation MAE (docs/results.md, \"Improving the best model\"). Retrain it with\n"
@@ -241,18 +237,15 @@ def main() -> int:
             row = train_one(args, opt.name, opt.overrides, 0)
             if row is None:
                 continue
-            ablations.append({"factor": factor, "option": opt.name, "what": opt.what, **row,
-                              "delta_val_mae": row["val"]["mae"] - start_row["val"]["mae"],
-                              "delta_test_mae": row["test"]["mae"] - start_row["test"]["mae"]})
+            ablations.append(ablation_row(factor, opt, row, start_row))
             if row["val"]["mae"] < best_val:
                 best_opt, best_val = opt, row["val"]["mae"]
         winners[factor] = best_opt
     tta = flip_tta(start_row)  # an evaluation-only factor: no retraining
     use_tta = tta["val"]["mae"] < start_row["val"]["mae"]
-    ablations.append({"factor": "test-time flip", "option": "flip-tta", "what": "evaluate with flip TTA (no retraining)",
-                      **start_row, "val": tta["val"], "test": {**start_row["test"], **tta["test"]}, "wall_seconds": None,
-                      "delta_val_mae": tta["val"]["mae"] - start_row["val"]["mae"],
-                      "delta_test_mae": tta["test"]["mae"] - start_row["test"]["mae"]})
+    ablations.append(ablation_row("test-time flip", Option("flip-tta", {}, "evaluate with flip TTA (no retraining)"),
+                                  {**start_row, "val": tta["val"], "test": {**start_row["test"], **tta["test"]},
+                                   "wall_seconds": None}, start_row))
     combined: dict[str, str] = {}
     for opt in winners.values():
         combined.update(opt.overrides)
@@ -268,16 +261,18 @@ def main() -> int:
         "combined_overrides": combined, "config": _rel(Path(args.config_out)),
         "retrain": f"ordinalage train --config {_rel(Path(args.config_out))} --set train.out_dir=runs/utkface-best"}
     write_config(Path(args.config_out), combined)
+    final_key, final_rows = "start", []  # the model the benchmark ends with, and its seed runs
     if not args.no_combine:
         start_seeds = [r for s in range(args.seeds) if (r := train_one(args, "start", {}, s))]
         seeds: dict[str, Any] = {"start": seeds_summary(start_seeds)} if start_seeds else {}
-        result["runs_start"] = final = start_seeds
+        result["runs_start"] = final_rows = start_seeds
         if combined:  # else no change beat the start on validation
             name = combined_name(combined)
             comb_seeds = [r for s in range(args.seeds) if (r := train_one(args, name, combined, s))]
             if comb_seeds:
                 seeds["combined"] = seeds_summary(comb_seeds)
-                result["runs_combined"] = final = comb_seeds
+                result["runs_combined"] = final_rows = comb_seeds
+                final_key = "combined"
         single = min((a for a in ablations if a["factor"] not in ("tuner", "test-time flip")),
                      key=lambda a: a["val"]["mae"], default=None)
         if single and single["val"]["mae"] < start_row["val"]["mae"] and single["overrides"] != combined:
@@ -285,11 +280,9 @@ def main() -> int:
             rows = [r for s in range(args.seeds) if (r := train_one(args, single["option"], single["overrides"], s))]
             if rows:
                 seeds["best single change"] = {**seeds_summary(rows), "overrides": single["overrides"]}
-        if use_tta and final:
-            key = ("combined" if final is not start_seeds else "start") + " + flip TTA"
-            seeds[key] = seeds_summary([{**r, "test": flip_tta(r)["test"]} for r in final])
+        if use_tta and final_rows:
+            seeds[f"{final_key} + flip TTA"] = seeds_summary([{**r, "test": flip_tta(r)["test"]} for r in final_rows])
         result["seeds"] = seeds
-    final_rows = result.get("runs_combined") or result.get("runs_start")
     if final_rows:  # the confusion matrix of the final model's seed-0 run, as evaluated in the table
         run_dir = ROOT / final_rows[0]["run_dir"]
         png = run_dir / ("eval-test-tta" if use_tta else "eval-test") / "confusion_norm.png"
