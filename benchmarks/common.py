@@ -116,7 +116,7 @@ def fit_or_reuse(run_dir: Path, make_config: Callable[[], Any], report_only: boo
     `report_only` and the run has not finished. Lets accuracy benchmarks resume where they stopped."""
     import shutil
 
-    from ordinalage.train import fit
+    from ordinalage.training.fit import fit
 
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -31,8 +31,8 @@ from torchvision import transforms as T
 
 from ordinalage.config import AugmentConfig, DataConfig
 from ordinalage.data.dataset import build_loader
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.records import Record
+from ordinalage.groups import AgeGroups
 from ordinalage.models.input_spec import InputSpec
 
 # Every transform on at the package defaults' strengths, for both pipelines.

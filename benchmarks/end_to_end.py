@@ -28,7 +28,7 @@ from common import UTKFACE, parser, ratio, summary, utkface_files, write_csv_spe
 from train_overhead import run as bare_run
 
 from ordinalage.config import Config, to_dict
-from ordinalage.train import fit
+from ordinalage.training.fit import fit
 
 
 def fit_images_per_s(config: Config, out: Path) -> list[float]:

@@ -28,7 +28,7 @@ from ordinalage.config import Config
 
 def train_tiny_run(out: Path, cache: Path) -> Path:
     """One epoch of the default model on a small synthetic set (quiet)."""
-    from ordinalage.train import fit
+    from ordinalage.training.fit import fit
 
     base = Config()
     config = replace(

@@ -145,8 +145,8 @@ def data_path(files: list[Path], size: int, batch: int, workers: list[int]) -> d
     try:
         from ordinalage.config import DataConfig
         from ordinalage.data.dataset import build_loader
-        from ordinalage.data.groups import AgeGroups
         from ordinalage.data.records import Record
+        from ordinalage.groups import AgeGroups
 
         kind = "package loader (OpenCV reduced decode + albumentations + batch collation)"
 

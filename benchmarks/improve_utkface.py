@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import fit_or_reuse, mean_std  # noqa: E402
 
-from ordinalage.checkpoint import versions  # noqa: E402
 from ordinalage.config import load_config, parse_set, set_dotted  # noqa: E402
+from ordinalage.training.checkpoint import versions  # noqa: E402
 
 BASE_CONFIG = "configs/experiments/utkface_bakeoff.yaml"
 # the bake-off's best setting (docs/results.md): softmax over single years, expected value
@@ -160,7 +160,7 @@ def train_one(args: argparse.Namespace, name: str, overrides: dict[str, str], se
 
 def flip_tta(row: dict[str, Any]) -> dict[str, Any]:
     """Validation and test metrics of a finished run with flip test-time augmentation (cached)."""
-    from ordinalage.evaluate import evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_run
 
     run_dir = ROOT / row["run_dir"]  # relative to the repo, or absolute
     out: dict[str, Any] = {}

@@ -28,10 +28,10 @@ import torch
 from common import parser, summary, write_result
 
 from ordinalage.config import Config, ModelConfig, to_dict
-from ordinalage.data.groups import AgeGroups
+from ordinalage.groups import AgeGroups
 from ordinalage.models.model import build_model
-from ordinalage.runtime import resolve_precision, select_device
-from ordinalage.train import TrainState, build_optimizer, build_scheduler, train_one_epoch
+from ordinalage.training.fit import TrainState, build_optimizer, build_scheduler, train_one_epoch
+from ordinalage.training.runtime import resolve_precision, select_device
 
 
 def make_batches(n_batches: int, batch_size: int, size: int, groups: AgeGroups, seed: int = 0

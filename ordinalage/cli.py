@@ -77,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from ordinalage.config import load_config
-    from ordinalage.train import fit
+    from ordinalage.training.fit import fit
 
     if args.resume:
         run_dir = fit(None, resume=args.resume)
@@ -90,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ordinalage.evaluate import evaluate_predictions_file, evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_predictions_file, evaluate_run
 
     if args.predictions:
         if args.target:
@@ -108,7 +108,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ordinalage.compare import compare_runs
+    from ordinalage.evaluation.compare import compare_runs
 
     result = compare_runs(args.runs, plot=args.plot, show=not args.json)
     if args.json:
@@ -117,7 +117,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ordinalage.tune import run_tune
+    from ordinalage.tuning.study import run_tune
 
     result = run_tune(args.config, study_name=args.study, storage=args.storage, trials=args.trials,
                       timeout=args.timeout, workers=args.workers, out=args.out, sets=args.set,
@@ -128,7 +128,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ordinalage.predict import run_predict
+    from ordinalage.inference.predict import run_predict
 
     result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
                          annotate=args.annotate, device=args.device, batch_size=args.batch_size,
@@ -139,7 +139,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from ordinalage.live import run_live
+    from ordinalage.inference.live import run_live
 
     run_live(args.checkpoint, source=args.source, output=args.output, every=args.every,
              device=args.device, max_frames=args.max_frames, tta=args.tta)
@@ -147,7 +147,7 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ordinalage.export import run_export
+    from ordinalage.inference.export import run_export
 
     result = run_export(args.checkpoint, fmt=args.format, out=args.out)
     if args.json:

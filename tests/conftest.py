@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
             import torch
 
             from ordinalage.config import load_config
-            from ordinalage.train import fit
+            from ordinalage.training.fit import fit
 
             out = tmp_path_factory.mktemp(f"run-{head}")
             sets = [*TINY_SETS, f"model.head={head}", f"data.cache_dir={cache}", f"train.out_dir={out}", *extra_sets]

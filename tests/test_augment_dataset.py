@@ -16,9 +16,9 @@ from ordinalage.data import decode
 from ordinalage.data.augment import build_transform, reseed_transform
 from ordinalage.data.dataset import FaceDataset, build_loader, collate_skip_none, worker_init_fn
 from ordinalage.data.decode import ImageDecodeError, choose_reduction, decode_image, jpeg_size
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "UTKFace"
 GROUPS = AgeGroups.parse()

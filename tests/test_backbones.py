@@ -10,8 +10,8 @@ import torch
 import torchvision
 
 from ordinalage.config import ModelConfig
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 from ordinalage.models.backbones import BACKBONES, build_backbone
 from ordinalage.models.input_spec import IMAGENET_MEAN, VGGFACE_MEAN
 from ordinalage.models.model import AgeModel, build_model, param_groups

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from ordinalage.cli import main
-from ordinalage.compare import compare_runs
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.compare import compare_runs
 
 
 def make_run(root: Path, name: str, head: str, metrics: dict | None, where: str = "summary",

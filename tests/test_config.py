@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ordinalage.config import Config, from_dict, load_config, to_dict
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 
 def test_defaults_are_the_main_job() -> None:

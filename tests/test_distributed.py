@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from ordinalage.config import load_config
-from ordinalage.distributed import DistContext, ShardSampler
-from ordinalage.train import fit
+from ordinalage.training.distributed import DistContext, ShardSampler
+from ordinalage.training.fit import fit
 
 GLOBAL_BATCH = 32
 RUN_FILES = {"config.yaml", "metrics.csv", "last.pt", "best.pt", "split.csv", "summary.json", "val_best.json"}
@@ -134,7 +134,7 @@ def test_every_training_image_once_per_epoch(dist_run) -> None:
 
 
 def test_validation_metrics_cover_the_split_exactly_once(dist_run) -> None:
-    from ordinalage.evaluate import evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_run
 
     run, _ = dist_run
     logged = json.loads((run / "val_best.json").read_text())
@@ -166,7 +166,7 @@ def test_two_processes_match_one_process(dist_run, cache_dir: str, tmp_path: Pat
 STOP_AFTER_ONE = """
 import sys
 from ordinalage.config import load_config
-from ordinalage.train import fit
+from ordinalage.training.fit import fit
 fit(load_config(sets=sys.argv[1:]), quiet=True, stop_after_epochs=1)
 """
 
@@ -194,7 +194,7 @@ def _buffers_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from ordinalage.distributed import sync_buffers
+    from ordinalage.training.distributed import sync_buffers
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)

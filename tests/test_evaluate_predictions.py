@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ordinalage.cli import main
-from ordinalage.data.groups import AgeGroups
-from ordinalage.metrics import METRIC_NAMES
+from ordinalage.evaluation.metrics import METRIC_NAMES
+from ordinalage.groups import AgeGroups
 
 ALL_KEYS = set(METRIC_NAMES) | {"baseline"}
 
@@ -175,7 +175,7 @@ def _fake_build_loader(records, groups, cfg, size, batch_size, train, seed, num_
 
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
-    import ordinalage.checkpoint as checkpoint
+    import ordinalage.training.checkpoint as checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
@@ -193,7 +193,7 @@ def fake_run(tmp_path, monkeypatch):
 
 
 def test_evaluate_run_fake(fake_run, capsys):
-    from ordinalage.evaluate import evaluate_predictions_file, evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_predictions_file, evaluate_run
 
     res = evaluate_run(fake_run, batch_size=3, device="cpu", show=True)
     assert "baseline (training split)" in capsys.readouterr().err
@@ -225,7 +225,7 @@ def test_evaluate_run_fake(fake_run, capsys):
 
 
 def test_evaluate_run_train_split_and_bare_checkpoint(fake_run, tmp_path):
-    from ordinalage.evaluate import evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_run
 
     res = evaluate_run(fake_run, split="train", device="cpu", show=False)
     assert res["n"] == 1 and res["split"] == "train"
@@ -237,8 +237,8 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror(fake_run, monkeypa
     """The model reads the left column only; images hold the age there and 0 elsewhere, so the mirror
     says 0 + 2 years and the flip-averaged age is (age + 2 + 2) / 2."""
 
-    import ordinalage.checkpoint as checkpoint
-    from ordinalage.evaluate import evaluate_run
+    import ordinalage.training.checkpoint as checkpoint
+    from ordinalage.evaluation.evaluate import evaluate_run
 
     loaded = _fake_loaded(fake_run, fake_run / "best.pt")
     loaded.model.forward = lambda x: x[..., 0].mean(dim=(1, 2)).unsqueeze(1) + 2.0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ordinalage.config import load_config
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.sources import parse_spec
+from ordinalage.groups import AgeGroups
 from ordinalage.models.backbones import BACKBONES
 from ordinalage.models.heads import HEADS
 

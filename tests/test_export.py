@@ -13,7 +13,7 @@ from torch import nn
 
 from ordinalage.cli import main
 from ordinalage.errors import UsageError
-from ordinalage.export import OPSET, TOLERANCE, onnx_symbolics, run_export
+from ordinalage.inference.export import OPSET, TOLERANCE, onnx_symbolics, run_export
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -66,7 +66,7 @@ def test_every_head_exports_and_matches_pytorch(tiny_run, head: str, tmp_path: P
         for name, diff in result["max_abs_diff"].items():
             assert diff <= TOLERANCE[name], (fmt, name, diff)
     # the ONNX file on its own: batch of 1 (the trace used 2), metadata, same answers as AgeModel.predict
-    from ordinalage.checkpoint import load_model
+    from ordinalage.training.checkpoint import load_model
 
     loaded = load_model(run, "cpu")
     images = torch.randint(0, 256, (1, 3, loaded.input_spec.size, loaded.input_spec.size), dtype=torch.uint8,

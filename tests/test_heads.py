@@ -9,8 +9,8 @@ from coral_pytorch.dataset import levels_from_labelbatch
 from coral_pytorch.losses import coral_loss, corn_loss
 
 from ordinalage.config import ModelConfig
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 from ordinalage.models.heads import (
     HEADS,
     build_head,

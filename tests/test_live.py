@@ -12,8 +12,8 @@ import torch
 
 from ordinalage.cli import main
 from ordinalage.errors import UsageError
-from ordinalage.faces import Box, HaarFaceDetector
-from ordinalage.live import FaceTracker, run_live
+from ordinalage.inference.faces import Box, HaarFaceDetector
+from ordinalage.inference.live import FaceTracker, run_live
 
 W, H, N_FRAMES, FACE = 320, 240, 20, 110
 GREEN_BGR = (40, 220, 40)

@@ -18,15 +18,15 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
-from ordinalage.metrics import (
+from ordinalage.evaluation.metrics import (
     METRIC_NAMES,
     baseline_metrics,
     compute_metrics,
     rank_inconsistency,
     reference_from_truth,
 )
+from ordinalage.groups import AgeGroups
 
 G3 = AgeGroups.parse("0-10,11-20,21-30")
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ordinalage.checkpoint import load_checkpoint, load_model
 from ordinalage.cli import main
 from ordinalage.config import load_config
 from ordinalage.errors import UsageError
-from ordinalage.train import TrainingDiverged, fit
+from ordinalage.training.checkpoint import load_checkpoint, load_model
+from ordinalage.training.fit import TrainingDiverged, fit
 
 HEADS = ["class", "coral", "corn", "regression"]
 

@@ -1,7 +1,7 @@
 """`ordinalage tune`: search spaces, storages, workers, resuming, failures and the study's files.
 
 Real training runs on a tiny synthetic set (configs/tune/smoke.yaml); the bookkeeping tests swap
-`ordinalage.train.fit` for a fake whose validation MAE is a known function of the trial, and still
+`ordinalage.training.fit.fit` for a fake whose validation MAE is a known function of the trial, and still
 go through `run_tune` and a real Optuna storage.
 """
 
@@ -22,14 +22,14 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from ordinalage import train
 from ordinalage.cli import main
 from ordinalage.config import load_config
 from ordinalage.errors import UsageError
-from ordinalage.tune import run_tune
+from ordinalage.training import fit as train
 from ordinalage.tuning.runner import HOST
 from ordinalage.tuning.spec import load_tune_spec, make_pruner
 from ordinalage.tuning.storage import mask, open_storage, resolve_storage
+from ordinalage.tuning.study import run_tune
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "tune" / "smoke.yaml"

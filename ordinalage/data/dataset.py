@@ -28,9 +28,9 @@ from torch.utils.data import (
 from ordinalage.config import DataConfig
 from ordinalage.data.augment import build_transform, reseed_transform
 from ordinalage.data.decode import ImageDecodeError, check_geometry, decode_image
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 Item = dict[str, torch.Tensor]
 

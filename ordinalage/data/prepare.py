@@ -13,12 +13,12 @@ import numpy as np
 
 from ordinalage.config import DataConfig
 from ordinalage.data import sampling
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.hashing import content_hashes
 from ordinalage.data.records import SPLITS, Record
 from ordinalage.data.sources import read_sources
 from ordinalage.data.splits import assign_splits
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 
 @dataclass

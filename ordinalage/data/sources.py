@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 if TYPE_CHECKING:
     from ordinalage.config import DataConfig

@@ -56,8 +56,8 @@ from coral_pytorch.losses import coral_loss
 from torch import nn
 
 from ordinalage.config import ModelConfig
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 TARGETS = ("age", "group")
 REGRESSION_LOSSES = ("l1", "mse", "huber")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ordinalage.config import ModelConfig
-from ordinalage.data.groups import AgeGroups
+from ordinalage.groups import AgeGroups
 from ordinalage.models.backbones import Backbone, build_backbone
 from ordinalage.models.heads import Decoded, Head, build_head
 from ordinalage.models.input_spec import InputSpec

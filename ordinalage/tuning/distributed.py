@@ -10,7 +10,7 @@ trial by trial until rank 0 says it is done.
 
 This is the same idea as optuna-integration's `TorchDistributedTrial`, kept to what ordinalage
 uses (`suggest_float/int/categorical`, `report`, `should_prune`, `set_user_attr`, `number`,
-`params`) and built on `ordinalage.distributed.broadcast` (gloo or NCCL). See docs/distributed.md.
+`params`) and built on `ordinalage.training.distributed.broadcast` (gloo or NCCL). See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ordinalage.distributed import DistContext, broadcast, context_from_group
+from ordinalage.training.distributed import DistContext, broadcast, context_from_group
 
 _STOP = "__stop__"
 

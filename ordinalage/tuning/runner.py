@@ -123,7 +123,7 @@ class HostLock:
 
 
 def _reason(exc: BaseException) -> str:
-    from ordinalage.train import TrainingDiverged
+    from ordinalage.training.fit import TrainingDiverged
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, TrainingDiverged):
@@ -166,7 +166,7 @@ class Objective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from ordinalage import train
+        from ordinalage.training import fit as train
 
         self.lock.release()  # the trial exists now: other workers may ask for theirs
         self.last_number = trial.number

@@ -21,8 +21,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 METRIC_NAMES = ("n", "accuracy", "one_off", "adjacent_accuracy", "mae", "rmse", "ca3", "ca5", "mae_groups",
                 "macro_f1", "qwk", "rank_inconsistency", "groups", "confusion")

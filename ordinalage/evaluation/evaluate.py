@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ordinalage.data.groups import AgeGroups
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
-from ordinalage.metrics import baseline_metrics, compute_metrics, reference_from_truth
-from ordinalage.report import plot_confusion, print_evaluation, stderr_console
+from ordinalage.evaluation.metrics import baseline_metrics, compute_metrics, reference_from_truth
+from ordinalage.evaluation.report import plot_confusion, print_evaluation, stderr_console
+from ordinalage.groups import AgeGroups
 
 if TYPE_CHECKING:
     import torch
 
-    from ordinalage.checkpoint import LoadedModel
+    from ordinalage.training.checkpoint import LoadedModel
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -77,7 +77,7 @@ def predict_records(
     from ordinalage.config import replace
     from ordinalage.data.dataset import build_loader
     from ordinalage.models.model import predict_logits
-    from ordinalage.runtime import resolve_precision, select_device
+    from ordinalage.training.runtime import resolve_precision, select_device
 
     if not records:
         raise UsageError("evaluate: no images to predict")
@@ -267,7 +267,7 @@ def evaluate_run(
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
     """
-    from ordinalage.checkpoint import load_model
+    from ordinalage.training.checkpoint import load_model
 
     if split not in SPLIT_CHOICES:
         raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
@@ -276,7 +276,7 @@ def evaluate_run(
     target = Path(target)
     if not target.exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
-    from ordinalage.runtime import select_device
+    from ordinalage.training.runtime import select_device
 
     loaded = load_model(target, select_device(device))
     checkpoint = Path(loaded.checkpoint_path)

@@ -25,7 +25,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ordinalage.checkpoint import (
+from ordinalage.config import Config, config_from_dict, save_config, to_dict
+from ordinalage.errors import UsageError
+from ordinalage.training.checkpoint import (
     FORMAT,
     VERSION,
     atomic_torch_save,
@@ -33,8 +35,7 @@ from ordinalage.checkpoint import (
     resolve_input_spec,
     versions,
 )
-from ordinalage.config import Config, config_from_dict, save_config, to_dict
-from ordinalage.distributed import (
+from ordinalage.training.distributed import (
     DistContext,
     ShardSampler,
     all_reduce_sum,
@@ -46,8 +47,7 @@ from ordinalage.distributed import (
     shutdown,
     sync_buffers,
 )
-from ordinalage.errors import UsageError
-from ordinalage.runtime import Precision, resolve_precision, seed_everything, select_device
+from ordinalage.training.runtime import Precision, resolve_precision, seed_everything, select_device
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mae", "val_accuracy", "val_one_off", "lr",
@@ -237,7 +237,7 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
 @torch.inference_mode()
 def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     """Loss and metrics over a whole loader (no augmentation)."""
-    from ordinalage.metrics import compute_metrics
+    from ordinalage.evaluation.metrics import compute_metrics
 
     # with several processes, each rank runs the plain module on its shard: DDP's forward would
     # expect the same number of calls on every rank, and the shards may differ by one batch
@@ -525,7 +525,7 @@ def _fit(config: Config | None, ctx: DistContext, device_name: str, resume: str 
     if not ctx.is_main:
         return run_dir
     if finished and t.eval_on_end and data.test:
-        from ordinalage.evaluate import evaluate_run
+        from ordinalage.evaluation.evaluate import evaluate_run
 
         summary["test"] = evaluate_run(run_dir, split="test", show=not quiet, device=str(device))
     _write_json(run_dir / "summary.json", summary)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ordinalage.data.decode import ImageDecodeError, decode_image
 from ordinalage.errors import UsageError
-from ordinalage.faces import UTKFACE_CHIP, Box, ChipRatio, HaarFaceDetector, crop_face
+from ordinalage.inference.faces import UTKFACE_CHIP, Box, ChipRatio, HaarFaceDetector, crop_face
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DETECTORS = ("haar", "none")
@@ -87,8 +87,8 @@ class FacePredictor:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP,
                  tta: bool = False) -> None:
-        from ordinalage.checkpoint import load_model
-        from ordinalage.runtime import resolve_precision, select_device
+        from ordinalage.training.checkpoint import load_model
+        from ordinalage.training.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
         self.loaded = load_model(checkpoint, self.device)
@@ -301,7 +301,7 @@ def write_predictions_csv(path: str | Path, records: list[dict[str, Any]], label
 
 
 def _summarise(records: list[dict[str, Any]], n_images: int, show: bool) -> None:
-    from ordinalage.report import stderr_console
+    from ordinalage.evaluation.report import stderr_console
 
     faces = sum(r["face"] is not None for r in records)
     no_face = sum(r["reason"] == NO_FACE for r in records)

@@ -187,8 +187,8 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     ONNX files are device-neutral. Raises ExportMismatch (a UsageError) when the export differs
     from PyTorch by more than `TOLERANCE`.
     """
-    from ordinalage.checkpoint import load_model
-    from ordinalage.runtime import select_device
+    from ordinalage.training.checkpoint import load_model
+    from ordinalage.training.runtime import select_device
 
     if fmt not in FORMATS:
         raise UsageError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")

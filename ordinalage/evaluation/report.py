@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from ordinalage.metrics import SCALAR_METRICS
+from ordinalage.evaluation.metrics import SCALAR_METRICS
 
 METRIC_TITLES = {
     "n": "images",

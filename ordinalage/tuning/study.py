@@ -1,7 +1,7 @@
 """`ordinalage tune`: an Optuna study over augmentation, sampling and training knobs.
 
 `run_tune` reads a tune YAML (see `ordinalage.tuning.spec`), creates or continues the study
-(``load_if_exists``), runs ``workers`` processes that train trials with `ordinalage.train.fit`
+(``load_if_exists``), runs ``workers`` processes that train trials with `ordinalage.training.fit.fit`
 until the study holds ``trials`` trials in total (finished or running; interrupted ones do not
 count), then writes the best config, ``trials.csv``, plots and a table into the study folder
 (default ``studies/<study>``). Running the same command again continues the study: an

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.faces import Box, HaarFaceDetector
-from ordinalage.predict import FacePredictor, draw_face
+from ordinalage.inference.faces import Box, HaarFaceDetector
+from ordinalage.inference.predict import FacePredictor, draw_face
 
 WINDOW = "ordinalage live (q or Esc to quit)"
 DEFAULT_FPS = 25.0

@@ -17,8 +17,8 @@ import torch
 
 from ordinalage import __version__
 from ordinalage.config import Config, config_from_dict
-from ordinalage.data.groups import AgeGroups
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 FORMAT = "ordinalage-checkpoint"
 VERSION = 1

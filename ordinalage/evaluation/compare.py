@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from ordinalage.errors import UsageError
-from ordinalage.metrics import LOWER_IS_BETTER, SCALAR_METRICS
-from ordinalage.report import compare_table, plot_compare, print_wide, stderr_console
+from ordinalage.evaluation.metrics import LOWER_IS_BETTER, SCALAR_METRICS
+from ordinalage.evaluation.report import compare_table, plot_compare, print_wide, stderr_console
 
 INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
 RANKED_METRICS = tuple(m for m in SCALAR_METRICS if m != "n")  # n is a count, not a score
