@@ -116,7 +116,9 @@ def fit_or_reuse(run_dir: Path, make_config: Callable[[], Any], report_only: boo
     `report_only` and the run has not finished. Lets accuracy benchmarks resume where they stopped."""
     import shutil
 
+    from ordinalage.evaluation.evaluate import evaluate_after_training
     from ordinalage.training.fit import fit
+    from ordinalage.training.rundir import RunDir
 
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -131,10 +133,8 @@ def fit_or_reuse(run_dir: Path, make_config: Callable[[], Any], report_only: boo
     print(f"[train] {label}", file=sys.stderr)
     start = time.perf_counter()
     fit(config)
-    summary = json.loads(summary_path.read_text())
-    summary["wall_seconds"] = time.perf_counter() - start
-    summary_path.write_text(json.dumps(summary, indent=2))
-    return summary
+    evaluate_after_training(run_dir)
+    return RunDir(run_dir).update_summary(wall_seconds=time.perf_counter() - start)
 
 
 def ratio(a: float, b: float) -> float:

@@ -77,14 +77,24 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from ordinalage.config import load_config
-    from ordinalage.training.fit import fit
+    from ordinalage.evaluation.evaluate import evaluate_after_training
+    from ordinalage.training.fit import TrainingInterrupted, fit
+    from ordinalage.training.rundir import RunExists
 
-    if args.resume:
-        run_dir = fit(None, resume=args.resume)
-    else:
-        config = load_config(args.config, _train_overrides(args), args.set)
-        run_dir = fit(config)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+    try:
+        if args.resume:
+            run_dir = fit(None, resume=args.resume)
+        else:
+            run_dir = fit(load_config(args.config, _train_overrides(args), args.set))
+    except RunExists as exc:
+        raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
+                         "or choose another --out") from None
+    except TrainingInterrupted as exc:
+        print(f"ordinalage: interrupted; {exc.run_dir / 'last.pt'} holds {exc.epochs_done} finished epoch(s); "
+              f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone evaluates and reports
+        evaluate_after_training(run_dir, device=args.device or "auto")
         print(f"run folder: {run_dir}", file=sys.stderr)
     return 0
 
@@ -301,12 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"ordinalage: error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("ordinalage"):
-            print(f"ordinalage: error: '{args.command}' is not available in this version yet ({exc.name})",
-                  file=sys.stderr)
-            return 2
-        raise
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"ordinalage: error: {where}{exc.strerror or exc}", file=sys.stderr)

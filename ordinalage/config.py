@@ -287,13 +287,59 @@ def load_config(
         raw = set_dotted(raw, key, value)
     where = f" in {path}" if path else ""
     try:
-        return from_dict(Config, raw)
+        return validate(from_dict(Config, raw))
     except UsageError as exc:
         raise UsageError(f"{exc}{where}") from None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     return from_dict(Config, data)
+
+
+def registries() -> dict[str, Any]:
+    """Config key -> the valid names, read from the registries that define them (imports torch)."""
+    from ordinalage.data.decode import GEOMETRIES
+    from ordinalage.data.sampling import SAMPLING_MODES
+    from ordinalage.models.backbones import BACKBONES
+    from ordinalage.models.heads import CORAL_IMPORTANCE, HEADS, REGRESSION_LOSSES, TARGETS
+    from ordinalage.training.optim import MONITORS, OPTIMIZERS, SCHEDULERS
+    from ordinalage.training.runtime import PRECISIONS
+
+    return {"data.geometry": GEOMETRIES, "data.sampling": SAMPLING_MODES, "model.backbone": tuple(BACKBONES),
+            "model.head": tuple(HEADS), "model.target": TARGETS, "model.regression_loss": REGRESSION_LOSSES,
+            "model.coral_importance": CORAL_IMPORTANCE, "train.optimizer": tuple(OPTIMIZERS),
+            "train.scheduler": tuple(SCHEDULERS), "train.monitor": tuple(MONITORS), "train.precision": PRECISIONS}
+
+
+def _get(config: Config, dotted: str) -> Any:
+    obj: Any = config
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def validate(config: Config) -> Config:
+    """Check every choice-valued key against its registry and the numeric ranges; the error names the key.
+
+    Called when a config is loaded and when training starts, before any image is read or run
+    folder made."""
+    for key, names in registries().items():
+        value = _get(config, key)
+        if key == "model.backbone" and isinstance(value, str) and value.startswith("timm:"):
+            continue  # any timm model name; checked when the model is built
+        if value not in names:
+            raise UsageError(f"config key '{key}': unknown value {value!r} ({', '.join(map(str, names))})")
+    t, d = config.train, config.data
+    for key, ok in [("train.epochs", t.epochs >= 1), ("train.batch_size", t.batch_size >= 1),
+                    ("train.lr", t.lr > 0), ("train.freeze_epochs", t.freeze_epochs >= 0),
+                    ("train.early_stop_patience", t.early_stop_patience >= 0),
+                    ("data.val_fraction", 0 <= d.val_fraction < 1), ("data.test_fraction", 0 <= d.test_fraction < 1),
+                    ("data.num_workers", d.num_workers >= 0), ("model.max_age", config.model.max_age >= 1)]:
+        if not ok:
+            raise UsageError(f"config key '{key}': value {_get(config, key)!r} is out of range")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise UsageError("config keys 'data.val_fraction' + 'data.test_fraction' must be below 1")
+    return config
 
 
 def save_config(config: Config, path: str | Path) -> None:

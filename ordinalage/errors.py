@@ -5,7 +5,3 @@ from __future__ import annotations
 
 class UsageError(Exception):
     """Bad usage or bad input. The message names the file, line or key at fault."""
-
-
-class NotYetAvailable(UsageError):
-    """A subcommand whose implementation has not landed yet."""

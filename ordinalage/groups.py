@@ -81,12 +81,8 @@ class AgeGroups:
     def max_age(self) -> float:
         return self.groups[-1].hi
 
-    def index_of(self, age: float) -> int:
-        """Group index of an age, or -1 if it lies in no group (a fractional age counts as its whole years)."""
-        return int(self.indices([age])[0])
-
     def indices(self, ages: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Vectorised `index_of` (ages outside every group give -1)."""
+        """Group index of each age, -1 where it lies in no group (a fractional age counts as its whole years)."""
         a = np.asarray(ages, dtype=float)
         out = np.full(a.shape, -1, dtype=np.int64)
         for i, g in enumerate(self.groups):
@@ -107,5 +103,3 @@ class AgeGroups:
     def midpoints(self) -> np.ndarray:
         return np.array([g.midpoint for g in self.groups], dtype=float)
 
-    def to_json(self) -> list[dict]:
-        return [{"label": g.label, "lo": g.lo, "hi": g.hi if math.isfinite(g.hi) else None} for g in self.groups]

@@ -13,6 +13,7 @@ import torch
 from ordinalage.cli import main
 from ordinalage.config import load_config
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.evaluate import evaluate_after_training
 from ordinalage.training.checkpoint import load_checkpoint, load_model
 from ordinalage.training.fit import TrainingDiverged, fit
 
@@ -69,6 +70,8 @@ def test_coral_learns_beyond_the_median(cache_dir: str, tmp_path: Path) -> None:
     cfg = tiny(cache_dir, tmp_path / "run", "train.epochs=6", "train.eval_on_end=true", "train.lr=0.003",
                "model.width=16", "data.groups=0-10,11-20,21-30,31-40,41-50,51-60,61+", n=900, size=48)
     run = fit(cfg, quiet=True)
+    assert "test" not in json.loads((run / "summary.json").read_text())  # fit trains; the caller evaluates
+    evaluate_after_training(run, show=False)
     test = json.loads((run / "summary.json").read_text())["test"]
     assert test["n"] > 150
     assert test["mae"] < 0.75 * test["baseline"]["mae"], (test["mae"], test["baseline"]["mae"])
@@ -95,10 +98,12 @@ def test_nan_loss_stops_with_epoch_and_step(cache_dir: str, tmp_path: Path) -> N
         fit(cfg, quiet=True)
 
 
-def test_existing_run_folder_is_not_overwritten(cache_dir: str, tmp_path: Path) -> None:
+def test_existing_run_folder_is_not_overwritten(cache_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = fit(tiny(cache_dir, tmp_path / "run"), quiet=True)
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="already holds a run"):
         fit(tiny(cache_dir, run), quiet=True)
+    assert main(["train", "--out", str(run), "--epochs", "1"]) == 2  # the CLI adds how to continue it
+    assert f"continue it with: ordinalage train --resume {run}" in capsys.readouterr().err
 
 
 def test_label_distribution_class_head_trains(cache_dir: str, tmp_path: Path) -> None:

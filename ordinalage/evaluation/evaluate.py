@@ -7,9 +7,7 @@ Tables go to stderr; the returned dict is what `--json` prints. See docs/evaluat
 from __future__ import annotations
 
 import csv
-import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from ordinalage.errors import UsageError
 from ordinalage.evaluation.metrics import baseline_metrics, compute_metrics, reference_from_truth
 from ordinalage.evaluation.report import plot_confusion, print_evaluation, stderr_console
 from ordinalage.groups import AgeGroups
+from ordinalage.training.rundir import RunDir, eval_dir, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +42,7 @@ class Predictions:
     pred_group: np.ndarray  # int64 (N,)
     group_proba: np.ndarray  # float32 (N, G)
     rank_proba: np.ndarray | None  # float32 (N, K), None for heads without ordinal probabilities
+    label_proba: np.ndarray | None = None  # float32 (N, L): the head's distribution over its labels
     skipped: list[str] = field(default_factory=list)  # records whose image could not be read
 
     def __len__(self) -> int:
@@ -63,36 +63,24 @@ def predict_records(
     show: bool = False,
     tta: bool = False,
 ) -> Predictions:
-    """Run `loaded.model` over `records` in streaming batches under torch.inference_mode.
+    """Run `loaded.model` over `records` in streaming batches through `ordinalage.inference.infer`.
 
     `tta`: test-time augmentation, the mean of the logits of each image and its horizontal mirror
     (twice the compute; faces are close to left-right symmetric, so the mirror is a second view).
-
-    Same device, autocast precision and channels_last as validation in training. Only per-image
-    scalars and probabilities are kept, so memory does not grow with the number of images.
-    Unreadable images are skipped and listed in `.skipped` (a UsageError when `strict`).
+    Only per-image scalars and probabilities are kept, so memory does not grow with the number of
+    images. Unreadable images are skipped and listed in `.skipped` (a UsageError when `strict`).
     """
-    import torch
-
     from ordinalage.config import replace
     from ordinalage.data.dataset import build_loader
-    from ordinalage.models.model import predict_logits
+    from ordinalage.inference.infer import infer
     from ordinalage.training.runtime import resolve_precision, select_device
 
     if not records:
         raise UsageError("evaluate: no images to predict")
     dev = select_device(str(device))
-    precision = resolve_precision(loaded.config.train.precision, dev)
-    channels_last = loaded.config.train.channels_last and dev.type == "cuda"
-    model = loaded.model.to(dev).eval()
-    data_cfg = loaded.config.data
-    if strict:
-        data_cfg = replace(data_cfg, strict=True)
-    n_workers = data_cfg.num_workers if workers is None else workers
+    data_cfg = replace(loaded.config.data, strict=True) if strict else loaded.config.data
     loader = build_loader(list(records), loaded.groups, data_cfg, loaded.input_spec.size, batch_size,
-                          train=False, seed=0, num_workers=n_workers)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("index", "age", "group", "pred_age", "pred_group",
-                                                           "group_proba", "rank_proba")}
+                          train=False, seed=0, num_workers=data_cfg.num_workers if workers is None else workers)
     progress = None
     if show:
         from rich.progress import Progress
@@ -101,69 +89,33 @@ def predict_records(
         progress.start()
         task = progress.add_task("predicting", total=len(records))
     try:
-        with torch.inference_mode():
-            for batch in loader:
-                if batch is None:
-                    continue
-                x = loaded.input_spec.normalize(batch["image"].to(dev, non_blocking=True))
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with precision.autocast(dev):
-                    logits = predict_logits(model, x, tta)
-                dec = model.decode(logits)
-                parts["index"].append(batch["index"].cpu().numpy().astype(np.int64))
-                parts["age"].append(batch["age"].cpu().numpy().astype(float))
-                parts["group"].append(batch["group"].cpu().numpy().astype(np.int64))
-                parts["pred_age"].append(dec.age.float().cpu().numpy().astype(float))
-                parts["pred_group"].append(dec.group.cpu().numpy().astype(np.int64))
-                parts["group_proba"].append(dec.group_proba.float().cpu().numpy().astype(np.float32))
-                if dec.rank_proba is not None:
-                    parts["rank_proba"].append(dec.rank_proba.float().cpu().numpy().astype(np.float32))
-                if progress is not None:
-                    progress.update(task, advance=len(batch["index"]))
+        out = infer(loaded.model.to(dev), loader, input_spec=loaded.input_spec, device=dev,
+                    precision=resolve_precision(loaded.config.train.precision, dev), tta=tta,
+                    channels_last=loaded.config.train.channels_last and dev.type == "cuda",
+                    on_batch=(lambda n: progress.update(task, advance=n)) if progress is not None else None)
     finally:
         if progress is not None:
             progress.stop()
-    if not parts["index"]:
+    if not len(out):
         raise UsageError(f"evaluate: none of the {len(records)} images could be read")
-    index = np.concatenate(parts["index"])
-    order = np.argsort(index, kind="stable")
-    cat = {k: np.concatenate(v)[order] for k, v in parts.items() if v and k != "index"}
-    index = index[order]
+    order = np.argsort(out.batch["index"], kind="stable")
+    index = out.batch["index"][order]
     seen = set(index.tolist())
     return Predictions(
         paths=[records[i].path for i in index],
-        true_age=cat["age"],
-        true_group=cat["group"],
-        pred_age=cat["pred_age"],
-        pred_group=cat["pred_group"],
-        group_proba=cat["group_proba"],
-        rank_proba=cat.get("rank_proba"),
+        true_age=out.batch["age"][order],
+        true_group=out.batch["group"][order],
+        pred_age=out.age[order],
+        pred_group=out.group[order],
+        group_proba=out.group_proba[order],
+        rank_proba=out.rank_proba[order] if out.rank_proba is not None else None,
+        label_proba=out.label_proba[order] if out.label_proba is not None else None,
         skipped=[r.path for i, r in enumerate(records) if i not in seen],
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # records to evaluate
-
-
-def read_split_csv(path: str | Path, split: str) -> list[Record]:
-    """Rows of a run's split.csv (columns path, age, group, split) in `split` ('all': every row)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: not found (a run folder holds split.csv; or give --data SPEC)")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("path", "age", "split") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UsageError(f"{path}: missing column(s) {', '.join(missing)}")
-        records = []
-        for row in reader:
-            if split != "all" and row["split"] != split:
-                continue
-            age = _number(row["age"], path, reader.line_num, "age")
-            records.append(Record(path=row["path"], age=age, split=row["split"], source="split.csv"))
-    return records
 
 
 def _select_records(loaded: LoadedModel, run_dir: Path | None, data: Sequence[str] | None,
@@ -175,7 +127,7 @@ def _select_records(loaded: LoadedModel, run_dir: Path | None, data: Sequence[st
     if not data:
         if run_dir is None:
             raise UsageError("evaluate: this checkpoint has no run folder with split.csv; give --data SPEC")
-        records = read_split_csv(run_dir / "split.csv", split)
+        records = RunDir(run_dir).read_split(split)
         where = f"split '{split}' of {run_dir / 'split.csv'}"
     elif split == "all":
         from ordinalage.data.sources import read_sources
@@ -198,24 +150,6 @@ def _select_records(loaded: LoadedModel, run_dir: Path | None, data: Sequence[st
     return kept, dropped
 
 
-def _slug(specs: Sequence[str]) -> str:
-    parts = []
-    for spec in specs:
-        kind, _, rest = spec.partition(":")
-        parts.append(f"{kind}-{Path(rest).name}" if rest else kind)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
-
-
-def default_out_dir(target: Path, split: str, data: Sequence[str] | None) -> Path:
-    """`<run>/eval-<split>`; beside a checkpoint `eval-<split>` (best.pt) or `eval-<stem>-<split>`;
-    with --data the data's name is appended (`eval-test-utkface-UTKFace`) so the run's own results stay."""
-    suffix = f"-{_slug(data)}" if data else ""
-    if target.is_dir():
-        return target / f"eval-{split}{suffix}"
-    stem = "" if target.stem == "best" else f"{target.stem}-"
-    return target.parent / f"eval-{stem}{split}{suffix}"
-
-
 # ---------------------------------------------------------------------------------------------
 # outputs
 
@@ -236,7 +170,7 @@ def write_predictions_csv(path: str | Path, preds: Predictions, groups: AgeGroup
 def write_outputs(out: Path, result: dict[str, Any], labels: Sequence[str], title: str) -> None:
     """metrics.json and the two confusion-matrix PNGs."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "metrics.json", result)
     n = result["n"]
     plot_confusion(result["confusion"], labels, out / "confusion_count.png", normalize=False,
                    title=f"{title}: counts (n={n})")
@@ -295,9 +229,7 @@ def evaluate_run(
         reference, source = reference_from_truth(preds.true_age, preds.true_group, len(groups)), "this data"
     result["baseline"] = baseline_metrics(preds.true_age, preds.true_group, reference["majority_group"],
                                           reference.get("median_age"), groups)
-    out_dir = Path(out) if out else default_out_dir(target, split, data)
-    if tta and not out:
-        out_dir = out_dir.with_name(out_dir.name + "-tta")  # beside, not over, the plain evaluation
+    out_dir = Path(out) if out else eval_dir(target, split, data, tta)  # TTA beside, not over, the plain one
     result.update({
         "baseline_source": source,
         "split": split,
@@ -422,3 +354,18 @@ def evaluate_predictions_file(
         print_evaluation(result, title=f"{path} (n={result['n']})")
     return result
 
+
+
+def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: str = "auto") -> dict[str, Any] | None:
+    """Evaluate a finished run's best.pt on its test split and keep the metrics in summary.json
+    (`test`), when its config asks for it (`train.eval_on_end`) and the split holds any image."""
+    run = RunDir(run_dir)
+    summary = run.read_summary()
+    from ordinalage.config import load_config
+
+    config = load_config(run.config_yaml)
+    if not (config.train.eval_on_end and summary.get("finished") and summary.get("n_test", 1)):
+        return None
+    result = evaluate_run(run.path, split="test", show=show, device=device)
+    run.update_summary(test=result)
+    return result

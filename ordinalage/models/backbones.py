@@ -249,10 +249,5 @@ def _load_state_dict_file(module: nn.Module, path: str | Path, drop_prefixes: Se
     _load_checked(module, state, path)
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (for reports)."""
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = ["BACKBONES", "Backbone", "ScratchCNN", "TorchvisionBackbone", "VGGFace16", "build_backbone",
-           "count_parameters", "register_backbone"]
+           "register_backbone"]

@@ -65,12 +65,15 @@ CORAL_IMPORTANCE = ("none", "balanced")
 
 
 class Decoded(NamedTuple):
-    """Predictions of one batch: group long (N,), age float (N,), group_proba (N, G), rank_proba (N, K-1) or None."""
+    """Predictions of one batch: group long (N,), age float (N,), group_proba (N, G), rank_proba (N, K-1)
+    or None, and label_proba (N, K): the head's distribution over its labels (single years 0..max_age
+    for target age, groups for target group), None for the regression head, which has none."""
 
     group: torch.Tensor
     age: torch.Tensor
     group_proba: torch.Tensor
     rank_proba: torch.Tensor | None
+    label_proba: torch.Tensor | None = None
 
 
 HEADS: dict[str, type[Head]] = {}
@@ -254,8 +257,8 @@ class Head(nn.Module):
         """Shared ending for ordinal heads: the predicted label and its distribution -> Decoded."""
         if self.target == "age":
             age = label.float()
-            return Decoded(self.group_of_age(age), age, self.years_to_groups(label_proba), rank_proba)
-        return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba)
+            return Decoded(self.group_of_age(age), age, self.years_to_groups(label_proba), rank_proba, label_proba)
+        return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba, label_proba)
 
     def extra_repr(self) -> str:
         return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}"
@@ -290,8 +293,8 @@ class ClassHead(Head):
         proba = logits.softmax(1)
         if self.target == "age":
             age = proba @ torch.arange(self.num_classes, dtype=proba.dtype, device=proba.device)
-            return Decoded(self.group_of_age(age), age, self.years_to_groups(proba), None)
-        return Decoded(proba.argmax(1), proba @ self.midpoints, proba, None)
+            return Decoded(self.group_of_age(age), age, self.years_to_groups(proba), None, proba)
+        return Decoded(proba.argmax(1), proba @ self.midpoints, proba, None, proba)
 
 
 @register_head("coral")

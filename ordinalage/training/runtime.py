@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from dataclasses import dataclass
 
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 
 from ordinalage.errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -52,7 +53,7 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         if device.type != "cuda":
             raise UsageError("train.precision: fp16 needs CUDA; use bf16 or fp32 on a CPU")
         return Precision("fp16", torch.float16, True)
-    raise UsageError(f"train.precision: unknown value {name!r} (auto, fp32, bf16, fp16)")
+    raise UsageError(f"train.precision: unknown value {name!r} ({', '.join(PRECISIONS)})")
 
 
 def seed_everything(seed: int) -> None:
@@ -60,9 +61,3 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
-
-def configure_threads() -> None:
-    """Respect OMP_NUM_THREADS when set; otherwise leave torch's default."""
-    n = os.environ.get("OMP_NUM_THREADS")
-    if n and n.isdigit():
-        torch.set_num_threads(int(n))

@@ -190,7 +190,7 @@ def known_values() -> dict[str, tuple[str, ...]]:
     from ordinalage.data.sampling import SAMPLING_MODES
     from ordinalage.models.backbones import BACKBONES
     from ordinalage.models.heads import CORAL_IMPORTANCE, HEADS, REGRESSION_LOSSES, TARGETS
-    from ordinalage.training.fit import MONITORS
+    from ordinalage.training.optim import MONITORS
 
     return {"data.sampling": tuple(SAMPLING_MODES), "model.head": tuple(HEADS), "model.backbone": tuple(BACKBONES),
             "model.target": tuple(TARGETS), "model.regression_loss": tuple(REGRESSION_LOSSES),

@@ -1,0 +1,272 @@
+"""The run folder: its layout, readers and atomic writers. Nothing else knows the file names.
+
+    <run>/config.yaml        the resolved config (written once, at the start)
+    <run>/split.csv          path, age, group, split: the exact split used
+    <run>/metrics.csv        one row per epoch (rows past last.pt are dropped on resume)
+    <run>/last.pt, best.pt   checkpoints (atomic; best by train.monitor)
+    <run>/val_best.json      validation metrics of the best epoch
+    <run>/summary.json       what the run did; `test` holds test metrics once evaluated
+    <run>/calibration.json   interval calibration on the validation split (`evaluate --interval`)
+    <run>/eval-<split>[-<data>][-tta]/   metrics.json, predictions.csv, PNGs of one evaluation
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ordinalage.config import Config, save_config
+from ordinalage.data.records import Record
+from ordinalage.errors import UsageError
+
+METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mae", "val_accuracy", "val_one_off", "lr",
+                   "seconds", "images_per_s", "train_images"]
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+class RunExists(UsageError):
+    """The chosen run folder already holds a run (`path`)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: already holds a run (continue it, or choose another output folder)")
+        self.path = path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays, tuples and non-string keys -> plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic JSON (indented, numpy-safe)."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (last.pt when there is no best.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in CHECKPOINTS:
+            if (path / name).is_file():
+                return path / name
+        raise UsageError(f"{path}: no best.pt or last.pt in this folder (is it a run folder?)")
+    if not path.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
+    return path
+
+
+def default_run_dir(config: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.model.head}-{config.model.backbone}-{stamp}"
+
+
+def _slug(specs: Sequence[str]) -> str:
+    parts = []
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        parts.append(f"{kind}-{Path(rest).name}" if rest else kind)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
+
+
+def eval_dir(target: str | Path, split: str, data: Sequence[str] | None = None, tta: bool = False) -> Path:
+    """`<run>/eval-<split>`; beside a checkpoint `eval-<split>` (best.pt) or `eval-<stem>-<split>`;
+    with data the data's name is appended (`eval-test-utkface-UTKFace`), with TTA `-tta`, so
+    evaluations of the same run never overwrite each other."""
+    target = Path(target)
+    suffix = (f"-{_slug(data)}" if data else "") + ("-tta" if tta else "")
+    if target.is_dir():
+        return target / f"eval-{split}{suffix}"
+    stem = "" if target.stem == "best" else f"{target.stem}-"
+    return target.parent / f"eval-{stem}{split}{suffix}"
+
+
+class RunDir:
+    """One run folder: paths and the only code that reads or writes its files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- paths -------------------------------------------------------------------------------
+    config_yaml = property(lambda self: self.path / "config.yaml")
+    split_csv = property(lambda self: self.path / "split.csv")
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+    last_pt = property(lambda self: self.path / "last.pt")
+    best_pt = property(lambda self: self.path / "best.pt")
+    val_best_json = property(lambda self: self.path / "val_best.json")
+    summary_json = property(lambda self: self.path / "summary.json")
+    calibration_json = property(lambda self: self.path / "calibration.json")
+
+    @classmethod
+    def of(cls, target: str | Path) -> RunDir | None:
+        """The run folder of a run folder or of a checkpoint inside one (None for a loose .pt)."""
+        target = Path(target)
+        folder = target if target.is_dir() else target.parent
+        return cls(folder) if (folder / "config.yaml").is_file() else None
+
+    @classmethod
+    def create(cls, config: Config) -> tuple[Config, RunDir]:
+        """Name (train.out_dir or runs/<head>-<backbone>-<time>) and create a new, writable run folder."""
+        path = Path(config.train.out_dir) if config.train.out_dir else default_run_dir(config)
+        run = cls(path)
+        if run.last_pt.exists():
+            raise RunExists(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write the run folder ({exc.strerror or exc})") from None
+        return replace(config, train=replace(config.train, out_dir=str(path))), run
+
+    # -- config and split -----------------------------------------------------------------------
+    def write_config(self, config: Config) -> None:
+        save_config(config, self.config_yaml)
+
+    def write_split(self, splits: dict[str, Sequence[Record]], groups: Any) -> None:
+        """split.csv with columns path, age, group, split (train, val, test in that order)."""
+        lines: list[list[Any]] = [["path", "age", "group", "split"]]
+        for split in ("train", "val", "test"):
+            records = list(splits.get(split, ()))
+            idx = groups.indices([r.age for r in records]) if records else []
+            lines += [[r.path, r.age, int(g), split] for r, g in zip(records, idx, strict=True)]
+        atomic_write_text(self.split_csv, _csv_text(lines))
+
+    def read_split(self, split: str) -> list[Record]:
+        """Records of `split` ('all': every row), as written by `write_split`."""
+        return read_split_csv(self.split_csv, split)
+
+    # -- per-epoch metrics ------------------------------------------------------------------------
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        new = not self.metrics_csv.exists()
+        with self.metrics_csv.open("a", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        if not self.metrics_csv.exists():
+            return []
+        with self.metrics_csv.open(encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    def truncate_metrics(self, epochs_done: int) -> None:
+        """On resume, drop rows of epochs that ran after last.pt was written."""
+        if not self.metrics_csv.exists():
+            return
+        keep = [r for r in self.read_metrics() if int(r["epoch"]) <= epochs_done]
+        lines = [METRICS_COLUMNS] + [[r.get(c, "") for c in METRICS_COLUMNS] for r in keep]
+        atomic_write_text(self.metrics_csv, _csv_text(lines))
+
+    # -- summary ------------------------------------------------------------------------------------
+    def read_summary(self) -> dict[str, Any]:
+        return read_json(self.summary_json) if self.summary_json.is_file() else {}
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.summary_json, summary)
+
+    def update_summary(self, **items: Any) -> dict[str, Any]:
+        """Merge `items` into summary.json (e.g. `test=` metrics once the caller evaluated)."""
+        summary = self.read_summary()
+        summary.update(items)
+        self.write_summary(summary)
+        return summary
+
+    def test_metrics(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The run's test metrics and where they came from: summary.json `test`, else eval-test/metrics.json."""
+        test = self.read_summary().get("test")
+        if isinstance(test, dict):
+            return test, "summary.json:test"
+        path = self.path / "eval-test" / "metrics.json"
+        if path.is_file():
+            return read_json(path), "eval-test/metrics.json"
+        return None, None
+
+
+def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
+def _number(value: str | None, path: Path, line: int, column: str) -> float:
+    try:
+        out = float(value) if value not in (None, "") else float("nan")
+    except ValueError:
+        out = float("nan")
+    if not np.isfinite(out):
+        raise UsageError(f"{path}, line {line}: column '{column}' is not a number ({value!r})")
+    return out
+
+
+def read_split_csv(path: str | Path, split: str) -> list[Record]:
+    """Rows of a split.csv (columns path, age, group, split) in `split` ('all': every row)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: not found (a run folder holds split.csv; or name the data to use)")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("path", "age", "split") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise UsageError(f"{path}: missing column(s) {', '.join(missing)}")
+        records = []
+        for row in reader:
+            if split != "all" and row["split"] != split:
+                continue
+            age = _number(row["age"], path, reader.line_num, "age")
+            records.append(Record(path=row["path"], age=age, split=row["split"], source="split.csv"))
+    return records
