@@ -62,7 +62,7 @@ def decision_metrics(true_age: Any, pred_age: Any, groups: AgeGroups | str | Non
                      thresholds: Sequence[int] = (), challenges: Sequence[int] = (),
                      attributes: Mapping[str, Sequence[Any]] | None = None, by: Sequence[str] = (),
                      val_group_proba: Any = None, val_true_group: Any = None, seed: int = 0,
-                     min_n: int = 10) -> dict[str, Any]:
+                     min_n: int = 10, n_resamples: int = 2000) -> dict[str, Any]:
     """All decision metrics of one evaluated split, each key only when asked for: `interval` (with a
     calibration), `threshold` (with thresholds; challenges default to the thresholds), `breakdown`
     (always by age, plus the `by` attributes), `calibration` (with group_proba and true_group; the
@@ -72,7 +72,7 @@ def decision_metrics(true_age: Any, pred_age: Any, groups: AgeGroups | str | Non
         out["interval"] = interval_metrics(calibration, true_age, groups, pred_age, label_proba, label_ages)
     if thresholds:
         out["threshold"] = threshold_table(true_age, pred_age, list(thresholds), list(challenges or thresholds))
-    out["breakdown"] = breakdown(true_age, pred_age, attributes, by, seed=seed, min_n=min_n)
+    out["breakdown"] = breakdown(true_age, pred_age, attributes, by, seed=seed, min_n=min_n, n_resamples=n_resamples)
     if group_proba is not None and true_group is not None:
         out["calibration"] = calibration_metrics(group_proba, true_group, val_group_proba, val_true_group)
     return out
