@@ -1,0 +1,227 @@
+"""Error breakdowns for bias checks: signed error and MAE per single year of age and per demographic
+attribute value, each with a seeded bootstrap 95% confidence interval, and the largest gap between
+the groups of each attribute. Pure numpy + scipy; docs/decisions.md has the definitions.
+
+- signed error ("bias") = mean(estimate - truth): positive means the model over-estimates;
+- MAE = mean |estimate - truth|;
+- confidence intervals: `scipy.stats.bootstrap`, percentile method, resampling the images of the
+  cell; every cell draws from its own generator `default_rng([seed, crc32(cell name)])`, so a
+  cell's interval depends only on its own images and the seed (None for a cell of one image);
+- largest gap of an attribute: the highest minus the lowest MAE (and bias) among its values with
+  at least `min_n` images, with a bootstrap interval of that difference (the two groups resampled
+  independently).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ordinalage.errors import UsageError
+
+RESERVED = ("by_age", "gaps")
+GENDERS = {"0": "male", "1": "female"}
+RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
+_UTK = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)")
+
+
+# ---------------------------------------------------------------------------------------------
+# attributes
+
+
+def utkface_attributes(path: str | Path) -> dict[str, str]:
+    """{"gender": "male"|"female", "race": "White"|"Black"|"Asian"|"Indian"|"Others"} from a UTKFace
+    name `{age}_{gender}_{race}_{date}...jpg`; {} when the name does not follow that pattern (a few
+    UTKFace files lack the race field)."""
+    m = _UTK.match(Path(path).name)
+    if not m:
+        return {}
+    return {"gender": GENDERS[m.group(2)], "race": RACES[m.group(3)]}
+
+
+def parse_by(text: str | Sequence[str] | None) -> list[str]:
+    """`--by gender,race` -> ["gender", "race"] (empty for None or "")."""
+    if text is None:
+        return []
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for p in (str(s).strip() for s in parts):
+        if not p:
+            continue
+        if p in RESERVED:
+            raise UsageError(f"--by {p!r}: that name is reserved in the breakdown (choose another column name)")
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def select_attributes(attributes: Mapping[str, Sequence[Any]] | None, by: Sequence[str], n: int
+                      ) -> dict[str, list[Any]]:
+    """The `--by` columns of `attributes` (attr -> one value per image, None = unknown).
+
+    A column missing from the data is a UsageError naming it and the columns that exist.
+    """
+    attributes = attributes or {}
+    out: dict[str, list[Any]] = {}
+    for name in by:
+        if name not in attributes:
+            have = ", ".join(sorted(attributes)) or "none"
+            raise UsageError(f"--by: column {name!r} is not in the data (available: {have})")
+        values = list(attributes[name])
+        if len(values) != n:
+            raise UsageError(f"--by {name!r}: {len(values)} values for {n} images")
+        out[name] = values
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def _errors(true_age: Any, pred_age: Any) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(true_age, dtype=float)
+    p = np.asarray(pred_age, dtype=float)
+    if t.ndim != 1 or p.shape != t.shape:
+        raise UsageError(f"breakdown: true_age {t.shape} and pred_age {p.shape} must be one value per image")
+    if t.size == 0:
+        raise UsageError("breakdown: no images (n = 0)")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))):
+        raise UsageError("breakdown: ages must be finite numbers")
+    return t, p - t
+
+
+def cell_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of one breakdown cell: depends on the seed and the cell's name only."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode("utf-8"))])
+
+
+def _bias_mae(e: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.stack([np.mean(e, axis=axis), np.mean(np.abs(e), axis=axis)])
+
+
+def error_stats(err: np.ndarray, rng: np.random.Generator, n_resamples: int = 2000,
+                confidence: float = 0.95) -> dict[str, Any]:
+    """{n, bias, bias_lo, bias_hi, mae, mae_lo, mae_hi} of signed errors `err` (estimate - truth)."""
+    err = np.asarray(err, dtype=float)
+    n = int(err.size)
+    if n == 0:
+        return {"n": 0, "bias": None, "bias_lo": None, "bias_hi": None, "mae": None, "mae_lo": None, "mae_hi": None}
+    bias, mae = (float(v) for v in _bias_mae(err))
+    lo = hi = [None, None]
+    if n >= 2:
+        res = stats.bootstrap((err,), _bias_mae, n_resamples=n_resamples, confidence_level=confidence,
+                              method="percentile", rng=rng)
+        lo = [float(v) for v in res.confidence_interval.low]
+        hi = [float(v) for v in res.confidence_interval.high]
+    return {"n": n, "bias": bias, "bias_lo": lo[0], "bias_hi": hi[0], "mae": mae, "mae_lo": lo[1], "mae_hi": hi[1]}
+
+
+def by_age(true_age: Any, pred_age: Any, seed: int = 0, n_resamples: int = 2000) -> list[dict[str, Any]]:
+    """One row per whole year of true age present (floor of the age): {age, n, bias(+CI), mae(+CI)}."""
+    t, err = _errors(true_age, pred_age)
+    years = np.floor(t).astype(np.int64)
+    return [{"age": int(a), **error_stats(err[years == a], cell_rng(seed, f"age={a}"), n_resamples)}
+            for a in np.unique(years)]
+
+
+def _sort_key(v: Any) -> tuple[int, float, str]:
+    try:
+        return (0, float(v), str(v))
+    except (TypeError, ValueError):
+        return (1, math.nan, str(v))
+
+
+def by_attribute(true_age: Any, pred_age: Any, values: Sequence[Any], name: str, seed: int = 0,
+                 n_resamples: int = 2000) -> list[dict[str, Any]]:
+    """One row per value of attribute `name` (None / "" = unknown, left out): {value, n, bias(+CI), mae(+CI)}."""
+    t, err = _errors(true_age, pred_age)
+    if len(values) != t.size:
+        raise UsageError(f"--by {name!r}: {len(values)} values for {t.size} images")
+    keys = np.array(["" if v is None else str(v) for v in values], dtype=object)
+    rows = []
+    for v in sorted({k for k in keys if k != ""}, key=_sort_key):
+        rows.append({"value": v, **error_stats(err[keys == v], cell_rng(seed, f"{name}={v}"), n_resamples)})
+    return rows
+
+
+def largest_gap(true_age: Any, pred_age: Any, values: Sequence[Any], rows: Sequence[Mapping[str, Any]], name: str,
+                seed: int = 0, min_n: int = 10, n_resamples: int = 2000) -> dict[str, Any] | None:
+    """The largest MAE gap and bias gap between values of one attribute with >= `min_n` images.
+
+    {mae_gap, mae_gap_lo, mae_gap_hi, mae_high, mae_low, bias_gap, bias_gap_lo, bias_gap_hi, bias_high,
+    bias_low, min_n}; `*_high`/`*_low` name the two values. None with fewer than two such values.
+    """
+    _, err = _errors(true_age, pred_age)
+    keys = np.array(["" if v is None else str(v) for v in values], dtype=object)
+    ok = [r for r in rows if r["n"] >= max(int(min_n), 2)]
+    if len(ok) < 2:
+        return None
+    out: dict[str, Any] = {"min_n": int(min_n)}
+    for metric, fn in (("mae", lambda e, axis=-1: np.mean(np.abs(e), axis=axis)),
+                       ("bias", lambda e, axis=-1: np.mean(e, axis=axis))):
+        high = max(ok, key=lambda r, m=metric: r[m])
+        low = min(ok, key=lambda r, m=metric: r[m])
+        a, b = err[keys == high["value"]], err[keys == low["value"]]
+        res = stats.bootstrap((a, b), lambda x, y, axis=-1, f=fn: f(x, axis=axis) - f(y, axis=axis),
+                              n_resamples=n_resamples, method="percentile",
+                              rng=cell_rng(seed, f"{name}:{metric}-gap"))
+        out.update({f"{metric}_gap": float(high[metric] - low[metric]),
+                    f"{metric}_gap_lo": float(res.confidence_interval.low),
+                    f"{metric}_gap_hi": float(res.confidence_interval.high),
+                    f"{metric}_high": high["value"], f"{metric}_low": low["value"]})
+    return out
+
+
+def breakdown(true_age: Any, pred_age: Any, attributes: Mapping[str, Sequence[Any]] | None = None,
+              by: Sequence[str] = (), seed: int = 0, min_n: int = 10, n_resamples: int = 2000) -> dict[str, Any]:
+    """{"by_age": [...], <attr>: [...] for each `by` column, "gaps": {attr: largest_gap or None}}."""
+    t, err = _errors(true_age, pred_age)
+    chosen = select_attributes(attributes, parse_by(list(by)), t.size)
+    p = t + err
+    out: dict[str, Any] = {"by_age": by_age(t, p, seed, n_resamples)}
+    gaps: dict[str, Any] = {}
+    for name, values in chosen.items():
+        rows = by_attribute(t, p, values, name, seed, n_resamples)
+        out[name] = rows
+        gaps[name] = largest_gap(t, p, values, rows, name, seed, min_n, n_resamples)
+    out["gaps"] = gaps
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+
+
+def plot_error_by_age(png: str | Path, rows: Sequence[Mapping[str, Any]], title: str = "error by true age") -> Path:
+    """PNG from `by_age` rows: signed error and MAE vs true age with their 95% bands, and the image
+    count per year below."""
+    from ordinalage.evaluation.report import _new_figure
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+
+    age = col("age")
+    fig = _new_figure(8.0, 5.5)
+    ax, axn = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    for key, color, label in (("bias", "tab:red", "signed error (estimate - truth)"), ("mae", "tab:blue", "MAE")):
+        ax.plot(age, col(key), color=color, label=label, linewidth=1.2)
+        ax.fill_between(age, col(f"{key}_lo"), col(f"{key}_hi"), color=color, alpha=0.2, linewidth=0)
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_ylabel("years")
+    ax.set_title(f"{title} (bands: bootstrap 95% CI)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    axn.bar(age, col("n"), width=1.0, color="gray")
+    axn.set_ylabel("images")
+    axn.set_xlabel("true age (years)")
+    path = Path(png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
