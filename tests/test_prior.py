@@ -169,6 +169,16 @@ def test_read_prior_csv(tmp_path):
     assert (floored > 0).all() and np.isclose(floored.sum(), 1.0)
 
 
+def test_read_prior_csv_of_years_for_a_group_model(tmp_path):
+    groups = AgeGroups.parse("0-10,11-20,21+")
+    f = tmp_path / "mix.csv"
+    f.write_text("age,weight\n5,1\n10,1\n15,2\n90,4\n", encoding="utf-8")
+    assert np.allclose(read_prior(f, np.arange(3.0), floor=0.0, groups=groups), [0.25, 0.25, 0.5])
+    f.write_text("age,weight\n5,1\n10.5,1\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"line 3: age 10.5 is not a whole year inside the model's age groups"):
+        read_prior(f, np.arange(3.0), groups=groups)
+
+
 @pytest.mark.parametrize("text, message", [
     ("age,weight\n0,1\n1,-2\n", r"line 3: weight -2 for age 1 is negative"),
     ("age,weight\n", r"line 2: no rows"),

@@ -369,20 +369,28 @@ def _range_text(label_ages: np.ndarray) -> str:
     return f"{label_ages.min():g}..{label_ages.max():g}"
 
 
-def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor: float = PRIOR_FLOOR) -> np.ndarray:
+def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor: float = PRIOR_FLOOR,
+               groups: AgeGroups | None = None) -> np.ndarray:
     """A target prior over `label_ages` from a file, normalised, every label at least ~`floor`.
 
-    `.json`: a file written by `write_prior` ({"ages": [...], "weight": [...], "meta": {...}}).
-    Anything else: a CSV with a header naming the columns `age` and `weight` (other columns ignored);
-    weights need not sum to 1; ages missing from the file get weight 0, then the floor. Bad input (no
-    such file, a missing column, no rows, a non-number, a negative weight, an age that is not one of
-    the model's labels, an age given twice, all weights 0) raises `UsageError` naming the file and line.
+    `.json`: a file written by `write_prior` ({"ages": [...], "weight": [...], "meta": {...}}), in
+    the model's own label units. Anything else: a CSV with a header naming the columns `age` and
+    `weight` (other columns ignored); weights need not sum to 1; ages missing from the file get weight
+    0, then the floor. For a group-target model pass `groups` (and `label_ages` = the group indices):
+    the CSV then lists whole years, which are summed into their groups. Bad input (no such file, a
+    missing column, no rows, a non-number, a negative weight, an age that is not one of the model's
+    labels, an age given twice, all weights 0) raises `UsageError` naming the file and line.
     """
     path = Path(path)
     ages = np.asarray(label_ages, dtype=np.float64)
     if not path.is_file():
         raise UsageError(f"prior file {path}: no such file")
-    entries = _read_prior_json(path) if path.suffix.lower() == ".json" else _read_prior_csv(path)
+    if path.suffix.lower() == ".json":
+        entries = _read_prior_json(path)
+    else:
+        entries = _read_prior_csv(path)
+        if groups is not None:
+            return _finish_prior(_year_weights_to_groups(path, entries, groups), floor)
     weights = np.zeros(len(ages))
     seen: dict[int, str] = {}
     for where, age, weight in entries:
@@ -402,6 +410,28 @@ def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor
     if weights.sum() <= 0:
         raise UsageError(f"{path}: all weights are 0; a prior needs some positive weight")
     return _finish_prior(weights, floor)
+
+
+def _year_weights_to_groups(path: Path, entries: list[tuple[str, float, float]], groups: AgeGroups) -> np.ndarray:
+    """CSV rows of whole years -> one weight per age group (a group-target model's labels)."""
+    weights = np.zeros(len(groups))
+    seen: dict[float, str] = {}
+    for where, age, weight in entries:
+        if not (math.isfinite(age) and math.isfinite(weight)):
+            raise UsageError(f"{path}, {where}: age and weight must be finite numbers, got {age}, {weight}")
+        if weight < 0:
+            raise UsageError(f"{path}, {where}: weight {weight:g} for age {age:g} is negative")
+        g = groups.index_of(age)
+        if g < 0 or not float(age).is_integer():
+            raise UsageError(f"{path}, {where}: age {age:g} is not a whole year inside the model's age groups "
+                             f"({groups.spec})")
+        if age in seen:
+            raise UsageError(f"{path}, {where}: age {age:g} was already given ({seen[age]})")
+        seen[age] = where
+        weights[g] += weight
+    if weights.sum() <= 0:
+        raise UsageError(f"{path}: all weights are 0; a prior needs some positive weight")
+    return weights
 
 
 def _number(text: str | None, path: Path, where: str, column: str) -> float:
