@@ -144,6 +144,18 @@ def test_effective_train_prior_with_weighted_sampler_on_a_hand_example():
         effective_train_prior(ages.astype(int), 4, class_weights=cw)
 
 
+def test_effective_train_prior_with_label_distributions_spreads_like_the_soft_targets():
+    import torch
+
+    from ordinalage.models.heads import gaussian_label_distribution
+
+    labels = np.array([1, 1, 1, 5, 9])
+    expected = gaussian_label_distribution(torch.tensor(labels, dtype=torch.float32), 11, 2.0).double().numpy().mean(0)
+    prior = effective_train_prior(labels, 11, label_sigma=2.0, floor=0.0)
+    assert np.allclose(prior, expected, atol=1e-6)
+    assert prior[0] > 0.05  # the unseen year 0 next to three 1-year-olds gets the mass the model learnt there
+
+
 def test_residual_distribution_is_a_distribution_that_follows_the_prediction():
     rng = np.random.default_rng(2)
     true = rng.uniform(0, 80, size=400)

@@ -198,7 +198,8 @@ def synthetic_shift(n: int, n_labels: int = 81, *, noise: float = 6.0, seed: int
 
 def effective_train_prior(labels: np.ndarray | Sequence[int], n_labels: int, *,
                           sample_weights: np.ndarray | None = None, class_weights: np.ndarray | None = None,
-                          group_idx: np.ndarray | None = None, floor: float = 0.5) -> np.ndarray:
+                          group_idx: np.ndarray | None = None, label_sigma: float = 0.0,
+                          floor: float = 0.5) -> np.ndarray:
     """The label distribution the model saw in training, (n_labels,) summing to 1.
 
     Takes what the training loop uses (`prepare_data` -> `PreparedData`, `fit`): `labels` = the head's
@@ -207,9 +208,14 @@ def effective_train_prior(labels: np.ndarray | Sequence[int], n_labels: int, *,
     WeightedRandomSampler draws record i with probability w_i / sum w; None: each record once per
     epoch); `class_weights` = `data.class_weights` (one loss weight per age group, applied through
     each record's group index `group_idx`, as `Head.loss` does). Each record adds w_i * cw[g_i] to its
-    label; the counts are scaled so that they sum to the number of records (effective records), then
-    `floor` pseudo-records are added to every label (as `Head.fit_prior` adds 0.5), so no label has
-    zero mass, and the whole is normalised.
+    label; with `label_sigma` > 0 (`model.label_sigma`: the class head trained on Gaussian label
+    distributions, DLDL) it adds that Gaussian over the labels instead (centred on its label, std
+    `label_sigma` labels, normalised over 0..n_labels-1 as `gaussian_label_distribution` does): those
+    soft targets are what the model learnt to reproduce, so they are its prior (with one-hot counts
+    the unseen year 0 next to many 1-year-olds gets almost no prior mass but real predicted mass, and
+    EM runs away there). The counts are scaled so that they sum to the number of records (effective
+    records), then `floor` pseudo-records are added to every label (as `Head.fit_prior` adds 0.5), so
+    no label has zero mass, and the whole is normalised.
     """
     lab = np.asarray(labels, dtype=np.int64)
     if lab.ndim != 1:
@@ -232,6 +238,12 @@ def effective_train_prior(labels: np.ndarray | Sequence[int], n_labels: int, *,
             raise ValueError(f"group_idx: expected {lab.size} values, got shape {g.shape}")
         w = w * np.asarray(class_weights, dtype=np.float64)[g]
     counts = np.bincount(lab, weights=w, minlength=n_labels)[:n_labels].astype(np.float64)
+    if label_sigma < 0:
+        raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
+    if label_sigma > 0:  # row k: the soft target of label k
+        y = np.arange(n_labels, dtype=np.float64)
+        soft = np.exp(-0.5 * ((y[None, :] - y[:, None]) / label_sigma) ** 2)
+        counts = counts @ (soft / soft.sum(axis=1, keepdims=True))
     if counts.sum() > 0:
         counts *= lab.size / counts.sum()
     counts += floor
