@@ -228,3 +228,27 @@ def test_cache_must_match_the_loader(tmp_path, faces) -> None:
 def test_key_ignores_order_and_duplicates() -> None:
     assert cache_key(["b", "a", "a"], "auto", 32) == cache_key(["a", "b"], "auto", 32)
     assert cache_key(["a", "b"], "auto", 32) != cache_key(["a", "c"], "auto", 32)
+
+
+def test_benchmark_script_smoke(tmp_path, faces) -> None:
+    """benchmarks/cache.py on a tiny UTKFace-style folder, so the script does not rot."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import cache as bench
+
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    for i, r in enumerate(faces[:6]):
+        shutil.copy(r.path, folder / f"{20 + i}_0_0_2017{i:04d}.jpg.chip.jpg")
+    out = tmp_path / "cache.json"
+    n = torch.get_num_threads()
+    try:
+        assert bench.main(["--data", str(folder), "--images", "6", "--size", "16", "--batch-size", "2",
+                           "--workers", "0", "--repeats", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(n)
+    doc = json.loads(out.read_text())
+    assert doc["build"]["rows"] == 6 and set(doc["figures"]) == {"augment_on/workers_0", "augment_off/workers_0"}
+    assert doc["figures"]["augment_on/workers_0"]["cached_images_per_s"]["median"] > 0
