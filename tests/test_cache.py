@@ -57,8 +57,9 @@ def batches(loader) -> list[dict[str, torch.Tensor]]:
     return [b for b in loader if b is not None]
 
 
-def test_disk_cache_holds_the_decoded_pixels_and_duplicates_share_a_row(tmp_path, faces) -> None:
-    cache = prepare_cache(faces, data_cfg(tmp_path), SIZE)
+@pytest.mark.parametrize("mode", ["auto", "disk"])
+def test_disk_cache_holds_the_decoded_pixels_and_duplicates_share_a_row(tmp_path, faces, mode) -> None:
+    cache = prepare_cache(faces, data_cfg(tmp_path, mode), SIZE)
     assert isinstance(cache, ImageCache) and cache.mode == "disk"
     assert isinstance(cache.pixels, np.memmap) and not cache.pixels.flags.writeable
     assert len(cache) == 7  # 8 records, 7 distinct contents
@@ -163,6 +164,46 @@ def test_partial_data_file_is_never_read(tmp_path, faces, capsys) -> None:
     good_path.with_suffix(".json").unlink()  # data file complete, marker missing
     prepare_cache(faces, cfg, SIZE)
     assert "incomplete or stale" in capsys.readouterr().err
+
+
+def _build_logged(records: list[Record], cfg: DataConfig, log: str) -> None:
+    """Child process: open-or-build the cache, noting in `log` when this process built it."""
+    original = cache_mod._build_disk
+
+    def logged(*args, **kwargs):
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return original(*args, **kwargs)
+
+    cache_mod._build_disk = logged
+    prepare_cache(records, cfg, SIZE)
+
+
+def test_two_processes_at_once_build_one_cache(tmp_path, faces) -> None:
+    cfg, log = data_cfg(tmp_path), tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_build_logged, args=(faces, cfg, str(log))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(log.read_text().split()) == 1
+    assert len(list((tmp_path / "cache" / "images").glob("*.npy"))) == 1
+
+
+def test_one_cache_of_all_records_serves_every_split(tmp_path) -> None:
+    """As the trainer uses it: prepare_data, one cache of `data.all`, train and val loaders read from it."""
+    from ordinalage.data.prepare import prepare_data
+
+    cfg = DataConfig(cache="disk", cache_dir=str(tmp_path / "cache"), synth_n=60, synth_size=32, num_workers=0,
+                     augment=OFF)
+    data = prepare_data(cfg)
+    cache = prepare_cache(data.all, cfg, SIZE)
+    for records in (data.train, data.val):
+        plain = batches(build_loader(records, data.groups, cfg, SIZE, batch_size=8, train=False, seed=0))
+        cached = batches(build_loader(records, data.groups, cfg, SIZE, batch_size=8, train=False, seed=0, cache=cache))
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, cached, strict=True))
 
 
 def test_off_does_nothing(tmp_path, faces, monkeypatch) -> None:
