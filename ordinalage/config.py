@@ -68,6 +68,7 @@ class DataConfig:
     synth_n: int = 3000
     synth_size: int = 96
     cache_dir: str | None = None  # default: $ORDINALAGE_CACHE or ~/.cache/ordinalage
+    cache: str = "auto"  # decoded-image cache: auto (disk when it fits) | off | ram | disk (data/cache.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -114,6 +115,7 @@ class TrainConfig:
     deterministic: bool = False
     out_dir: str | None = None  # default: runs/<head>-<backbone>-<timestamp>
     eval_on_end: bool = True  # evaluate best.pt on the test split at the end
+    loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
 
 
 @dataclass(frozen=True)

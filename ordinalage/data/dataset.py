@@ -1,7 +1,7 @@
 """Torch side of the data layer: uint8 face tensors, bad-image skipping, seeded loaders.
 
-Workers decode and augment only; they ship uint8 (3, H, W) tensors and the device normalises
-(`InputSpec.normalize`). Each worker's albumentations pipeline is reseeded from torch's
+Workers decode (or, with an `ImageCache`, read decoded pixels) and augment only; they ship uint8
+(3, H, W) tensors and the device normalises (`InputSpec.normalize`). Each worker's albumentations pipeline is reseeded from torch's
 per-worker seed, so workers never repeat each other's augmentations and a run is reproducible
 from the loader seed.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,6 +32,9 @@ from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
+if TYPE_CHECKING:
+    from ordinalage.data.cache import ImageCache
+
 Item = dict[str, torch.Tensor]
 
 
@@ -39,7 +42,8 @@ class FaceDataset(Dataset):
     """Records -> {"image": uint8 (3, size, size) RGB, "age": float32, "group": int64, "index": int64}.
 
     An unreadable file gives None (named once on stderr per process) or, with `strict`, a
-    UsageError naming it.
+    UsageError naming it. With a `cache` (data/cache.py) the decoded pixels come from it instead
+    of the files; augmentation still runs on every read.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class FaceDataset(Dataset):
         geometry: str = "auto",
         transform: Any = None,
         strict: bool = False,
+        cache: ImageCache | None = None,
     ) -> None:
         if size <= 0:
             raise UsageError(f"image size must be positive, got {size}")
@@ -61,26 +66,45 @@ class FaceDataset(Dataset):
         self.transform = transform
         self.strict = strict
         self._reported: set[str] = set()
+        self.cache = cache
+        self.rows: np.ndarray | None = None
+        if cache is not None:
+            cache.check(size, self.geometry)
+            self.rows = cache.rows_for(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _unreadable(self, path: str, reason: str) -> None:
+        """Raise (strict) or report `path` once on stderr."""
+        if self.strict:
+            raise UsageError(f"{path}: cannot read image ({reason})")
+        if path not in self._reported:
+            self._reported.add(path)
+            print(f"warning: skipping {path}: cannot read image ({reason})", file=sys.stderr, flush=True)
+
+    def decoded(self, index: int) -> np.ndarray | None:
+        """HxWx3 uint8 RGB before augmentation (a read-only view when cached), or None if unreadable."""
+        path = self.paths[index]
+        if self.cache is not None and self.rows is not None:
+            row = int(self.rows[index])
+            reason = self.cache.bad.get(row)
+            if reason is not None:
+                self._unreadable(path, reason)
+                return None
+            return self.cache.pixels[row]
+        try:
+            return decode_image(path, self.size, self.geometry)
+        except ImageDecodeError as exc:
+            self._unreadable(path, exc.reason)
+            return None
+
     def load(self, index: int) -> np.ndarray | None:
         """Decoded (and, with a transform, augmented) HxWx3 uint8 RGB image, or None if unreadable."""
-        path = self.paths[index]
-        try:
-            image = decode_image(path, self.size, self.geometry)
-        except ImageDecodeError as exc:
-            if self.strict:
-                raise UsageError(f"{path}: cannot read image ({exc.reason})") from exc
-            if path not in self._reported:
-                self._reported.add(path)
-                print(
-                    f"warning: skipping {path}: cannot read image ({exc.reason})", file=sys.stderr, flush=True
-                )
-            return None
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
+        image = self.decoded(index)
+        if image is not None and self.transform is not None:
+            # cached pixels are a read-only mapping: augment a private copy
+            image = self.transform(image=image if image.flags.writeable else image.copy())["image"]
         return image
 
     def __getitems__(self, indices: Sequence[int]) -> Item | None:
@@ -113,8 +137,9 @@ class FaceDataset(Dataset):
         if image is None:
             return None
         return {
-            # HWC -> CHW view; collate's stack writes the one contiguous copy
-            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+            # HWC -> CHW view; collate's stack writes the one contiguous copy (own a cached image first)
+            "image": torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else image.copy())
+            .permute(2, 0, 1),
             "age": torch.tensor(self.ages[index]),
             "group": torch.tensor(self.groups[index]),
             "index": torch.tensor(index, dtype=torch.int64),
@@ -167,13 +192,15 @@ def build_loader(
     sampler: Sampler | None = None,
     drop_last: bool | None = None,
     num_workers: int | None = None,
+    cache: ImageCache | None = None,
 ) -> DataLoader:
     """A DataLoader over `records` with augmentation when `train`.
 
     Order: an explicit `sampler` (e.g. DistributedSampler) wins; else `sampler_weights` give a
     WeightedRandomSampler (with replacement, one epoch = len(records) draws); else train shuffles
     and eval keeps record order. All randomness follows `seed`. `drop_last` defaults to True
-    for training when there is more than one batch.
+    for training when there is more than one batch. A `cache` (`data.cache.prepare_cache`) that
+    holds these records' images replaces decoding; augmentation is unchanged.
     """
     if not records:
         raise UsageError(f"no images to load for the {'training' if train else 'evaluation'} loader")
@@ -184,7 +211,7 @@ def build_loader(
         raise UsageError(f"config key 'data.num_workers': expected >= 0, got {workers}")
     transform = build_transform(cfg.augment, size, train)
     reseed_transform(transform, seed)  # the main-process stream (num_workers=0)
-    dataset = FaceDataset(records, groups, size, cfg.geometry, transform, cfg.strict)
+    dataset = FaceDataset(records, groups, size, cfg.geometry, transform, cfg.strict, cache)
 
     generator = torch.Generator().manual_seed(int(seed))
     shuffle = False

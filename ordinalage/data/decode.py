@@ -19,6 +19,9 @@ from ordinalage.errors import UsageError
 
 GEOMETRIES = ("auto", "resize", "center_square", "crop_megaage")
 MEGAAGE_CROP = 20  # pixels cut from top and bottom of a 178x218 MegaAge image (as in SSR-Net)
+# Bump whenever a change here alters the pixels `decode_image` returns: decoded-image caches
+# (data/cache.py) are keyed on it, so old caches are then rebuilt instead of reused.
+DECODER_VERSION = 1
 
 _REDUCED = {
     8: cv2.IMREAD_REDUCED_COLOR_8,

@@ -147,10 +147,10 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
-                   normalize: bool = False, title: str = "confusion matrix") -> Path:
-    """Write a confusion-matrix PNG: counts, or shares of each true group (rows sum to 1; '-' in a row
-    whose group has no true image)."""
+def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str], normalize: bool = False,
+                     title: str = "confusion matrix") -> Figure:
+    """A confusion-matrix figure (Agg canvas): counts, or shares of each true group (rows sum to 1;
+    '-' in a row whose group has no true image)."""
     cm = np.asarray(confusion, dtype=float)
     totals = cm.sum(axis=1, keepdims=True)
     values = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0) if normalize else cm
@@ -172,6 +172,13 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
             text = str(int(v)) if not normalize else f"{v:.2f}" if totals[i, 0] > 0 else "-"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if v > 0.6 * vmax else "black")
+    return fig
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
+                   normalize: bool = False, title: str = "confusion matrix") -> Path:
+    """Write `confusion_figure` as a PNG."""
+    fig = confusion_figure(confusion, labels, normalize, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
