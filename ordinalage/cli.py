@@ -18,6 +18,20 @@ from ordinalage.errors import UsageError
 HEADS = ("class", "coral", "corn", "regression")
 
 
+def _level(text: str) -> float:
+    from ordinalage.evaluation.intervals import parse_level
+
+    try:
+        return parse_level(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_prior_args(p: argparse.ArgumentParser, em_help: str) -> None:
+    p.add_argument("--prior", metavar="train|uniform|em|FILE",
+                   help=f"adapt to an age mix: as trained, uniform, {em_help}, or a CSV (age,weight) / prior.json")
+
+
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
@@ -107,9 +121,16 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError("evaluate: give either RUN_DIR_OR_CHECKPOINT or --predictions, not both")
         result = evaluate_predictions_file(args.predictions, groups=args.groups, out=args.out, show=not args.json)
     elif args.target:
+        from ordinalage.evaluation.breakdown import parse_by
+        from ordinalage.evaluation.thresholds import parse_thresholds
+
+        thresholds = parse_thresholds(args.threshold, flag="--threshold") if args.threshold else []
+        challenges = parse_thresholds(args.challenge, flag="--challenge") if args.challenge else []
         result = evaluate_run(args.target, data=args.data, split=args.split, out=args.out,
                               batch_size=args.batch_size, device=args.device, show=not args.json,
-                              strict=args.strict, workers=args.workers, tta=args.tta)
+                              strict=args.strict, workers=args.workers, tta=args.tta, prior=args.prior,
+                              interval=args.interval, thresholds=thresholds, challenges=challenges,
+                              by=parse_by(args.by), calibrate=args.calibrate)
     else:
         raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
     if args.json:
@@ -142,7 +163,17 @@ def _predict(args: argparse.Namespace) -> int:
 
     result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
                          annotate=args.annotate, device=args.device, batch_size=args.batch_size,
-                         show=not args.json, tta=args.tta)
+                         show=not args.json, tta=args.tta, prior=args.prior, interval=args.interval)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _prior_estimate(args: argparse.Namespace) -> int:
+    from ordinalage.evaluation.estimate import estimate_prior
+
+    result = estimate_prior(args.run, data=args.data, out=args.out, split=args.split, device=args.device,
+                            show=not args.json)
     if args.json:
         _print_json(result)
     return 0
@@ -249,8 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average each image's logits with its mirror's (2x compute)")
+    _add_prior_args(p, "em: estimated from the evaluated images")
+    p.add_argument("--interval", type=_level, metavar="LEVEL",
+                   help="conformal age intervals at this coverage (e.g. 0.9), calibrated on the run's val split")
+    p.add_argument("--threshold", metavar="AGES", help="age thresholds for accept/reject error rates, e.g. 18")
+    p.add_argument("--challenge", metavar="AGES", help="challenge ages (accept if estimate >= it), e.g. 18,21,25")
+    p.add_argument("--by", metavar="COLUMNS", help="error breakdown by attributes, e.g. gender,race (UTKFace names)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit a temperature on the val split: ECE before/after, and used before --prior em")
     p.add_argument("--json", action="store_true", help="print the metrics object on stdout")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("prior", help="the age mix of a set of images, for prior correction")
+    prior_sub = p.add_subparsers(dest="prior_command", required=True)
+    p = prior_sub.add_parser("estimate", help="estimate the age mix of unlabeled images (EM) and store it")
+    p.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    _add_data_arg(p, " (the images whose age mix to estimate; ages in the names are not used)")
+    p.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
+    p.add_argument("--out", required=True, help="prior.json to write (a PNG is written beside it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_prior_estimate)
 
     p = sub.add_parser("compare", help="one table of several runs, best value per column marked")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -280,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=64, dest="batch_size")
     p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror's (2x model time)")
+    _add_prior_args(p, "em: estimated from each batch of faces (better: a file from `prior estimate`)")
+    p.add_argument("--interval", type=_level, metavar="LEVEL",
+                   help="add age_lo/age_hi at this coverage (needs `evaluate --interval` run once on the run)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 

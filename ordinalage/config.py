@@ -84,6 +84,7 @@ class ModelConfig:
     regression_loss: str = "l1"  # l1 | mse | huber
     coral_importance: str = "none"  # none | balanced (task weights from label frequencies)
     label_sigma: float = 0.0  # class head over ages: Gaussian soft labels, std in years (DLDL); 0: one-hot
+    decode: str = "auto"  # age from the head's distribution: auto (class: mean, coral/corn: median) | mean | median | mode
     dropout: float = 0.0
     width: int = 32  # scratch CNN: channels of the first block
 
@@ -298,6 +299,19 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return from_dict(Config, data)
 
 
+DECODE_RULES = ("auto", "mean", "median", "mode")
+
+
+def age_decoder(head: str, decode: str = "auto") -> str:
+    """The age decoder of `model.decode`: `auto` is the head's own rule (class: the mean of its
+    distribution; CORAL/CORN: the median, i.e. the number of ranks with P(age > k) > 0.5)."""
+    if decode not in DECODE_RULES:
+        raise UsageError(f"config key 'model.decode': unknown value {decode!r} ({', '.join(DECODE_RULES)})")
+    if decode != "auto":
+        return decode
+    return "mean" if head == "class" else "median"
+
+
 def registries() -> dict[str, Any]:
     """Config key -> the valid names, read from the registries that define them (imports torch)."""
     from ordinalage.data.decode import GEOMETRIES
@@ -309,7 +323,7 @@ def registries() -> dict[str, Any]:
 
     return {"data.geometry": GEOMETRIES, "data.sampling": SAMPLING_MODES, "model.backbone": tuple(BACKBONES),
             "model.head": tuple(HEADS), "model.target": TARGETS, "model.regression_loss": REGRESSION_LOSSES,
-            "model.coral_importance": CORAL_IMPORTANCE, "train.optimizer": tuple(OPTIMIZERS),
+            "model.coral_importance": CORAL_IMPORTANCE, "model.decode": DECODE_RULES, "train.optimizer": tuple(OPTIMIZERS),
             "train.scheduler": tuple(SCHEDULERS), "train.monitor": tuple(MONITORS), "train.precision": PRECISIONS}
 
 
@@ -339,6 +353,11 @@ def validate(config: Config) -> Config:
                     ("data.num_workers", d.num_workers >= 0), ("model.max_age", config.model.max_age >= 1)]:
         if not ok:
             raise UsageError(f"config key '{key}': value {_get(config, key)!r} is out of range")
+    from ordinalage.data.cache import check_cache_mode
+    from ordinalage.training.loggers import check_loggers
+
+    check_cache_mode(d.cache)
+    check_loggers(t.loggers)
     if d.val_fraction + d.test_fraction >= 1:
         raise UsageError("config keys 'data.val_fraction' + 'data.test_fraction' must be below 1")
     return config

@@ -152,7 +152,8 @@ def _fake_loaded(run_dir: Path | None, ckpt: Path):
     return types.SimpleNamespace(
         model=Older(), config=Config(), groups=groups,
         input_spec=InputSpec(size=4, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255)),
-        reference={"majority_group": 2, "median_age": 30.0}, checkpoint_path=ckpt, run_dir=run_dir, epoch=3)
+        reference={"majority_group": 2, "median_age": 30.0}, checkpoint_path=ckpt, run_dir=run_dir, epoch=3,
+        train_prior=None, label_ages=np.arange(101.0))
 
 
 def _fake_build_loader(records, groups, cfg, size, batch_size, train, seed, num_workers=None, **kw):

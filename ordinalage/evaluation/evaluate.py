@@ -7,6 +7,8 @@ Tables go to stderr; the returned dict is what `--json` prints. See docs/evaluat
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -193,35 +195,60 @@ def evaluate_run(
     strict: bool = False,
     workers: int | None = None,
     tta: bool = False,
+    prior: str | None = None,
+    interval: float | None = None,
+    thresholds: Sequence[int] = (),
+    challenges: Sequence[int] = (),
+    by: Sequence[str] = (),
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
 
     `tta`: average each image's logits with its mirror's (see `predict_records`).
+    `prior`: train | uniform | em | a prior file: adapt the predictions to that age mix (the main
+    metrics are then the adapted ones; `prior.as_trained` keeps the plain ones). On data other than
+    the run's own split, EM-adapted metrics are added as `prior.adapted` even without `prior`.
+    `interval` (a level in (0, 1)): split-conformal intervals calibrated on the run's validation
+    split (stored as calibration.json in the run folder). `thresholds`/`challenges`: age-threshold
+    error rates. `by`: attributes to break the error down by (besides age). `calibrate`: fit a
+    temperature on the validation split (group probabilities; also used before EM).
 
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
     """
     from ordinalage.training.checkpoint import load_model
+    from ordinalage.training.runtime import select_device
 
     if split not in SPLIT_CHOICES:
-        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
+        raise UsageError(f"split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
     if isinstance(data, str):
         data = [data]
     target = Path(target)
     if not target.exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
-    from ordinalage.training.runtime import select_device
-
     loaded = load_model(target, select_device(device))
     checkpoint = Path(loaded.checkpoint_path)
     groups = loaded.groups
     run_dir = loaded.run_dir if loaded.run_dir is not None else (target if target.is_dir() else None)
     records, dropped = _select_records(loaded, run_dir, data, split)
-
-    preds = predict_records(loaded, records, batch_size=batch_size, device=device, workers=workers,
-                            strict=strict, show=show, tta=tta)
-    result = compute_metrics(preds.true_age, preds.pred_age, preds.true_group, preds.pred_group, len(groups),
-                             labels=groups.labels, rank_proba=preds.rank_proba)
+    predict = functools.partial(predict_records, loaded, batch_size=batch_size, device=device, workers=workers,
+                                strict=strict, tta=tta)
+    preds = predict(records, show=show)
+    val = None
+    if interval is not None or calibrate:
+        val = _validation_predictions(loaded, run_dir, predict)
+    result: dict[str, Any] = {}
+    adapted = _adapt(preds, loaded, prior, bool(data), val if calibrate else None)
+    if adapted is not None:
+        result["prior"] = adapted.pop("summary")
+        if prior is not None:  # the adapted predictions become the evaluated ones
+            result["prior"]["as_trained"] = _headline(_metrics(preds, groups))
+            preds = dataclasses.replace(preds, **adapted)
+            result["prior"]["adapted"] = _headline(_metrics(preds, groups))
+        else:
+            result["prior"]["as_trained"] = _headline(_metrics(preds, groups))
+            result["prior"]["adapted"] = _headline(_metrics(dataclasses.replace(preds, **adapted), groups))
+    result.update(_metrics(preds, groups))
     reference = dict(loaded.reference or {})
     if "majority_group" in reference:
         source = "training split"
@@ -230,6 +257,8 @@ def evaluate_run(
     result["baseline"] = baseline_metrics(preds.true_age, preds.true_group, reference["majority_group"],
                                           reference.get("median_age"), groups)
     out_dir = Path(out) if out else eval_dir(target, split, data, tta)  # TTA beside, not over, the plain one
+    decisions = _decisions(preds, loaded, run_dir, records, val, interval, thresholds, challenges, by, calibrate)
+    result.update(decisions)
     result.update({
         "baseline_source": source,
         "split": split,
@@ -243,10 +272,132 @@ def evaluate_run(
     view = " with flip TTA" if tta else ""
     write_outputs(out_dir, result, groups.labels, f"{checkpoint.name} on {split}{view}")
     write_predictions_csv(out_dir / "predictions.csv", preds, groups)
+    _write_extras(out_dir, result, preds, loaded, thresholds, challenges)
     if show:
+        console = stderr_console()
         print_evaluation(result, title=f"{checkpoint} on {split}{view} (n={result['n']})")
-        stderr_console().print(f"wrote {out_dir}")
+        if "prior" in result:
+            print_prior(result["prior"], console)
+        from ordinalage.evaluation.decision_report import print_decisions
+
+        print_decisions(decisions, console)
+        console.print(f"wrote {out_dir}")
     return result
+
+
+def _metrics(preds: Predictions, groups: AgeGroups) -> dict[str, Any]:
+    return compute_metrics(preds.true_age, preds.pred_age, preds.true_group, preds.pred_group, len(groups),
+                           labels=groups.labels, rank_proba=preds.rank_proba)
+
+
+def _headline(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m.get(k) for k in ("mae", "accuracy", "one_off", "ca3", "ca5", "n")}
+
+
+def _validation_predictions(loaded: LoadedModel, run_dir: Path | None, predict: Any) -> Predictions:
+    """The model's predictions on its run's validation split (calibration data)."""
+    if run_dir is None or not RunDir(run_dir).split_csv.is_file():
+        raise UsageError("no validation split to calibrate on: this checkpoint has no run folder with split.csv")
+    records = RunDir(run_dir).read_split("val")
+    if not records:
+        raise UsageError(f"no validation split to calibrate on: {RunDir(run_dir).split_csv} has no val rows")
+    return predict(records, show=False)
+
+
+def _adapt(preds: Predictions, loaded: LoadedModel, prior: str | None, other_data: bool,
+           val: Predictions | None) -> dict[str, Any] | None:
+    """Predictions adapted to `prior` (or, on other data without a prior, to the EM-estimated mix):
+    the replaced Predictions fields plus a `summary`; None when there is nothing to adapt."""
+    from ordinalage.evaluation.adapt import adapt_predictions, prior_summary
+
+    spec = prior if prior is not None else ("em" if other_data else None)
+    if spec is None or (prior is None and (preds.label_proba is None or loaded.train_prior is None)):
+        return None  # nothing asked, or (only the automatic EM row) a model without a distribution
+    temperature = None
+    if val is not None and val.label_proba is not None:
+        from ordinalage.evaluation.calibration import fit_temperature, to_logproba
+
+        labels = np.clip(np.round(val.true_age), 0, loaded.config.model.max_age).astype(np.int64) \
+            if loaded.config.model.target == "age" else val.true_group
+        temperature = fit_temperature(to_logproba(val.label_proba), labels)
+    a = adapt_predictions(preds.label_proba, loaded, spec, temperature=temperature)
+    summary = prior_summary(a)
+    summary["temperature"] = temperature
+    summary["prior"] = [float(v) for v in a.prior]
+    summary["train_prior"] = [float(v) for v in loaded.train_prior]
+    summary["label_ages"] = [float(v) for v in loaded.label_ages]
+    return {"pred_age": a.age, "pred_group": a.group, "group_proba": a.group_proba.astype(np.float32),
+            "label_proba": a.label_proba.astype(np.float32), "rank_proba": None, "summary": summary}
+
+
+def _decisions(preds: Predictions, loaded: LoadedModel, run_dir: Path | None, records: Sequence[Record],
+               val: Predictions | None, interval: float | None, thresholds: Sequence[int],
+               challenges: Sequence[int], by: Sequence[str], calibrate: bool) -> dict[str, Any]:
+    """metrics.json keys `interval`, `threshold`, `breakdown` and `calibration` (docs/evaluation.md)."""
+    from ordinalage.evaluation.breakdown import utkface_attributes
+    from ordinalage.evaluation.decision_report import decision_metrics
+    from ordinalage.evaluation.intervals import fit_conformal
+
+    cal = None
+    ages = loaded.label_ages
+    if interval is not None:
+        assert val is not None
+        cal = fit_conformal(val.true_age, 1.0 - interval, cal_pred_age=val.pred_age,
+                            cal_label_proba=val.label_proba, label_ages=ages if val.label_proba is not None else None)
+        if run_dir is not None:
+            cal.save(RunDir(run_dir).calibration_json)
+    by_path = {r.path: r for r in records}
+    attributes = None
+    if by:
+        attributes = {}
+        for key in by:
+            values = [{**utkface_attributes(p), **by_path[p].meta}.get(key) if p in by_path else None
+                      for p in preds.paths]
+            if all(v is None for v in values):
+                raise UsageError(f"--by {key}: no image of this data has a '{key}' attribute "
+                                 "(UTKFace names give gender and race; a CSV gives its extra columns)")
+            attributes[key] = values
+    return decision_metrics(preds.true_age, preds.pred_age, loaded.groups, group_proba=preds.group_proba,
+                            true_group=preds.true_group, label_proba=preds.label_proba if cal is not None else None,
+                            label_ages=ages, calibration=cal, thresholds=list(thresholds), challenges=list(challenges),
+                            attributes=attributes, by=list(by),
+                            val_group_proba=val.group_proba if (calibrate and val is not None) else None,
+                            val_true_group=val.true_group if (calibrate and val is not None) else None)
+
+
+def _write_extras(out_dir: Path, result: dict[str, Any], preds: Predictions, loaded: LoadedModel,
+                  thresholds: Sequence[int], challenges: Sequence[int]) -> None:
+    """The decision PNGs and, when a prior was used or estimated, prior.json + prior.png."""
+    from ordinalage.evaluation.decision_report import decision_plots
+
+    decision_plots(out_dir, result, preds.true_age, preds.pred_age, group_proba=preds.group_proba,
+                   true_group=preds.true_group, thresholds=list(thresholds), challenges=list(challenges))
+    info = result.get("prior")
+    if info is not None:
+        from ordinalage.evaluation.prior import plot_prior, write_prior
+
+        ages = np.asarray(info["label_ages"])
+        true = np.bincount(np.clip(np.round(preds.true_age), 0, len(ages) - 1).astype(int), minlength=len(ages)) \
+            if loaded.config.model.target == "age" else np.bincount(preds.true_group, minlength=len(ages))
+        write_prior(out_dir / "prior.json", np.asarray(info["prior"]), ages,
+                    {k: v for k, v in info.items() if k not in ("prior", "label_ages", "train_prior")})
+        plot_prior(out_dir / "prior.png", ages, np.asarray(info["prior"]), train=np.asarray(info["train_prior"]),
+                   true=true / max(true.sum(), 1))
+
+
+def print_prior(info: dict[str, Any], console: Any) -> None:
+    """Both rows, as trained and adapted to the prior, in one small table."""
+    from rich.table import Table
+
+    mode = info["mode"] + (f" ({info['file']})" if info.get("file") else "")
+    table = Table(title=f"age mix: as trained vs adapted ({mode})")
+    for col in ("", "MAE", "accuracy", "one-off", "CA(5)"):
+        table.add_column(col, justify="right")
+    for name in ("as_trained", "adapted"):
+        m = info.get(name) or {}
+        table.add_row(name.replace("_", " "), *(f"{m[k]:.3f}" if m.get(k) is not None else "-"
+                                                 for k in ("mae", "accuracy", "one_off", "ca5")))
+    console.print(table)
 
 
 def _number(value: str | None, path: Path, line: int, column: str) -> float:

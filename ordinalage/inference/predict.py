@@ -80,13 +80,18 @@ class FaceResults:
     age: np.ndarray
     group: np.ndarray
     group_proba: np.ndarray
+    label_proba: np.ndarray | None = None  # (N, L) the head's distribution over its labels
+    age_lo: np.ndarray | None = None  # (N,) interval ends, when the predictor has an interval level
+    age_hi: np.ndarray | None = None
 
 
 class FacePredictor:
     """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP,
-                 tta: bool = False) -> None:
+                 tta: bool = False, prior: str | None = None, interval: float | None = None) -> None:
+        """`prior`: train | uniform | em | a prior file (`em`: the mix of each batch of faces predicted
+        together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`)."""
         from ordinalage.training.checkpoint import load_model
         from ordinalage.training.runtime import resolve_precision, select_device
 
@@ -101,6 +106,18 @@ class FacePredictor:
         self.precision = resolve_precision(self.loaded.config.train.precision, self.device)
         self.ratio = ratio
         self.tta = tta  # also predict the mirrored crop and average the logits
+        self.prior = prior
+        if prior is not None:
+            from ordinalage.evaluation.adapt import check_distribution
+
+            # refuse at once (regression head, or a checkpoint without a training prior), not per batch
+            check_distribution(np.zeros((1, 1)), self.loaded.train_prior, self.loaded.config.model.head)
+        self.calibration = None
+        if interval is not None:
+            from ordinalage.evaluation.intervals import Calibration
+
+            cal = Calibration.load(self.loaded.checkpoint_path.parent)
+            self.calibration = cal if abs(cal.level - interval) < 1e-9 else cal.at_level(interval)
 
     @property
     def size(self) -> int:
@@ -114,20 +131,27 @@ class FacePredictor:
         """Predict a batch of (S, S, 3) uint8 RGB crops."""
         import torch
 
-        from ordinalage.models.model import predict_logits
+        from ordinalage.inference.infer import infer
 
         batch = np.ascontiguousarray(np.stack(list(crops)) if not isinstance(crops, np.ndarray) else crops)
         if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {batch.shape}")
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
-        with torch.inference_mode():
-            x = self.spec.normalize(x)
-            with self.precision.autocast(self.device):
-                logits = predict_logits(self.model, x, self.tta)
-            dec = self.model.decode(logits)
-        return FaceResults(age=dec.age.float().cpu().numpy().astype(float),
-                           group=dec.group.cpu().numpy().astype(np.int64),
-                           group_proba=dec.group_proba.float().cpu().numpy().astype(float))
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2)
+        out = infer(self.model, [{"image": x}], input_spec=self.spec, device=self.device, precision=self.precision,
+                    tta=self.tta)
+        res = FaceResults(age=out.age, group=out.group, group_proba=out.group_proba.astype(float),
+                          label_proba=out.label_proba)
+        if self.prior is not None and len(res.age):
+            from ordinalage.evaluation.adapt import adapt_predictions
+
+            a = adapt_predictions(res.label_proba, self.loaded, self.prior)
+            res = FaceResults(age=a.age, group=a.group, group_proba=a.group_proba, label_proba=a.label_proba)
+        if self.calibration is not None and len(res.age):
+            from ordinalage.evaluation.intervals import predict_interval
+
+            res.age_lo, res.age_hi = predict_interval(self.calibration, pred_age=res.age, label_proba=res.label_proba,
+                                                      label_ages=self.loaded.label_ages)
+        return res
 
     def group_of(self, age: float, group_proba: np.ndarray) -> int:
         """The group for a (smoothed) age and group distribution, by the head's own rule: the age's
@@ -203,22 +227,24 @@ def run_predict(
     batch_size: int = 64,
     show: bool = True,
     tta: bool = False,
+    prior: str | None = None,
+    interval: float | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every face in `inputs` (images or folders); return one record per face.
 
     Record keys: `file`, `face` (index in its image, None when the image gave no face), `box`
     ([x, y, w, h] in image pixels; None for `detect="none"`, where the whole image is the face),
     `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
-    the image could not be read). `csv_path` writes the same as CSV; `annotate` writes copies of
-    the images with boxes and labels into that folder. `tta` averages each crop's logits with its
-    mirror's.
+    the image could not be read), and `age_lo`/`age_hi` with `interval`. `csv_path` writes the same
+    as CSV; `annotate` writes copies of the images with boxes and labels into that folder. `tta`
+    averages each crop's logits with its mirror's; `prior` adapts to an age mix (see FacePredictor).
     """
     if detect not in DETECTORS:
         raise UsageError(f"--detect: unknown detector {detect!r} (choose from {', '.join(DETECTORS)})")
     if batch_size < 1:
         raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
     paths = collect_images(inputs)
-    predictor = FacePredictor(checkpoint, device, tta=tta)
+    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval)
     detector = HaarFaceDetector() if detect == "haar" else None
     out_dir = Path(annotate) if annotate else None
     if out_dir is not None:
@@ -235,6 +261,9 @@ def run_predict(
                 rec["age"] = round(float(res.age[k]), 2)
                 rec["group"] = predictor.labels[int(res.group[k])]
                 rec["group_proba"] = {lab: round(float(p), 4) for lab, p in zip(predictor.labels, res.group_proba[k], strict=True)}
+                if res.age_lo is not None and res.age_hi is not None:
+                    rec["age_lo"] = round(float(res.age_lo[k]), 2)
+                    rec["age_hi"] = round(float(res.age_hi[k]), 2) if np.isfinite(res.age_hi[k]) else None
         for src, rgb, rows in pending.images:
             _write_annotated(src, rgb, [records[r] for r in rows], _annotated_path(out_dir, src, used_names))
         pending.crops, pending.rows, pending.images, pending.pixels = [], [], [], 0
@@ -291,11 +320,14 @@ def write_predictions_csv(path: str | Path, records: list[dict[str, Any]], label
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["file", "face", "x", "y", "w", "h", "age", "group", *[f"p_{lab}" for lab in labels], "reason"])
+        interval = any("age_lo" in rec for rec in records)
+        writer.writerow(["file", "face", "x", "y", "w", "h", "age", *(["age_lo", "age_hi"] if interval else []),
+                         "group", *[f"p_{lab}" for lab in labels], "reason"])
         for rec in records:
             box = rec["box"] or [None] * 4
             proba = rec["group_proba"] or {}
-            writer.writerow([rec["file"], rec["face"], *box, rec["age"], rec["group"],
+            writer.writerow([rec["file"], rec["face"], *box, rec["age"],
+                             *([rec.get("age_lo"), rec.get("age_hi")] if interval else []), rec["group"],
                              *[proba.get(lab) for lab in labels], rec["reason"] or ""])
     return path
 

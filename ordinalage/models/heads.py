@@ -55,7 +55,7 @@ from coral_pytorch.layers import CoralLayer
 from coral_pytorch.losses import coral_loss
 from torch import nn
 
-from ordinalage.config import ModelConfig
+from ordinalage.config import ModelConfig, age_decoder
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
@@ -179,6 +179,7 @@ class Head(nn.Module):
         self.groups = groups
         self.num_classes = self.max_age + 1 if self.target == "age" else len(groups)
         self.in_features = in_features
+        self.decoder = age_decoder(self.name, cfg.decode)  # mean | median | mode of the label distribution
         g = len(groups)
         self.register_buffer("class_weights", torch.ones(g))
         years = np.arange(self.max_age + 1)
@@ -252,11 +253,22 @@ class Head(nn.Module):
         out = year_proba @ F.one_hot(self.year_to_group, len(self.groups)).to(year_proba.dtype)
         return out / out.sum(1, keepdim=True).clamp_min(1e-12)
 
+    def age_from(self, label_proba: torch.Tensor) -> torch.Tensor:
+        """The age of each row of a (N, max_age + 1) year distribution by `model.decode`."""
+        years = torch.arange(label_proba.shape[1], dtype=label_proba.dtype, device=label_proba.device)
+        if self.decoder == "mean":
+            return label_proba @ years
+        if self.decoder == "mode":
+            return label_proba.argmax(1).to(label_proba.dtype)
+        cdf = label_proba.cumsum(1) / label_proba.sum(1, keepdim=True).clamp_min(1e-12)
+        return (cdf < 0.5 - 1e-6).sum(1).clamp_max(label_proba.shape[1] - 1).to(label_proba.dtype)
+
     def _decode_label_proba(self, label_proba: torch.Tensor, label: torch.Tensor,
                             rank_proba: torch.Tensor | None) -> Decoded:
-        """Shared ending for ordinal heads: the predicted label and its distribution -> Decoded."""
+        """Shared ending for ordinal heads: the predicted label (the rank count, for `auto`/median)
+        and its distribution -> Decoded."""
         if self.target == "age":
-            age = label.float()
+            age = label.float() if self.decoder == "median" else self.age_from(label_proba)
             return Decoded(self.group_of_age(age), age, self.years_to_groups(label_proba), rank_proba, label_proba)
         return Decoded(label.long(), label_proba @ self.midpoints, label_proba, rank_proba, label_proba)
 
@@ -292,7 +304,7 @@ class ClassHead(Head):
     def _decode(self, logits: torch.Tensor) -> Decoded:
         proba = logits.softmax(1)
         if self.target == "age":
-            age = proba @ torch.arange(self.num_classes, dtype=proba.dtype, device=proba.device)
+            age = self.age_from(proba)
             return Decoded(self.group_of_age(age), age, self.years_to_groups(proba), None, proba)
         return Decoded(proba.argmax(1), proba @ self.midpoints, proba, None, proba)
 

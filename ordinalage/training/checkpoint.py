@@ -57,16 +57,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an ordinalage checkpoint safely; anything else is a UsageError naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise UsageError(f"{path}: no best.pt or last.pt in this folder (is it a run folder?)")
-    if not path.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
+    from ordinalage.training.rundir import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not one of ours"
@@ -93,6 +86,16 @@ class LoadedModel:
     checkpoint_path: Path
     run_dir: Path | None
     epoch: int
+    train_prior: Any = None  # np.ndarray (L,): the head's effective training label distribution, when stored
+
+    @property
+    def label_ages(self) -> Any:
+        """The age of each of the head's labels: years 0..max_age, or group midpoints for target group."""
+        import numpy as np
+
+        if self.config.model.target == "group":
+            return self.groups.midpoints()
+        return np.arange(self.config.model.max_age + 1, dtype=float)
 
 
 def resolve_input_spec(config: Config, backbone: Any) -> Any:
@@ -120,4 +123,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     run_dir = ckpt_path.parent if (ckpt_path.parent / "config.yaml").is_file() else None
     return LoadedModel(model=model, config=config, groups=groups, input_spec=resolve_input_spec(config, model.backbone),
                        reference=dict(ckpt.get("reference") or {}), checkpoint_path=ckpt_path, run_dir=run_dir,
-                       epoch=int(ckpt.get("epoch", -1)))
+                       epoch=int(ckpt.get("epoch", -1)),
+                       train_prior=_array(ckpt.get("train_prior")))
+
+
+def _array(values: Any) -> Any:
+    import numpy as np
+
+    return None if values is None else np.asarray(values, dtype=float)

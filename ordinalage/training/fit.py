@@ -15,7 +15,7 @@ import contextlib
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,8 @@ class TrainState:
     val_loader: Any = None
     train_sampler: Any = None
     quiet: bool = True
+    train_prior: np.ndarray | None = None  # the head's effective training label distribution
+    loggers: list[Any] = field(default_factory=list)  # per-epoch loggers (TensorBoard)
 
     @property
     def run(self) -> RunDir:
@@ -155,18 +157,31 @@ def _create_run_dir(config: Config, ctx: DistContext) -> tuple[Config, Path]:
     return outcome
 
 
-def _prepare_data(config: Config, ctx: DistContext) -> Any:
-    """Rank 0 first: it fills the caches (synthetic set, hashes) the others then read quietly."""
-    from ordinalage.data.prepare import prepare_data
-
+def _rank0_first(ctx: DistContext, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on rank 0 first (it fills the caches: synthetic set, hashes, decoded images), then
+    on the other ranks, which read those caches quietly (rank 0 has printed the same report)."""
     if ctx.is_main:
         try:
-            return prepare_data(config.data)
+            return fn()
         finally:  # on an error too, so the others go on and meet the same error instead of waiting
             barrier(ctx)
     barrier(ctx)
     with contextlib.redirect_stderr(io.StringIO()):
-        return prepare_data(config.data)
+        return fn()
+
+
+def train_prior(config: Config, model: Any, data: Any) -> np.ndarray | None:
+    """The head's effective training distribution over its labels, as the loop saw it (after caps,
+    sampling, the weighted sampler, class weights and label distributions); None for regression."""
+    from ordinalage.evaluation.prior import effective_train_prior
+
+    if config.model.head == "regression":
+        return None
+    ages = np.array([r.age for r in data.train], dtype=float)
+    sigma = config.model.label_sigma if (config.model.head == "class" and config.model.target == "age") else 0.0
+    return effective_train_prior(model.head.labels_of(ages), model.head.num_classes, sample_weights=data.sampler_weights,
+                                 class_weights=data.class_weights, group_idx=data.groups.clip_indices(ages),
+                                 label_sigma=sigma)
 
 
 def build_training(config: Config, model: torch.nn.Module, device: torch.device, steps_per_epoch: int,
@@ -206,32 +221,48 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
     t = config.train
     device = select_device(device_name if ctx.enabled else t.device)
     seed_everything(t.seed)
-    data = _prepare_data(config, ctx)
+    from ordinalage.data.prepare import prepare_data
+
+    data = _rank0_first(ctx, lambda: prepare_data(config.data))
     # class weights live in the head (a buffer saved with the model); the label prior sets its biases
     model = build_model(config.model, data.groups, class_weights=data.class_weights,
                         train_ages=np.array([r.age for r in data.train], dtype=float))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     spec = resolve_input_spec(config, model.backbone)
+    from ordinalage.data.cache import prepare_cache
+
+    cache = _rank0_first(ctx, lambda: prepare_cache(data.all, config.data, spec.size, progress=not quiet))
     batch = local_batch_size(t.batch_size, ctx)
     # One sampler for 1 or N processes: a seeded epoch order (or weighted draw) cut to whole global
     # batches (the sampler's drop_last), sharded by rank; so the loader itself drops nothing.
     sampler = ShardSampler(len(data.train), ctx, shuffle=True, seed=t.seed, weights=data.sampler_weights,
                            global_batch=t.batch_size)
     train_loader = build_loader(data.train, data.groups, config.data, spec.size, batch, train=True,
-                                seed=t.seed + ctx.rank, sampler=sampler, drop_last=False)
+                                seed=t.seed + ctx.rank, sampler=sampler, drop_last=False, cache=cache)
     val_loader = build_loader(data.val, data.groups, config.data, spec.size, batch, train=False, seed=t.seed,
-                              sampler=ShardSampler(len(data.val), ctx, shuffle=False))
+                              sampler=ShardSampler(len(data.val), ctx, shuffle=False), cache=cache)
     train_model, optimizer, scheduler, scaler, precision = build_training(config, model, device, len(train_loader), ctx)
     state = TrainState(config=config, run_dir=run_dir, device=device, precision=precision, model=model,
                        train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        input_spec=spec, groups=data.groups, reference=_reference(data), ctx=ctx, data=data,
-                       train_loader=train_loader, val_loader=val_loader, train_sampler=sampler, quiet=quiet)
+                       train_loader=train_loader, val_loader=val_loader, train_sampler=sampler, quiet=quiet,
+                       train_prior=train_prior(config, model, data))
     if ckpt is not None:
         _restore(state, ckpt)
     elif ctx.is_main:
         state.run.write_config(config)
         state.run.write_split({"train": data.train, "val": data.val, "test": data.test}, data.groups)
+        if state.train_prior is not None:
+            from ordinalage.evaluation.prior import write_prior
+
+            write_prior(state.run.train_prior_json, state.train_prior, np.arange(model.head.num_classes),
+                        {"what": "effective training prior over the head's labels", "target": config.model.target,
+                         "labels": list(data.groups.labels) if config.model.target == "group" else "years"})
+    if ctx.is_main:
+        from ordinalage.training.loggers import build_loggers
+
+        state.loggers = build_loggers(t.loggers, run_dir)
     if not quiet:
         _console().print(
             f"[bold]{config.model.head}[/] head on [bold]{config.model.backbone}[/] | {device} {precision.name} | "
@@ -289,6 +320,8 @@ def run_epochs(state: TrainState, on_epoch: EpochCallback | None = None, stop_af
     finally:
         if progress is not None:
             progress.stop()
+        for logger in state.loggers:
+            logger.close()
     return False
 
 
@@ -322,6 +355,8 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
 
             write_json(state.run.val_best_json, {"epoch": epoch + 1, **val})
         state.run.append_metrics(row)
+        for logger in state.loggers:
+            logger.log_epoch(epoch + 1, row, confusion=val.get("confusion"), labels=state.groups.labels)
     if not state.quiet:
         _console().print(f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  val_loss {val['loss']:.4f}  "
                          f"val MAE {val['mae']:.2f}  val acc {val['accuracy']:.3f}  {stats['images_per_s']:.0f} img/s  "
@@ -341,6 +376,7 @@ def _checkpoint(state: TrainState) -> dict[str, Any]:
         "config": to_dict(state.config),
         "groups": state.groups.labels,
         "reference": state.reference,
+        "train_prior": None if state.train_prior is None else [float(v) for v in state.train_prior],
         "versions": versions(),
     }
 

@@ -6,7 +6,9 @@
     <run>/last.pt, best.pt   checkpoints (atomic; best by train.monitor)
     <run>/val_best.json      validation metrics of the best epoch
     <run>/summary.json       what the run did; `test` holds test metrics once evaluated
+    <run>/train_prior.json   the head's effective training distribution over its labels (prior correction)
     <run>/calibration.json   interval calibration on the validation split (`evaluate --interval`)
+    <run>/tensorboard/       event files when train.loggers names tensorboard
     <run>/eval-<split>[-<data>][-tta]/   metrics.json, predictions.csv, PNGs of one evaluation
 """
 
@@ -146,6 +148,7 @@ class RunDir:
     val_best_json = property(lambda self: self.path / "val_best.json")
     summary_json = property(lambda self: self.path / "summary.json")
     calibration_json = property(lambda self: self.path / "calibration.json")
+    train_prior_json = property(lambda self: self.path / "train_prior.json")
 
     @classmethod
     def of(cls, target: str | Path) -> RunDir | None:
