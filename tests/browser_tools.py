@@ -61,14 +61,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(checkpoint: str | Path, port: int, *extra: str, timeout: float = 90.0,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
-    """`ordinalage serve CHECKPOINT --port PORT` in a subprocess; returns once /health answers."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def start_server(checkpoint: str | Path, port: int, timeout: float = 90.0, log: Path | None = None,
+                 batching: bool = True, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`ordinalage serve CHECKPOINT --port PORT --device cpu` in a subprocess (`batching=False`: the
+    same through `run_server(..., batching=False)`); returns once /health answers."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = log.open("wb") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "ordinalage", "serve", str(checkpoint), "--host", "127.0.0.1",
-                             "--port", str(port), "--device", "cpu", *extra], env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
+    if batching:
+        cmd = ["-m", "ordinalage", "serve", str(checkpoint), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    else:
+        cmd = ["-c", "import sys; from ordinalage.inference.serve import run_server; "
+               "run_server([sys.argv[1]], port=int(sys.argv[2]), device='cpu', batching=False)", str(checkpoint), str(port)]
+    proc = subprocess.Popen([sys.executable, *cmd], env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
