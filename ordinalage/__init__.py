@@ -1,3 +1,37 @@
-"""ordinalage: facial age estimation by classification, ordinal regression and regression."""
+"""ordinalage: facial age estimation by classification, ordinal regression and regression.
+
+The Python API is loaded on first use (importing the package stays cheap):
+
+    import ordinalage
+    est = ordinalage.load("runs/x")          # an AgeEstimator (run folder or .pt)
+    faces = est.predict("photo.jpg")         # list[Face]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_LAZY = {"load": "ordinalage.inference.api", "AgeEstimator": "ordinalage.inference.api",
+         "Face": "ordinalage.inference.api"}
+
+__all__ = ["AgeEstimator", "Face", "__version__", "load"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ordinalage.inference.api import AgeEstimator, Face, load
+
+
+def __getattr__(name: str) -> Any:
+    """Import the API objects on first access (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ordinalage' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -197,6 +197,30 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# serve (issue 17): the browser page and HTTP API over checkpoints
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ordinalage.inference.serve import run_server
+
+    run_server(args.checkpoints, host=args.host, port=args.port, max_mb=args.max_mb, device=args.device,
+               max_pixels=args.max_pixels)
+    return 0
+
+
+def _add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="browser page and HTTP API (POST /predict) over one or more checkpoints")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="run folder or .pt; several: ?model=INDEX")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-mb", type=float, default=10, dest="max_mb", help="largest upload in MB (413 above)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000, dest="max_pixels",
+                   help="largest image in pixels (413 above)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_serve)
+
+
+# ---------------------------------------------------------------------------------------------
 # parser
 
 
@@ -352,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_export)
+
+    _add_serve_parser(sub)  # serve (issue 17)
     return parser
 
 

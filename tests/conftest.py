@@ -57,3 +57,9 @@ def utkface_dir() -> Path:
     if not UTKFACE.is_dir():
         pytest.skip(f"real UTKFace folder not found at {UTKFACE}")
     return UTKFACE
+
+
+@pytest.fixture(scope="session")
+def utkface_or_none() -> Path | None:
+    """The real UTKFace folder when present, else None (tests then use a synthetic face)."""
+    return UTKFACE if UTKFACE.is_dir() else None

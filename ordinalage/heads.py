@@ -1,0 +1,21 @@
+"""The age heads, for use in your own training loop: `from ordinalage.heads import CoralHead`.
+
+Each head is an `nn.Module` built from a `ModelConfig`, the number of input features and the
+`AgeGroups`: `forward(features (N, F)) -> logits`, `loss(logits, age, group) -> scalar` (float32),
+`decode(logits) -> Decoded(group, age, group_proba, rank_proba)`. See ordinalage/models/heads.py.
+"""
+
+from ordinalage.config import ModelConfig
+from ordinalage.groups import AgeGroups
+from ordinalage.models.heads import (
+    ClassHead,
+    CoralHead,
+    CornHead,
+    Decoded,
+    Head,
+    RegressionHead,
+    build_head,
+)
+
+__all__ = ["AgeGroups", "ClassHead", "CoralHead", "CornHead", "Decoded", "Head", "ModelConfig", "RegressionHead",
+           "build_head"]
