@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ordinalage.data.files import UTKFaceName, list_images, parse_utkface_name
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
@@ -20,23 +21,8 @@ from ordinalage.groups import AgeGroups
 if TYPE_CHECKING:
     from ordinalage.config import DataConfig
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 KINDS = ("synth", "utkface", "megaage", "folder", "csv")
-
-
-def is_image(name: str) -> bool:
-    """True for a file name with an image extension (case-insensitive), hidden files excluded."""
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder` (recursively, hidden folders skipped), in sorted order."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if is_image(name):
-                yield Path(root) / name
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -58,31 +44,25 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 # utkface: age is the first "_" token of the file name
 
 
-def utkface_meta(name: str) -> dict[str, int]:
-    """gender and race from `age_gender_race_time.jpg.chip.jpg` when present (race is missing in a few names)."""
-    tokens = name.split("_")
-    meta: dict[str, int] = {}
-    if len(tokens) >= 3 and tokens[1] in ("0", "1"):
-        meta["gender"] = int(tokens[1])
-    if len(tokens) >= 4 and len(tokens[2]) == 1 and tokens[2].isdigit():
-        meta["race"] = int(tokens[2])
-    return meta
-
-
-def utkface_age(path: Path) -> int:
-    """The age encoded as the first `_` token of a UTKFace file name."""
-    token = path.name.split("_", 1)[0].strip()
-    if not (token.isascii() and token.isdigit()):
+def utkface_name(path: Path) -> UTKFaceName:
+    """What a UTKFace file name says; a name that does not start with the age in years is a UsageError."""
+    parsed = parse_utkface_name(path.name)
+    if parsed is None:
+        token = path.name.split("_", 1)[0].strip()
         raise UsageError(f"{path}: UTKFace file name must start with the age in years followed by '_' "
                          f"(like 25_0_1_20170116174525125.jpg.chip.jpg), got {token!r}")
-    return int(token)
+    return parsed
 
 
 def read_utkface(folder: Path, source: str) -> list[Record]:
-    """Every image under `folder`, age from its name."""
+    """Every image under `folder`, age (and gender, race) from its name."""
     if not folder.is_dir():
         raise UsageError(f"data spec {source!r}: {folder} is not a folder")
-    return [Record(str(p), float(utkface_age(p)), None, source, utkface_meta(p.name)) for p in iter_images(folder)]
+    records = []
+    for p in list_images(folder):
+        name = utkface_name(p)
+        records.append(Record(str(p), float(name.age), None, source, name.meta()))
+    return records
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +129,7 @@ def _group_records(group_dir: Path, split: str | None, source: str) -> list[Reco
     except (UsageError, ValueError):
         raise UsageError(f"{group_dir}: folder name must be an age group such as '21-30' or '71+'") from None
     meta = {"group_label": group.label}
-    return [Record(str(p), group.midpoint, split, source, dict(meta)) for p in iter_images(group_dir)]
+    return [Record(str(p), group.midpoint, split, source, dict(meta)) for p in list_images(group_dir)]
 
 
 def _subdirs(folder: Path) -> list[Path]:
