@@ -2,7 +2,8 @@
 
 Records with the same content hash form one cluster and always land in the same split. A
 cluster keeps its source's own split ("test" stays test, "val" stays val); validation is carved
-out of the source's "train" records; records without a split are divided into train/val/test.
+out of the source's "train" records unless that source names its own "val" records (then its
+train rows all stay train); records without a split are divided into train/val/test.
 Inside each age group the clusters are ordered by a seeded hash of their content hash and cut at
 the target counts, so the split depends on the seed and the image bytes, not on the file order.
 """
@@ -59,13 +60,14 @@ def assign_splits(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
     # per (group, kind) the clusters to cut; kind is "free" (no source split) or "train" (source train)
     buckets: dict[tuple[int, str], list[tuple[bytes, list[int]]]] = {}
     out = [""] * len(records)
+    own_val = {r.source for r in records if r.split == "val"}  # sources that name their validation rows
     for h, idx in members.items():
         own = {records[i].split for i in idx} - {None}
         for i in idx:
             if records[i].split not in (None, *_PRIORITY):
                 raise UsageError(f"{records[i].path}: split {records[i].split!r} is not train, val or test")
         fixed = min(own, key=lambda s: _PRIORITY.get(s, 0)) if own else None
-        if fixed in ("test", "val"):
+        if fixed in ("test", "val") or (fixed == "train" and any(records[i].source in own_val for i in idx)):
             for i in idx:
                 out[i] = fixed
             continue
