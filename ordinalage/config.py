@@ -292,6 +292,18 @@ def load_config(
         raise UsageError(f"{exc}{where}") from None
 
 
+def data_config(path: str | Path | None, specs: list[str] | None = None, groups: str | None = None,
+                sets: list[str] | None = None) -> DataConfig:
+    """The data section for `data stats`-style commands: the YAML file, then --data specs and
+    --groups, then `--set` items (parsed here, so the data layer never sees `--set` strings)."""
+    overrides: dict[str, Any] = {}
+    if specs:
+        overrides["data.sources"] = list(specs)
+    if groups:
+        overrides["data.groups"] = groups
+    return load_config(path, overrides, list(sets or [])).data
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     return from_dict(Config, data)
 
