@@ -51,13 +51,15 @@ class AugmentConfig:
 class DataConfig:
     """Where the faces come from, how they are grouped, split, sampled and turned into tensors."""
 
-    sources: tuple[str, ...] = ("synth",)  # data specs: synth, utkface:PATH, megaage:PATH, folder:PATH, csv:PATH
+    sources: tuple[str, ...] = ("synth",)  # data specs: synth, utkface:PATH, csv:PATH, adience:PATH, ... (docs/datasets.md)
     groups: str = "0-10,11-20,21-30,31-40,41-50,51-60,61-70"
     image_size: int = 0  # 0: the backbone's default input size
     geometry: str = "auto"  # auto | resize | center_square | crop_megaage (20 px off top and bottom)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
+    protocol: str = "random"  # random | subject | folds:K | loso | source (see docs/datasets.md)
+    fold: int = 0  # which fold of a folds:K / loso / source protocol this run trains (training/folds.py runs all)
     cap_train: int | None = None  # per-group cap on the training split
     cap_val: int | None = None
     cap_test: int | None = None
@@ -69,6 +71,13 @@ class DataConfig:
     synth_size: int = 96
     cache_dir: str | None = None  # default: $ORDINALAGE_CACHE or ~/.cache/ordinalage
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        from ordinalage.data.splits import parse_protocol  # the data layer imports config, not the reverse
+
+        parse_protocol(self.protocol)
+        if self.fold < 0:
+            raise UsageError(f"config key 'data.fold': {self.fold} is negative")
 
 
 @dataclass(frozen=True)
