@@ -31,6 +31,8 @@ VERSIONED = ("torch", "torchvision", "numpy", "cv2", "albumentations", "PIL", "c
 if str(ROOT) not in sys.path:  # `python benchmarks/NAME.py` from anywhere finds the package checkout
     sys.path.insert(0, str(ROOT))
 
+from ordinalage.data.files import list_images, parse_utkface_name  # noqa: E402
+
 
 def _cpu_model() -> str:
     try:
@@ -171,7 +173,7 @@ def utkface_files(folder: str | Path = UTKFACE, n: int | None = None, seed: int 
     folder = Path(folder)
     if not folder.is_dir():
         sys.exit(f"UTKFace folder not found: {folder} (pass --data PATH)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = list_images(folder, recursive=False)
     if n is not None:
         if n > len(files):
             sys.exit(f"{folder}: asked for {n} images, found {len(files)}")
@@ -180,7 +182,11 @@ def utkface_files(folder: str | Path = UTKFACE, n: int | None = None, seed: int 
 
 
 def utkface_age(path: Path) -> int:
-    return int(path.name.split("_", 1)[0])
+    """The age of a UTKFace file name (the package's parser; a name without one is an error)."""
+    parsed = parse_utkface_name(path.name)
+    if parsed is None:
+        sys.exit(f"{path}: not a UTKFace file name (age_gender_race_time.jpg)")
+    return parsed.age
 
 
 def write_csv_spec(files: Iterable[Path], out: str | Path) -> str:

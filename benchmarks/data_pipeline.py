@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import UTKFACE, parser, ratio, summary, utkface_files, write_result
+from common import UTKFACE, parser, ratio, summary, utkface_age, utkface_files, write_result
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -64,14 +64,14 @@ class PILFaces(Dataset):
 
 
 def reference_loader(paths: list[Path], size: int, batch: int, workers: int, spec: InputSpec) -> DataLoader:
-    ages = [float(p.name.split("_", 1)[0]) for p in paths]
+    ages = [float(utkface_age(p)) for p in paths]
     return DataLoader(PILFaces(paths, ages, size, spec), batch_size=batch, shuffle=True, num_workers=workers,
                       drop_last=True, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                       generator=torch.Generator().manual_seed(0))
 
 
 def package_loader(paths: list[Path], size: int, batch: int, workers: int) -> DataLoader:
-    records = [Record(str(p), float(p.name.split("_", 1)[0])) for p in paths]
+    records = [Record(str(p), float(utkface_age(p))) for p in paths]
     cfg = DataConfig(augment=AUG, num_workers=workers)
     return build_loader(records, AgeGroups.parse(), cfg, size, batch, train=True, seed=0)
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torchvision
-from common import UTKFACE, parser, summary, write_result
+from common import UTKFACE, list_images, parser, summary, utkface_age, write_result
 
 H200_BF16_DENSE_TFLOPS = 989.0  # H200 SXM dense bf16 (no sparsity), NVIDIA datasheet
 NUM_CLASSES = 100  # age ranks, like the package's CORAL head over max_age 100
@@ -113,7 +113,7 @@ def _jpeg_folder(src: str, n: int, tmp: Path) -> list[Path]:
     """`n` JPEGs from `src` (UTKFace) when it exists, else generated 200x200 faces-sized JPEGs."""
     folder = Path(src)
     if folder.is_dir():
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+        files = [p for p in list_images(folder, recursive=False) if p.suffix.lower() in (".jpg", ".jpeg")]
         if len(files) >= n:
             return files[:n]
     from PIL import Image
@@ -151,7 +151,7 @@ def data_path(files: list[Path], size: int, batch: int, workers: list[int]) -> d
         kind = "package loader (OpenCV reduced decode + albumentations + batch collation)"
 
         def make(w: int) -> Any:
-            recs = [Record(str(p), float(p.name.split("_")[0])) for p in files]
+            recs = [Record(str(p), float(utkface_age(p))) for p in files]
             return build_loader(recs, AgeGroups.parse(), DataConfig(num_workers=w), size, batch, True, 0)
     except ImportError as exc:
         from torch.utils.data import DataLoader

@@ -50,10 +50,10 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_stats(args: argparse.Namespace) -> int:
+    from ordinalage.config import data_config
     from ordinalage.data.stats import data_stats
 
-    result = data_stats(args.data, groups=args.groups, config_path=args.config,
-                        sets=args.set, plot_dir=args.plot, show=not args.json)
+    result = data_stats(data_config(args.config, args.data, args.groups, args.set), plot_dir=args.plot, show=not args.json)
     if args.json:
         _print_json(result)
     return 0

@@ -51,13 +51,15 @@ class AugmentConfig:
 class DataConfig:
     """Where the faces come from, how they are grouped, split, sampled and turned into tensors."""
 
-    sources: tuple[str, ...] = ("synth",)  # data specs: synth, utkface:PATH, megaage:PATH, folder:PATH, csv:PATH
+    sources: tuple[str, ...] = ("synth",)  # data specs: synth, utkface:PATH, csv:PATH, adience:PATH, ... (docs/datasets.md)
     groups: str = "0-10,11-20,21-30,31-40,41-50,51-60,61-70"
     image_size: int = 0  # 0: the backbone's default input size
     geometry: str = "auto"  # auto | resize | center_square | crop_megaage (20 px off top and bottom)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0
+    protocol: str = "random"  # random | subject | folds:K | loso | source (see docs/datasets.md)
+    fold: int = 0  # which fold of a folds:K / loso / source protocol this run trains (training/folds.py runs all)
     cap_train: int | None = None  # per-group cap on the training split
     cap_val: int | None = None
     cap_test: int | None = None
@@ -70,6 +72,13 @@ class DataConfig:
     cache_dir: str | None = None  # default: $ORDINALAGE_CACHE or ~/.cache/ordinalage
     cache: str = "auto"  # decoded-image cache: auto (disk when it fits) | off | ram | disk (data/cache.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        from ordinalage.data.splits import parse_protocol  # the data layer imports config, not the reverse
+
+        parse_protocol(self.protocol)
+        if self.fold < 0:
+            raise UsageError(f"config key 'data.fold': {self.fold} is negative")
 
 
 @dataclass(frozen=True)
@@ -293,6 +302,18 @@ def load_config(
         return validate(from_dict(Config, raw))
     except UsageError as exc:
         raise UsageError(f"{exc}{where}") from None
+
+
+def data_config(path: str | Path | None, specs: list[str] | None = None, groups: str | None = None,
+                sets: list[str] | None = None) -> DataConfig:
+    """The data section for `data stats`-style commands: the YAML file, then --data specs and
+    --groups, then `--set` items (parsed here, so the data layer never sees `--set` strings)."""
+    overrides: dict[str, Any] = {}
+    if specs:
+        overrides["data.sources"] = list(specs)
+    if groups:
+        overrides["data.groups"] = groups
+    return load_config(path, overrides, list(sets or [])).data
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

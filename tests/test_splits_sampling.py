@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections import Counter, defaultdict
 
@@ -213,3 +214,28 @@ def test_empty_after_filtering_says_why(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no images found in utkface:"):
         prepare_data(DataConfig(sources=(f"utkface:{tmp_path / 'empty'}",)))
+
+
+def test_csv_that_names_its_val_rows_is_honoured_exactly(tmp_path):
+    """2048 train + 256 val rows: train on 2048, validate on 256, no val carved out of train (nor test)."""
+    images = tmp_path / "img"
+    images.mkdir()
+    rows = ["path,age,split"]
+    for i in range(2048 + 256):
+        (images / f"{i}.jpg").write_bytes(f"not decoded {i}".encode())  # only hashed, never decoded
+        rows.append(f"img/{i}.jpg,{i % 70},{'train' if i < 2048 else 'val'}")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    prep = prepare_data(DataConfig(sources=(f"csv:{tmp_path / 'faces.csv'}",)))
+    assert (len(prep.train), len(prep.val), len(prep.test)) == (2048, 256, 0)
+    assert {int(os.path.basename(r.path)[:-4]) for r in prep.val} == set(range(2048, 2304))
+
+
+def test_val_is_still_carved_for_a_source_without_val_rows_next_to_one_with_them(tmp_path):
+    records, groups, _ = _synthetic(400)
+    hashes = [f"u{i}" for i in range(400)]  # no duplicates: a duplicate would pull its copy to val
+    own = [("train" if i % 4 else "val") if i < 200 else "train" for i in range(400)]
+    records = [Record(r.path, r.age, s, source="a" if i < 200 else "b")
+               for i, (r, s) in enumerate(zip(records, own, strict=True))]
+    out = assign_splits(records, groups, hashes, 0.1, 0.2, seed=0)
+    assert out[:200] == own[:200]  # source a names its val rows: kept exactly
+    assert 10 <= out[200:].count("val") <= 40 and out[200:].count("test") == 0  # b: val carved from its train

@@ -12,6 +12,7 @@ import pytest
 from fakes_data import UTKFACE, UTKFACE_DUPLICATES, make_utkface, write_jpeg
 
 from ordinalage.cli import main
+from ordinalage.config import data_config
 from ordinalage.data.audit import data_audit, image_problem
 from ordinalage.data.stats import data_stats
 
@@ -22,7 +23,7 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _stats(specs, groups=None, sets=(), plot_dir=None):
-    return data_stats(specs, groups=groups, config_path=None, sets=list(sets), plot_dir=plot_dir, show=False)
+    return data_stats(data_config(None, specs, groups, list(sets)), plot_dir=plot_dir, show=False)
 
 
 # --------------------------------------------------------------------------------------- stats

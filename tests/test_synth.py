@@ -14,6 +14,7 @@ from ordinalage.config import DataConfig
 from ordinalage.data import synth
 from ordinalage.data.synth import ensure_default_synth, render_face, write_synth
 from ordinalage.errors import UsageError
+from ordinalage.groups import AgeGroups
 
 NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d{17})\.jpg$")
 
@@ -27,7 +28,7 @@ def _ages(paths: list[Path]) -> np.ndarray:
     return np.array([int(p.name.split("_")[0]) for p in paths], dtype=float)
 
 
-def test_writes_utkface_style_names_covering_0_to_80(set500: list[Path]) -> None:
+def test_writes_utkface_style_names_covering_0_to_70(set500: list[Path]) -> None:
     files = sorted(set500[0].parent.glob("*.jpg"))
     assert len(files) == len(set500) == 500
     assert sorted(set500) == files
@@ -35,9 +36,9 @@ def test_writes_utkface_style_names_covering_0_to_80(set500: list[Path]) -> None
     assert all(matches), [p.name for p, m in zip(files, matches, strict=True) if not m][:3]
     assert len({m.group(4) for m in matches if m}) == 500  # ids are unique
     ages = _ages(set500)
-    assert 0 <= ages.min() <= 2 and 78 <= ages.max() <= 80
-    counts = np.histogram(ages, bins=[0, 11, 21, 31, 41, 51, 61, 71, 81])[0]
-    assert counts.min() >= 30, counts  # every decade 0-10 ... 71-80 is well populated
+    assert 0 <= ages.min() <= 2 and 68 <= ages.max() <= 70
+    counts = np.histogram(ages, bins=[0, 11, 21, 31, 41, 51, 61, 71])[0]
+    assert counts.min() >= 30, counts  # every default group 0-10 ... 61-70 is well populated
     genders = {m.group(2) for m in matches if m}
     races = {m.group(3) for m in matches if m}
     assert genders == {"0", "1"} and len(races) == 5
@@ -113,7 +114,7 @@ def test_task_is_learnable_but_not_trivial(set500: list[Path]) -> None:
 def test_default_set_is_generated_once_and_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = DataConfig(synth_n=30, synth_size=48, cache_dir=str(tmp_path / "cache"))
     folder = ensure_default_synth(cfg)
-    assert folder == tmp_path / "cache" / "synth-v1-n30-s48"
+    assert folder == tmp_path / "cache" / "synth-v2-n30-s48"
     files = sorted(folder.glob("*.jpg"))
     assert len(files) == 30 and cv2.imread(str(files[0])).shape == (48, 48, 3)
     assert "generating" in capsys.readouterr().err
@@ -127,12 +128,12 @@ def test_default_set_is_generated_once_and_reused(tmp_path: Path, capsys: pytest
 def test_default_set_uses_env_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORDINALAGE_CACHE", str(tmp_path / "env"))
     folder = ensure_default_synth(DataConfig(synth_n=3, synth_size=40))
-    assert folder == tmp_path / "env" / "synth-v1-n3-s40" and len(list(folder.glob("*.jpg"))) == 3
+    assert folder == tmp_path / "env" / "synth-v2-n3-s40" and len(list(folder.glob("*.jpg"))) == 3
 
 
 def test_losing_a_race_keeps_the_winners_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = DataConfig(synth_n=4, synth_size=40, cache_dir=str(tmp_path))
-    target = tmp_path / "synth-v1-n4-s40"
+    target = tmp_path / "synth-v2-n4-s40"
     real = synth.write_synth
 
     def other_process_finishes_first(out: Path, **kw: int) -> list[Path]:
@@ -152,3 +153,13 @@ def test_unwritable_cache_dir_names_the_folder(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(UsageError, match=re.escape(str(blocker / "cache"))):
         ensure_default_synth(DataConfig(synth_n=2, cache_dir=str(blocker / "cache")))
+
+
+def test_default_synth_set_drops_nothing_under_the_default_groups(tmp_path: Path) -> None:
+    groups = AgeGroups.parse(DataConfig().groups)
+    n = DataConfig().synth_n
+    ages = [synth.item_age(0, i) for i in range(n)]  # the cached default set is seed 0
+    assert int((groups.indices(ages) < 0).sum()) == 0
+    assert min(ages) == 0 and max(ages) == groups.max_age == synth.MAX_AGE  # the whole range is used
+    written = write_synth(tmp_path / "head", n=4, seed=0, size=32)
+    assert list(_ages(written)) == ages[:4]  # item_age is the age the file name carries

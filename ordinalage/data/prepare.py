@@ -16,7 +16,7 @@ from ordinalage.data import sampling
 from ordinalage.data.hashing import content_hashes
 from ordinalage.data.records import SPLITS, Record
 from ordinalage.data.sources import read_sources
-from ordinalage.data.splits import assign_splits
+from ordinalage.data.splits import Fold, parse_protocol, protocol_folds, splits_of_fold
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
@@ -70,16 +70,36 @@ def group_records(records: Sequence[Record], groups: AgeGroups, specs: Sequence[
     return kept, idx[keep], dropped_ages
 
 
-def prepare_data(cfg: DataConfig, records: Sequence[Record] | None = None, progress: bool = False) -> PreparedData:
-    """Read `cfg.sources` (or use `records`), drop ages outside the groups, split, cap and sample."""
+def _folds(cfg: DataConfig, records: Sequence[Record] | None, progress: bool, skipped: dict[str, dict[str, int]]
+           ) -> tuple[AgeGroups, Sequence[Record], list[Record], np.ndarray, dict[int, int], list[Fold]]:
     groups = AgeGroups.parse(cfg.groups)
     if records is None:
-        records = read_sources(cfg.sources, cfg)
+        records = read_sources(cfg.sources, cfg, skipped)
     if not records:
         raise UsageError(f"data: no images found in {', '.join(cfg.sources)}")
     kept, gidx, dropped_ages = group_records(records, groups, cfg.sources)
     hashes = content_hashes([r.path for r in kept], cache_dir=cfg.cache_dir, progress=progress)
-    splits = np.asarray(assign_splits(kept, gidx, hashes, cfg.val_fraction, cfg.test_fraction, cfg.split_seed))
+    folds = protocol_folds(kept, gidx, hashes, cfg.protocol, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    return groups, records, kept, gidx, dropped_ages, folds
+
+
+def fold_count(cfg: DataConfig, records: Sequence[Record] | None = None) -> int:
+    """How many folds `cfg.protocol` has on this data (folds:K: K, without reading anything)."""
+    fixed = parse_protocol(cfg.protocol).fixed_folds
+    if fixed is not None:
+        return fixed
+    return len(_folds(cfg, records, False, {})[-1])
+
+
+def prepare_data(cfg: DataConfig, records: Sequence[Record] | None = None, progress: bool = False) -> PreparedData:
+    """Read `cfg.sources` (or use `records`), drop ages outside the groups, split by `cfg.protocol`
+    (fold `cfg.fold`), cap and sample."""
+    skipped: dict[str, dict[str, int]] = {}
+    groups, records, kept, gidx, dropped_ages, folds = _folds(cfg, records, progress, skipped)
+    if cfg.fold >= len(folds):
+        raise UsageError(f"config key 'data.fold': {cfg.fold} is past the last fold: data.protocol "
+                         f"{cfg.protocol!r} has {len(folds)} fold(s) on {', '.join(cfg.sources)} (0-{len(folds) - 1})")
+    splits = np.asarray(splits_of_fold(folds[cfg.fold], len(kept)))
 
     caps = {"train": cfg.cap_train, "val": cfg.cap_val, "test": cfg.cap_test}
     before: dict[str, np.ndarray] = {}
@@ -94,7 +114,8 @@ def prepare_data(cfg: DataConfig, records: Sequence[Record] | None = None, progr
         chosen[name], after[name] = pos, gidx[pos]
 
     report = sampling.counts_report(groups.labels, before, after)
-    report.update(sampling=cfg.sampling, caps=caps)
+    report.update(sampling=cfg.sampling, caps=caps, protocol=cfg.protocol, fold=cfg.fold, n_folds=len(folds),
+                  skipped=skipped, unused=int((splits == "").sum()))
     train_groups = after["train"]
     return PreparedData(
         groups=groups,

@@ -1,7 +1,10 @@
-"""Data specs and their readers: `synth`, `utkface:PATH`, `megaage:PATH`, `folder:PATH`, `csv:PATH`.
+"""Data specs and their readers: `synth`, `utkface:PATH`, `megaage:PATH`, `folder:PATH`, `csv:PATH`,
+and the benchmarks as distributed: `afad:`, `morph:`, `cacd:`, `fgnet:`, `adience:`, `imdbwiki:`,
+`appa:`, `agedb:` (see docs/datasets.md). A spec may end in options, `appa:PATH?target=real`.
 
 Every reader turns a folder or file into `Record`s (absolute path, age, the source's own split or
-None, the spec as `source`, small `meta`). Bad input raises `UsageError` naming the file and line.
+None, the spec as `source`, small `meta`). Files a benchmark reader leaves out are counted per reason
+and reported on stderr. Bad input raises `UsageError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -9,80 +12,84 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ordinalage.data.records import Record
+from ordinalage.data.files import UTKFaceName, list_images, parse_utkface_name
+from ordinalage.data.records import Record, Skipped
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
 if TYPE_CHECKING:
     from ordinalage.config import DataConfig
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-KINDS = ("synth", "utkface", "megaage", "folder", "csv")
-
-
-def is_image(name: str) -> bool:
-    """True for a file name with an image extension (case-insensitive), hidden files excluded."""
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder` (recursively, hidden folders skipped), in sorted order."""
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if is_image(name):
-                yield Path(root) / name
+KINDS = ("synth", "utkface", "megaage", "folder", "csv",
+         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb")
+# options each kind takes after `?` (None: any value); other kinds take the whole rest as PATH
+OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "afad": {"images": None}, "morph": {"images": None}, "cacd": {"images": None},
+    "appa": {"target": ("apparent", "real")}, "imdbwiki": {"min_score": None},
+}
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split `kind:PATH` (or the bare `synth`) into (kind, path)."""
+    """Split `kind:PATH` (or the bare `synth`) into (kind, path); options stay on the path."""
     spec = spec.strip()
     if spec == "synth":
         return "synth", None
     kind, sep, path = spec.partition(":")
     if not sep or kind not in KINDS or kind == "synth":
-        raise UsageError(
-            f"data spec {spec!r}: unknown kind (expected synth, utkface:PATH, megaage:PATH, folder:PATH or csv:PATH)"
-        )
-    if not path:
+        raise UsageError(f"data spec {spec!r}: unknown kind (expected synth or one of "
+                         f"{', '.join(k + ':PATH' for k in KINDS if k != 'synth')})")
+    if not path or path.startswith("?"):
         raise UsageError(f"data spec {spec!r}: missing PATH after '{kind}:'")
     return kind, path
+
+
+def parse_options(kind: str, path: str, spec: str) -> tuple[str, dict[str, str]]:
+    """`PATH?key=value&key=value` -> (PATH, options) for the kinds that take options (OPTIONS)."""
+    allowed = OPTIONS.get(kind)
+    if not allowed or "?" not in path:
+        return path, {}
+    path, _, query = path.partition("?")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise UsageError(f"data spec {spec!r}: unknown option {item!r} "
+                             f"({kind}: takes {', '.join(k + '=' for k in allowed)})")
+        choices = allowed[key]
+        if choices is not None and value not in choices:
+            raise UsageError(f"data spec {spec!r}: {key}={value!r} is not one of {', '.join(choices)}")
+        options[key] = value
+    return path, options
 
 
 # ---------------------------------------------------------------------------------------------
 # utkface: age is the first "_" token of the file name
 
 
-def utkface_meta(name: str) -> dict[str, int]:
-    """gender and race from `age_gender_race_time.jpg.chip.jpg` when present (race is missing in a few names)."""
-    tokens = name.split("_")
-    meta: dict[str, int] = {}
-    if len(tokens) >= 3 and tokens[1] in ("0", "1"):
-        meta["gender"] = int(tokens[1])
-    if len(tokens) >= 4 and len(tokens[2]) == 1 and tokens[2].isdigit():
-        meta["race"] = int(tokens[2])
-    return meta
-
-
-def utkface_age(path: Path) -> int:
-    """The age encoded as the first `_` token of a UTKFace file name."""
-    token = path.name.split("_", 1)[0].strip()
-    if not (token.isascii() and token.isdigit()):
+def utkface_name(path: Path) -> UTKFaceName:
+    """What a UTKFace file name says; a name that does not start with the age in years is a UsageError."""
+    parsed = parse_utkface_name(path.name)
+    if parsed is None:
+        token = path.name.split("_", 1)[0].strip()
         raise UsageError(f"{path}: UTKFace file name must start with the age in years followed by '_' "
                          f"(like 25_0_1_20170116174525125.jpg.chip.jpg), got {token!r}")
-    return int(token)
+    return parsed
 
 
 def read_utkface(folder: Path, source: str) -> list[Record]:
-    """Every image under `folder`, age from its name."""
+    """Every image under `folder`, age (and gender, race) from its name."""
     if not folder.is_dir():
         raise UsageError(f"data spec {source!r}: {folder} is not a folder")
-    return [Record(str(p), float(utkface_age(p)), None, source, utkface_meta(p.name)) for p in iter_images(folder)]
+    records = []
+    for p in list_images(folder):
+        name = utkface_name(p)
+        records.append(Record(str(p), float(name.age), None, source, name.meta()))
+    return records
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +156,7 @@ def _group_records(group_dir: Path, split: str | None, source: str) -> list[Reco
     except (UsageError, ValueError):
         raise UsageError(f"{group_dir}: folder name must be an age group such as '21-30' or '71+'") from None
     meta = {"group_label": group.label}
-    return [Record(str(p), group.midpoint, split, source, dict(meta)) for p in iter_images(group_dir)]
+    return [Record(str(p), group.midpoint, split, source, dict(meta)) for p in list_images(group_dir)]
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -226,34 +233,62 @@ def read_csv(path: Path, source: str) -> list[Record]:
 # ---------------------------------------------------------------------------------------------
 
 
-READERS: dict[str, Callable[[Path, str], list[Record]]] = {
-    "utkface": read_utkface,
-    "megaage": read_megaage,
-    "folder": read_folder,
-    "csv": read_csv,
+Reader = Callable[[Path, str, dict[str, str]], tuple[list[Record], Skipped]]
+
+
+def _plain(read: Callable[[Path, str], list[Record]]) -> Reader:
+    """A reader that skips nothing (it raises on what it cannot read) in the common signature."""
+    return lambda path, source, _options: (read(path, source), Skipped(source))
+
+
+def _lazy(module: str, name: str) -> Reader:
+    def read(path: Path, source: str, options: dict[str, str]) -> tuple[list[Record], Skipped]:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(path, source, options)
+
+    return read
+
+
+READERS: dict[str, Reader] = {
+    "utkface": _plain(read_utkface),
+    "megaage": _plain(read_megaage),
+    "folder": _plain(read_folder),
+    "csv": _plain(read_csv),
+    **{kind: _lazy("ordinalage.data.age_datasets", f"read_{kind}")
+       for kind in ("afad", "morph", "cacd", "fgnet", "agedb", "appa")},
+    "adience": _lazy("ordinalage.data.adience", "read_adience"),
+    "imdbwiki": _lazy("ordinalage.data.imdbwiki", "read_imdbwiki"),
 }
 
 
-def read_spec(spec: str, cfg: DataConfig) -> list[Record]:
-    """Records of one data spec."""
+def read_spec(spec: str, cfg: DataConfig, skipped: dict[str, dict[str, int]] | None = None) -> list[Record]:
+    """Records of one data spec; what the reader skipped is reported on stderr (and put in `skipped`)."""
     kind, raw_path = parse_spec(spec)
     if kind == "synth":
         from ordinalage.data.synth import ensure_default_synth
 
         return read_utkface(Path(os.path.abspath(ensure_default_synth(cfg))), "synth")
+    raw_path, options = parse_options(kind, str(raw_path), spec)
     path = Path(raw_path).expanduser()
     if not path.exists():
         raise UsageError(f"data spec {spec!r}: path not found: {path}")
-    return READERS[kind](Path(os.path.abspath(path)), spec)
+    records, skips = READERS[kind](Path(os.path.abspath(path)), spec, options)
+    skips.report(len(records))
+    if skipped is not None and skips.total:
+        skipped[spec] = dict(skips.counts)
+    return records
 
 
-def read_sources(specs: Sequence[str], cfg: DataConfig) -> list[Record]:
-    """Records from every data spec, in the order given."""
+def read_sources(specs: Sequence[str], cfg: DataConfig,
+                 skipped: dict[str, dict[str, int]] | None = None) -> list[Record]:
+    """Records from every data spec, in the order given; each Record's `source` is its spec.
+    `skipped` (when given) receives {spec: {reason: count}} of the files the readers left out."""
     if isinstance(specs, str):
         specs = [specs]
     if not specs:
         raise UsageError("no data given (data.sources is empty; use --data SPEC)")
     records: list[Record] = []
     for spec in specs:
-        records.extend(read_spec(spec, cfg))
+        records.extend(read_spec(spec, cfg, skipped))
     return records

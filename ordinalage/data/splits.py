@@ -2,7 +2,8 @@
 
 Records with the same content hash form one cluster and always land in the same split. A
 cluster keeps its source's own split ("test" stays test, "val" stays val); validation is carved
-out of the source's "train" records; records without a split are divided into train/val/test.
+out of the source's "train" records unless that source names its own "val" records (then its
+train rows all stay train); records without a split are divided into train/val/test.
 Inside each age group the clusters are ordered by a seeded hash of their content hash and cut at
 the target counts, so the split depends on the seed and the image bytes, not on the file order.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,13 +61,14 @@ def assign_splits(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
     # per (group, kind) the clusters to cut; kind is "free" (no source split) or "train" (source train)
     buckets: dict[tuple[int, str], list[tuple[bytes, list[int]]]] = {}
     out = [""] * len(records)
+    own_val = {r.source for r in records if r.split == "val"}  # sources that name their validation rows
     for h, idx in members.items():
         own = {records[i].split for i in idx} - {None}
         for i in idx:
             if records[i].split not in (None, *_PRIORITY):
                 raise UsageError(f"{records[i].path}: split {records[i].split!r} is not train, val or test")
         fixed = min(own, key=lambda s: _PRIORITY.get(s, 0)) if own else None
-        if fixed in ("test", "val"):
+        if fixed in ("test", "val") or (fixed == "train" and any(records[i].source in own_val for i in idx)):
             for i in idx:
                 out[i] = fixed
             continue
@@ -82,3 +85,210 @@ def assign_splits(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
         else:
             _cut(clusters, [("val", round(n * val_of_rest))], "train", out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# protocols: data.protocol = random | subject | folds:K | loso | source
+
+PROTOCOLS = ("random", "subject", "folds:K", "loso", "source")
+Fold = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, val, test record indices
+
+
+@dataclass(frozen=True)
+class Protocol:
+    kind: str  # random | subject | folds | loso | source
+    k: int = 0  # folds:K
+
+    @property
+    def fixed_folds(self) -> int | None:
+        """The number of folds known without reading the data (None: one per subject or source fold)."""
+        return {"random": 1, "subject": 1, "folds": self.k}.get(self.kind)
+
+
+def parse_protocol(text: str) -> Protocol:
+    """`random`, `subject`, `folds:K` (K >= 2), `loso` or `source`; errors name the config key."""
+    kind, sep, arg = str(text).strip().partition(":")
+    if kind == "folds" and sep:
+        if arg.isdigit() and int(arg) >= 2:
+            return Protocol("folds", int(arg))
+        raise UsageError(f"config key 'data.protocol': {text!r} needs a whole number of folds >= 2, e.g. folds:5")
+    if kind in ("random", "subject", "loso", "source") and not sep:
+        return Protocol(kind)
+    raise UsageError(f"config key 'data.protocol': {text!r} is not one of {', '.join(PROTOCOLS)}")
+
+
+def _subjects(records: Sequence[Record], protocol: str) -> list[str]:
+    """`source` + subject id of every record; a record without one is an error naming its source."""
+    out = []
+    for r in records:
+        subject = r.meta.get("subject")
+        if subject is None or subject == "":
+            raise UsageError(f"data.protocol {protocol!r} needs subject ids, and {r.source or r.path} has none "
+                             "(subject ids come from morph:, cacd:, fgnet:, agedb:, adience: and imdbwiki:)")
+        out.append(f"{r.source}\0{subject}")
+    return out
+
+
+def _clusters(hashes: Sequence[str], keys: Sequence[str | None]) -> list[list[int]]:
+    """Records linked by one content hash or one key (subject) form a cluster (union-find)."""
+    parent = list(range(len(hashes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, (h, k) in enumerate(zip(hashes, keys, strict=True)):
+        for tag in (("h", h), ("k", k)):
+            if tag[1] is None:
+                continue
+            j = first.setdefault(tag, i)  # type: ignore[arg-type]
+            parent[find(i)] = find(j)
+    members: dict[int, list[int]] = {}
+    for i in range(len(hashes)):
+        members.setdefault(find(i), []).append(i)
+    return sorted(members.values())
+
+
+def _cluster_key(seed: int, hashes: Sequence[str], members: list[int]) -> bytes:
+    return _order_key(seed, min(hashes[i] for i in members))
+
+
+def _take(clusters: list[list[int]], group_idx: np.ndarray, hashes: Sequence[str], share: float, seed: int,
+          stratify: bool = True) -> tuple[list[int], list[int]]:
+    """About `share` of the images (per age group when `stratify`), whole clusters in seeded order."""
+    buckets: dict[int, list[tuple[bytes, list[int]]]] = {}
+    for members in clusters:
+        group = int(min(group_idx[i] for i in members)) if stratify else 0
+        buckets.setdefault(group, []).append((_cluster_key(seed, hashes, members), members))
+    taken: list[int] = []
+    rest: list[int] = []
+    for _group, items in sorted(buckets.items()):
+        want = round(sum(len(m) for _, m in items) * share)
+        filled = 0
+        for _key, members in sorted(items):
+            if filled < want:
+                taken.extend(members)
+                filled += len(members)
+            else:
+                rest.extend(members)
+    return sorted(taken), sorted(rest)
+
+
+def _fold(n: int, train: Sequence[int], val: Sequence[int], test: Sequence[int]) -> Fold:
+    return (np.asarray(sorted(train), dtype=np.int64), np.asarray(sorted(val), dtype=np.int64),
+            np.asarray(sorted(test), dtype=np.int64))
+
+
+def _with_val(clusters: list[list[int]], test: set[int], group_idx: np.ndarray, hashes: Sequence[str],
+              share: float, seed: int, stratify: bool) -> Fold:
+    """Test = `test`; validation carved (by whole clusters) from the other clusters; the rest train."""
+    rest = [m for m in clusters if not test.intersection(m)]
+    val, train = _take(rest, group_idx, hashes, share, seed, stratify)
+    return _fold(len(group_idx), train, val, sorted(test))
+
+
+def splits_of_fold(fold: Fold, n: int) -> list[str]:
+    """'train' / 'val' / 'test' per record for one fold (records in no set: '')."""
+    out = [""] * n
+    for name, idx in zip(("train", "val", "test"), fold, strict=True):
+        for i in idx:
+            out[int(i)] = name
+    return out
+
+
+def protocol_folds(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequence[str], protocol: str,
+                   val_fraction: float, test_fraction: float, seed: int) -> list[Fold]:
+    """(train, val, test) record indices of every fold of `protocol` (pure: no files are read).
+
+    random: one seeded, group-stratified split (assign_splits). subject: one split with no person on
+    two sides. folds:K: K stratified folds, each the test set once (by person when every record has a
+    subject id, else by image content). loso: one fold per subject (FG-NET: 82 folds). source: the
+    dataset's own folds (`meta["fold"]`, Adience) or its own train/val/test split (MegaAge, CORAL CSVs).
+    Byte-identical images always stay on one side; validation is carved from the training side.
+    """
+    check_fractions(val_fraction, test_fraction)
+    proto = parse_protocol(protocol)
+    group_idx = np.asarray(group_idx)
+    n = len(records)
+    if proto.kind == "random":
+        splits = assign_splits(records, group_idx, hashes, val_fraction, test_fraction, seed)
+        return [_fold(n, *([i for i, s in enumerate(splits) if s == name] for name in ("train", "val", "test")))]
+    if proto.kind == "source":
+        return _source_folds(records, group_idx, hashes, val_fraction, seed)
+    has_subjects = all(r.meta.get("subject") not in (None, "") for r in records)
+    need_subjects = proto.kind in ("subject", "loso")
+    keys: list[str | None] = list(_subjects(records, protocol)) if need_subjects or has_subjects else [None] * n
+    clusters = _clusters(hashes, keys)
+    by_person = keys[0] is not None if n else False
+    if proto.kind == "subject":
+        test, rest = _take(clusters, group_idx, hashes, test_fraction, seed, stratify=False)
+        rest_set = set(rest)
+        rest_clusters = [m for m in clusters if m[0] in rest_set]
+        val, train = _take(rest_clusters, group_idx, hashes, val_fraction / (1.0 - test_fraction), seed, False)
+        return [_fold(n, train, val, test)]
+    if proto.kind == "folds":
+        if len(clusters) < proto.k:
+            raise UsageError(f"data.protocol {protocol!r}: only {len(clusters)} "
+                             f"{'people' if by_person else 'distinct images'} for {proto.k} folds")
+        fold_of = _deal(clusters, group_idx, hashes, proto.k, seed, stratify=not by_person)
+        share = min(val_fraction / (1.0 - 1.0 / proto.k), 0.9)
+        return [_with_val(clusters, {i for m, f in zip(clusters, fold_of, strict=True) if f == k for i in m},
+                          group_idx, hashes, share, seed, stratify=not by_person) for k in range(proto.k)]
+    # loso: each person is the test set once
+    people = sorted({keys[m[0]] for m in clusters}, key=str)
+    if len(people) < 2:
+        raise UsageError(f"data.protocol 'loso' needs at least two subjects, found {len(people)}")
+    out = []
+    for person in people:
+        test = {i for m in clusters if keys[m[0]] == person for i in m}
+        out.append(_with_val(clusters, test, group_idx, hashes, val_fraction, seed, stratify=False))
+    return out
+
+
+def _deal(clusters: list[list[int]], group_idx: np.ndarray, hashes: Sequence[str], k: int, seed: int,
+          stratify: bool) -> list[int]:
+    """Fold number of each cluster: per age group in seeded order, each to the fold that has the fewest
+    images of that group so far (then the fewest in all), so the folds are balanced and stratified."""
+    order = sorted(range(len(clusters)), key=lambda c: (
+        int(min(group_idx[i] for i in clusters[c])) if stratify else 0, _cluster_key(seed, hashes, clusters[c])))
+    per_group: dict[int, list[int]] = {}
+    total = [0] * k
+    out = [0] * len(clusters)
+    for c in order:
+        group = int(min(group_idx[i] for i in clusters[c])) if stratify else 0
+        counts = per_group.setdefault(group, [0] * k)
+        f = min(range(k), key=lambda j: (counts[j], total[j], j))
+        out[c] = f
+        counts[f] += len(clusters[c])
+        total[f] += len(clusters[c])
+    return out
+
+
+def _source_folds(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequence[str], val_fraction: float,
+                  seed: int) -> list[Fold]:
+    """The dataset's own folds (meta "fold") or its own train/val/test split."""
+    n = len(records)
+    folds = [r.meta.get("fold") for r in records]
+    if any(f is not None for f in folds):
+        missing = next((r for r, f in zip(records, folds, strict=True) if f is None), None)
+        if missing is not None:
+            raise UsageError(f"data.protocol 'source': {missing.source} has no fold of its own "
+                             "(mixing it with a source that has folds, like adience:, is ambiguous)")
+        has_subjects = all(r.meta.get("subject") not in (None, "") for r in records)
+        keys = _subjects(records, "source") if has_subjects else [None] * n
+        clusters = _clusters(hashes, keys)
+        out = []
+        for k in sorted(set(folds), key=str):
+            test = {i for i, f in enumerate(folds) if f == k}
+            test |= {i for m in clusters if test.intersection(m) for i in m}  # a duplicate goes with its copy
+            out.append(_with_val(clusters, test, group_idx, hashes, val_fraction, seed, stratify=not has_subjects))
+        return out
+    missing = next((r for r in records if r.split is None), None)
+    if missing is not None:
+        raise UsageError(f"data.protocol 'source': {missing.source or missing.path} has no split of its own "
+                         "(use random, subject or folds:K for it)")
+    splits = assign_splits(records, group_idx, hashes, val_fraction, 0.0, seed)
+    return [_fold(n, *([i for i, s in enumerate(splits) if s == name] for name in ("train", "val", "test")))]

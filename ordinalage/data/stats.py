@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ordinalage.config import load_config
+from ordinalage.config import DataConfig
 from ordinalage.data.prepare import PreparedData, prepare_data
 from ordinalage.data.records import SPLITS
 from ordinalage.data.sampling import group_counts
@@ -96,15 +95,8 @@ def plot_balance(result: dict, plot_dir: str | Path) -> list[str]:
     return [str(path)]
 
 
-def data_stats(specs: Sequence[str] | None, groups: str | None, config_path: str | None,
-               sets: Sequence[str] | None, plot_dir: str | None, show: bool) -> dict:
-    """Counts per age group and split for `specs` (default: the config's data.sources)."""
-    overrides: dict = {}
-    if specs:
-        overrides["data.sources"] = list(specs)
-    if groups:
-        overrides["data.groups"] = groups
-    cfg = load_config(config_path, overrides, list(sets or [])).data
+def data_stats(cfg: DataConfig, plot_dir: str | None, show: bool) -> dict:
+    """Counts per age group and split for the data config (built by the CLI: `config.data_config`)."""
     result = stats_dict(prepare_data(cfg, progress=show))
     result["sources"] = list(cfg.sources)
     if plot_dir:

@@ -26,15 +26,16 @@ import cv2
 import numpy as np
 
 from ordinalage.errors import UsageError
+from ordinalage.groups import DEFAULT_GROUPS, AgeGroups
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ordinalage.config import DataConfig
 
-MAX_AGE = 80
+MAX_AGE = int(AgeGroups.parse(DEFAULT_GROUPS).max_age)  # 70: the default groups keep every face
 JPEG_QUALITY = 92
-SYNTH_VERSION = "v1"
+SYNTH_VERSION = "v2"  # v2: ages 0-70 (v1 drew 0-80, and the default groups dropped the 71-80 year olds)
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing calls
 _ONE = 1 << _SHIFT
 _AA = cv2.LINE_AA
@@ -388,10 +389,19 @@ def _synth_name(age: int, gender: int, race: int, seed: int, index: int) -> str:
     return f"{age}_{gender}_{race}_{(seed % 10**8) * 10**9 + index:017d}.jpg"
 
 
+def _draw_age(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, MAX_AGE + 1))
+
+
+def item_age(seed: int, index: int) -> int:
+    """The age of image `index` of the set drawn with `seed` (without drawing the face)."""
+    return _draw_age(np.random.default_rng([seed, index]))
+
+
 def _render_item(seed: int, index: int, size: int) -> tuple[str, bytes]:
     """File name and JPEG bytes of image `index`; its age is the first draw of its own generator."""
     rng = np.random.default_rng([seed, index])
-    age = int(rng.integers(0, MAX_AGE + 1))
+    age = _draw_age(rng)
     img, face = _render(age, rng, size)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV always encodes a uint8 image
@@ -400,7 +410,7 @@ def _render_item(seed: int, index: int, size: int) -> tuple[str, bytes]:
 
 
 def write_synth(out: str | Path, n: int, seed: int = 0, size: int = 96, progress: bool = False) -> list[Path]:
-    """Write `n` synthetic faces (ages 0-80, roughly uniform) as JPEGs into `out`; returns their paths.
+    """Write `n` synthetic faces (ages 0-MAX_AGE = 0-70, roughly uniform) as JPEGs into `out`; returns their paths.
 
     Image i is drawn from `np.random.default_rng([seed, i])`, so one seed gives byte-identical files
     and a smaller `n` gives a prefix of a larger one.

@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 
 from ordinalage.data.decode import ImageDecodeError, decode_image
+from ordinalage.data.files import IMAGE_EXTENSIONS, list_images
 from ordinalage.errors import UsageError
 from ordinalage.inference.faces import UTKFACE_CHIP, Box, ChipRatio, HaarFaceDetector, crop_face
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS)
 DETECTORS = ("haar", "none")
 MAX_HELD_PIXELS = 64_000_000  # images kept for --annotate while their faces wait for a batch
 NO_FACE = "no face found"
@@ -40,19 +41,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     """
     if not inputs:
         raise UsageError("predict: give at least one image or folder")
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UsageError(f"{p}: no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise UsageError(f"{p}: no such file or folder")
-    return out
+    return list_images(inputs, recursive=True, allow_empty=False)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

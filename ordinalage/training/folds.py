@@ -1,0 +1,107 @@
+"""Every fold of a `folds:K`, `loso` or `source` protocol: one training run per fold, then one
+`folds.json` with a row per fold and the mean +- std of every metric.
+
+`run_folds(config, fit_fn)` calls `fit_fn(config with data.fold=i and train.out_dir=<base>/fold-<i>)`
+for each fold; a fold whose run folder already holds a finished `summary.json` is reused, so an
+interrupted 82-fold LOSO run continues where it stopped. The fold's metrics are those `evaluate_fn`
+returns for its run folder (the caller decides how to evaluate), else the `test` block of its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ordinalage.config import Config, replace
+from ordinalage.errors import UsageError
+
+FitFn = Callable[[Config], Path]
+EvaluateFn = Callable[[Path], dict[str, Any]]
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite scalar metrics (MAE, accuracy, ...) of an evaluation result."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def mean_std(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{metric: {mean, std, n}} over the rows that have it (std: sample std, ddof=1; 0 for one row)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    keys = sorted({k for r in rows for k, v in r.items() if k != "fold" and number(v)})
+    out: dict[str, dict[str, float]] = {}
+    for key in keys:
+        values = np.array([r[key] for r in rows if number(r.get(key))], dtype=float)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "n": int(len(values))}
+    return out
+
+
+def base_dir(config: Config) -> Path:
+    """`train.out_dir`, else runs/<head>-<backbone>-folds-<time>."""
+    if config.train.out_dir:
+        return Path(config.train.out_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.model.head}-{config.model.backbone}-folds-{stamp}"
+
+
+def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = None,
+              n_folds: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train every fold of `config.data.protocol`; write and return folds.json's content."""
+    if n_folds is None:
+        from ordinalage.data.prepare import fold_count
+
+        n_folds = fold_count(config.data)
+    if n_folds < 1:
+        raise UsageError(f"data.protocol {config.data.protocol!r}: no folds on {', '.join(config.data.sources)}")
+    base = base_dir(config)
+    base.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for fold in range(n_folds):
+        run_dir = base / f"fold-{fold}"
+        summary = _read_summary(run_dir)
+        reused = bool(summary.get("finished"))
+        if not reused:
+            fold_config = replace(config, data=replace(config.data, fold=fold),
+                                  train=replace(config.train, out_dir=str(run_dir)))
+            if not quiet:
+                print(f"ordinalage: fold {fold + 1}/{n_folds} ({config.data.protocol}) -> {run_dir}", file=sys.stderr)
+            run_dir = Path(fit_fn(fold_config))
+            summary = _read_summary(run_dir)
+        metrics = evaluate_fn(run_dir) if evaluate_fn is not None else summary.get("test", {})
+        row: dict[str, Any] = {"fold": fold, "run_dir": str(run_dir), "reused": reused}
+        if isinstance(summary.get("best_value"), (int, float)):
+            row[f"best_{summary.get('monitor', 'val')}"] = float(summary["best_value"])
+        row.update(_numbers(metrics or {}))
+        rows.append(row)
+    result = {"protocol": config.data.protocol, "sources": list(config.data.sources), "n_folds": n_folds,
+              "folds": rows, "summary": mean_std(rows)}
+    tmp = base / "folds.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    tmp.replace(base / "folds.json")
+    if not quiet:
+        for key in ("mae", "accuracy"):
+            if key in result["summary"]:
+                s = result["summary"][key]
+                print(f"ordinalage: {n_folds} folds: {key} {s['mean']:.3f} +- {s['std']:.3f}", file=sys.stderr)
+        print(f"ordinalage: wrote {base / 'folds.json'}", file=sys.stderr)
+    return result
