@@ -433,7 +433,7 @@ def _year_weights_to_groups(path: Path, entries: list[tuple[str, float, float]],
             raise UsageError(f"{path}, {where}: age and weight must be finite numbers, got {age}, {weight}")
         if weight < 0:
             raise UsageError(f"{path}, {where}: weight {weight:g} for age {age:g} is negative")
-        g = groups.index_of(age)
+        g = int(groups.indices([age])[0])
         if g < 0 or not float(age).is_integer():
             raise UsageError(f"{path}, {where}: age {age:g} is not a whole year inside the model's age groups "
                              f"({groups.spec})")
