@@ -5,6 +5,7 @@ The Python API is loaded on first use (importing the package stays cheap):
     import ordinalage
     est = ordinalage.load("runs/x")          # an AgeEstimator (run folder or .pt)
     faces = est.predict("photo.jpg")         # list[Face]
+    run = ordinalage.fit("cfg.yaml", epochs=2)   # train (a Run); ordinalage.evaluate(run, split="test")
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {"load": "ordinalage.inference.api", "AgeEstimator": "ordinalage.inference.api",
-         "Face": "ordinalage.inference.api"}
+         "Face": "ordinalage.inference.api", "fit": "ordinalage.api", "evaluate": "ordinalage.api",
+         "Run": "ordinalage.api"}
 
-__all__ = ["AgeEstimator", "Face", "__version__", "load"]
+__all__ = ["AgeEstimator", "Face", "Run", "__version__", "evaluate", "fit", "load"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ordinalage.api import Run, evaluate, fit
     from ordinalage.inference.api import AgeEstimator, Face, load
 
 

@@ -204,7 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ordinalage.inference.serve import run_server
 
     run_server(args.checkpoints, host=args.host, port=args.port, max_mb=args.max_mb, device=args.device,
-               max_pixels=args.max_pixels)
+               max_pixels=args.max_pixels, prior=args.prior, interval=args.interval)
     return 0
 
 
@@ -217,6 +217,8 @@ def _add_serve_parser(sub: Any) -> None:
     p.add_argument("--max-pixels", type=int, default=50_000_000, dest="max_pixels",
                    help="largest image in pixels (413 above)")
     p.add_argument("--device", default="auto")
+    _add_prior_args(p, "(em is refused: estimate a file with `prior estimate`)")
+    p.add_argument("--interval", type=_level, metavar="LEVEL", help="add age_lo/age_hi at this coverage")
     p.set_defaults(func=_serve)
 
 

@@ -146,3 +146,23 @@ def test_coral_head_in_someone_elses_training_loop() -> None:
     assert dec.group_proba.shape == (128, 4)
     mae = (dec.age - ages).abs().mean()
     assert mae < (ages - ages.median()).abs().mean()  # better than the constant median
+
+
+def test_fit_and_evaluate_from_python(tmp_path: Path) -> None:
+    """`ordinalage.fit(None, **overrides) -> Run`, then `ordinalage.evaluate(run)` and `run.load()`."""
+    from conftest import TINY_SETS
+
+    from ordinalage.config import parse_set
+
+    overrides = {k.replace(".", "__"): v for k, v in (parse_set(s) for s in TINY_SETS)}
+    torch.set_num_threads(1)
+    run = ordinalage.fit(None, quiet=True, head="corn", out=str(tmp_path / "run"), data__cache_dir=str(tmp_path / "c"),
+                         **overrides)
+    assert isinstance(run, ordinalage.Run) and run.config.model.head == "corn"
+    assert len(run.metrics) == 1 and run.summary["finished"]
+    metrics = ordinalage.evaluate(run)
+    assert metrics["n"] > 0 and 0 <= metrics["mae"] < 80 and metrics["split"] == "test"
+    faces = run.load(device="cpu").predict(_face_image(None, 48), detect=False)
+    assert len(faces) == 1 and 0 <= faces[0].age <= 100
+    with pytest.raises(UsageError, match="override 'lr_rate'"):
+        ordinalage.fit(None, lr_rate=0.1)

@@ -191,8 +191,12 @@ class AgeEstimator:
         faces = []
         for i in range(len(res.age)):
             g = int(res.group[i])
-            faces.append(Face(box=None, age=float(res.age[i]), group=labels[g], group_index=g,
-                              group_proba={lab: float(p) for lab, p in zip(labels, res.group_proba[i], strict=True)}))
+            face = Face(box=None, age=float(res.age[i]), group=labels[g], group_index=g,
+                        group_proba={lab: float(p) for lab, p in zip(labels, res.group_proba[i], strict=True)})
+            if res.age_lo is not None and res.age_hi is not None:
+                face.age_lo = float(res.age_lo[i])
+                face.age_hi = float(res.age_hi[i]) if np.isfinite(res.age_hi[i]) else None
+            faces.append(face)
         return faces
 
     def _face_detector(self) -> HaarFaceDetector:
@@ -220,6 +224,10 @@ class AgeEstimator:
                 f"groups={len(self.labels)}, checkpoint={str(i.checkpoint_path)!r})")
 
 
-def load(path: str | Path, device: str = "auto", tta: bool = False) -> AgeEstimator:
-    """An AgeEstimator from a run folder (best.pt preferred) or a checkpoint file."""
-    return AgeEstimator(FacePredictor(path, device, tta=tta))
+def load(path: str | Path, device: str = "auto", tta: bool = False, prior: str | None = None,
+         interval: float | None = None) -> AgeEstimator:
+    """An AgeEstimator from a run folder (best.pt preferred) or a checkpoint file.
+
+    `prior`: adapt to an age mix (train | uniform | a prior file; em: the mix of each batch);
+    `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json)."""
+    return AgeEstimator(FacePredictor(path, device, tta=tta, prior=prior, interval=interval))

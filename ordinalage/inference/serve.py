@@ -142,7 +142,8 @@ class Batcher:
         k = 0
         for crops, fut in batch:
             sl = slice(k, k + len(crops))
-            fut.set_result(FaceResults(res.age[sl], res.group[sl], res.group_proba[sl]))
+            fut.set_result(FaceResults(*(None if v is None else v[sl] for v in (
+                res.age, res.group, res.group_proba, res.label_proba, res.age_lo, res.age_hi))))
             k += len(crops)
 
 
@@ -247,15 +248,22 @@ def is_loopback(host: str) -> bool:
 
 def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, max_mb: float = 10,
                device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, batching: bool = True,
-               log_level: str = "warning") -> None:
-    """Load the checkpoints and serve them with uvicorn until interrupted."""
+               log_level: str = "warning", prior: str | None = None, interval: float | None = None) -> None:
+    """Load the checkpoints and serve them with uvicorn until interrupted.
+
+    `prior`: train | uniform | a prior file (from `ordinalage prior estimate`); `interval`: add
+    age_lo/age_hi at this coverage from each run's calibration.json."""
     import uvicorn
 
     if not checkpoints:
         raise UsageError("serve: give at least one checkpoint (a run folder or a .pt file)")
     if not 0 <= port <= 65535:
         raise UsageError(f"--port: must be 0-65535, got {port}")
-    ests = [load(c, device=device) for c in checkpoints]
+    if prior == "em":
+        raise UsageError("serve: a server sees one photo at a time and cannot estimate an age mix (em); "
+                         "estimate one with `ordinalage prior estimate RUN --data SPEC --out prior.json` and serve "
+                         "with that file")
+    ests = [load(c, device=device, prior=prior, interval=interval) for c in checkpoints]
     app = create_app(ests, max_mb=max_mb, max_pixels=max_pixels, batching=batching)
     for k, e in enumerate(ests):
         print(f"serve: model {k}: {e!r}", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""The Python API for notebooks and scripts: `fit`, `evaluate`, `Run` (and `load` for inference).
+
+    import ordinalage
+    run = ordinalage.fit("configs/experiments/utkface_improved.yaml", epochs=2, head="corn")
+    metrics = ordinalage.evaluate(run, split="test", interval=0.9)
+    est = run.load()                      # an AgeEstimator: est.predict("photo.jpg")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ordinalage.config import Config, load_config, set_dotted, to_dict, validate
+from ordinalage.config import config_from_dict as _from_dict
+from ordinalage.errors import UsageError
+
+#: short names accepted as keyword overrides (as the CLI flags): head=..., epochs=...
+SHORT_KEYS = {"head": "model.head", "backbone": "model.backbone", "weights": "model.weights",
+              "target": "model.target", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+              "out": "train.out_dir", "device": "train.device", "precision": "train.precision", "seed": "train.seed",
+              "groups": "data.groups", "image_size": "data.image_size", "workers": "data.num_workers",
+              "data": "data.sources"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder: its config, per-epoch metrics, summary and model."""
+
+    path: Path
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.path / "config.yaml")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        from ordinalage.training.rundir import RunDir
+
+        return RunDir(self.path).read_summary()
+
+    @property
+    def metrics(self) -> list[dict[str, str]]:
+        """metrics.csv rows (one per epoch)."""
+        from ordinalage.training.rundir import RunDir
+
+        return RunDir(self.path).read_metrics()
+
+    def evaluate(self, **kwargs: Any) -> dict[str, Any]:
+        return evaluate(self, **kwargs)
+
+    def load(self, **kwargs: Any) -> Any:
+        """The trained model as an `AgeEstimator` (`ordinalage.load`)."""
+        from ordinalage.inference.api import load
+
+        return load(self.path, **kwargs)
+
+
+def _key(name: str) -> str:
+    if name in SHORT_KEYS:
+        return SHORT_KEYS[name]
+    if "__" in name:
+        return name.replace("__", ".")
+    raise UsageError(f"override {name!r}: use a short name ({', '.join(SHORT_KEYS)}) or section__key, "
+                     "e.g. train__lr=0.001")
+
+
+def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **overrides: Any) -> Run:
+    """Train: `config` is a Config, a YAML path or None (defaults); keyword overrides as
+    `head="corn"`, `epochs=2` or `train__lr=0.001` (section__key). Returns the finished Run."""
+    from ordinalage.training.fit import fit as _fit
+
+    dotted = {_key(k): (list(v) if k == "data" and not isinstance(v, str) else ([v] if k == "data" else v))
+              for k, v in overrides.items()}
+    if isinstance(config, Config):
+        raw = to_dict(config)
+        for key, value in dotted.items():
+            raw = set_dotted(raw, key, value)
+        cfg = validate(_from_dict(raw))
+    else:
+        cfg = load_config(config, dotted)
+    return Run(Path(_fit(cfg, quiet=quiet)))
+
+
+def evaluate(run: Run | str | Path, data: str | Sequence[str] | None = None, split: str = "test",
+             show: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a run (or checkpoint) on `split` of its own data or of `data`; returns the metrics
+    dict (the keys of metrics.json). Keyword arguments as `evaluate_run` (prior, interval, ...)."""
+    from ordinalage.evaluation.evaluate import evaluate_run
+
+    target = run.path if isinstance(run, Run) else Path(run)
+    return evaluate_run(target, data=[data] if isinstance(data, str) else data, split=split, show=show, **kwargs)
