@@ -34,7 +34,9 @@ from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
 DECODERS = ("mean", "median", "mode")
-DEFAULT_SMOOTH = 1.0  # EM smoothing: std of the Gaussian kernel in years (label units); 0 = off
+# EM smoothing: std of the Gaussian kernel in years (label units); 0 = off. 4 years was chosen on the
+# UTKFace validation split resampled to shifted age mixes (benchmarks/prior_shift.py, docs/results.md).
+DEFAULT_SMOOTH = 4.0
 PRIOR_FLOOR = 1e-4  # probability added to every label of a user prior (then renormalised)
 
 
