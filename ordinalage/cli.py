@@ -99,7 +99,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume:
             run_dir = fit(None, resume=args.resume)
         else:
-            run_dir = fit(load_config(args.config, _train_overrides(args), args.set))
+            config = load_config(args.config, _train_overrides(args), args.set)
+            if _several_folds(config):  # folds:K, loso, or a source's own folds: every fold, then mean +- std
+                return _train_folds(config, args)
+            run_dir = fit(config)
     except RunExists as exc:
         raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
                          "or choose another --out") from None
@@ -110,6 +113,31 @@ def _train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone evaluates and reports
         evaluate_after_training(run_dir, device=args.device or "auto")
         print(f"run folder: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _several_folds(config: Any) -> bool:
+    from ordinalage.data.splits import parse_protocol
+
+    kind = parse_protocol(config.data.protocol).kind
+    if kind in ("folds", "loso"):
+        return True
+    if kind == "source":
+        from ordinalage.data.prepare import fold_count
+
+        return fold_count(config.data) > 1
+    return False
+
+
+def _train_folds(config: Any, args: argparse.Namespace) -> int:
+    from ordinalage.evaluation.evaluate import evaluate_after_training
+    from ordinalage.training.fit import fit
+    from ordinalage.training.folds import run_folds
+
+    def evaluate(run_dir: Any) -> dict[str, Any]:
+        return evaluate_after_training(run_dir, show=False, device=args.device or "auto") or {}
+
+    run_folds(config, fit, evaluate_fn=evaluate)
     return 0
 
 
@@ -130,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, device=args.device, show=not args.json,
                               strict=args.strict, workers=args.workers, tta=args.tta, prior=args.prior,
                               interval=args.interval, thresholds=thresholds, challenges=challenges,
-                              by=parse_by(args.by), calibrate=args.calibrate)
+                              by=parse_by(args.by), calibrate=args.calibrate, per_source=args.per_source)
     else:
         raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
     if args.json:
@@ -312,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", metavar="AGES", help="age thresholds for accept/reject error rates, e.g. 18")
     p.add_argument("--challenge", metavar="AGES", help="challenge ages (accept if estimate >= it), e.g. 18,21,25")
     p.add_argument("--by", metavar="COLUMNS", help="error breakdown by attributes, e.g. gender,race (UTKFace names)")
+    p.add_argument("--per-source", action="store_true", dest="per_source",
+                   help="one row per --data spec (and the combined row); compare shows a runs x datasets matrix")
     p.add_argument("--calibrate", action="store_true",
                    help="fit a temperature on the val split: ECE before/after, and used before --prior em")
     p.add_argument("--json", action="store_true", help="print the metrics object on stdout")

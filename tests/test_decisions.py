@@ -1,5 +1,5 @@
 """Decision metrics: conformal intervals, threshold error rates, bootstrap breakdowns, probability
-calibration, and the report dicts. The worked examples are the ones in docs/decisions.md."""
+calibration, and the report dicts. The worked examples are the ones in docs/evaluation.md."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ AGES = np.arange(101.0)  # single-year labels 0..100
 
 
 # ---------------------------------------------------------------------------------------------
-# worked examples (docs/decisions.md)
+# worked examples (docs/evaluation.md)
 
 # residual conformal: 9 validation images
 CAL_TRUE = [20, 31, 40, 25, 50, 12, 33, 60, 70]

@@ -1,6 +1,6 @@
 """Error breakdowns for bias checks: signed error and MAE per single year of age and per demographic
 attribute value, each with a seeded bootstrap 95% confidence interval, and the largest gap between
-the groups of each attribute. Pure numpy + scipy; docs/decisions.md has the definitions.
+the groups of each attribute. Pure numpy + scipy; docs/evaluation.md ("Evaluation for decisions") has the definitions.
 
 - signed error ("bias") = mean(estimate - truth): positive means the model over-estimates;
 - MAE = mean |estimate - truth|;

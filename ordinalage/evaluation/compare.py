@@ -27,16 +27,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+#: decision columns (docs/evaluation.md, "Evaluation for decisions"): lower is better for all but coverage
+DECISION_COLUMNS = ("coverage", "width", "false_accept", "false_reject", "gap")
+
+
 def _test_metrics(run: Path, summary: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """The run's test metrics: summary.json `test` (or `test_metrics`), else eval-test/metrics.json."""
-    for key in ("test", "test_metrics"):
-        value = summary.get(key)
-        if isinstance(value, dict) and any(m in value for m in SCALAR_METRICS):
-            return value, f"summary.json:{key}"
-    path = run / "eval-test" / "metrics.json"
-    if path.is_file():
-        return _read_json(path), "eval-test/metrics.json"
-    return None, None
+    """The run's test metrics: summary.json `test`, else eval-test/metrics.json (`RunDir.test_metrics`)."""
+    from ordinalage.training.rundir import RunDir
+
+    return RunDir(run).test_metrics()
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{cfg_path}: not valid YAML ({exc})") from exc
     if not isinstance(cfg, dict):
         raise UsageError(f"{cfg_path}: expected a mapping")
-    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}  # a clear error if bad
     metrics, source = _test_metrics(run, summary)
     model, data, train = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("train") or {}
     sources = data.get("sources")
@@ -70,18 +69,30 @@ def read_run(path: str | Path) -> dict[str, Any]:
     }
     for m in SCALAR_METRICS:
         row[m] = (metrics or {}).get(m)
+    from ordinalage.evaluation.decision_report import headline
+
+    row.update({k: v for k, v in headline(metrics or {}).items() if k in DECISION_COLUMNS or k == "gap_by"})
+    row["per_source"] = (metrics or {}).get("per_source") or _latest_per_source(run)
     return row
+
+
+def _latest_per_source(run: Path) -> list[dict[str, Any]] | None:
+    """The newest `evaluate --per-source` rows among the run's eval folders (None when there are none)."""
+    found = [p for p in run.glob("eval-*/metrics.json") if "per_source" in p.read_text(encoding="utf-8")]
+    if not found:
+        return None
+    return _read_json(max(found, key=lambda p: p.stat().st_mtime)).get("per_source")
 
 
 def best_runs(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict[str, set[int]]]:
     """Best run per metric (min for LOWER_IS_BETTER, max otherwise; first run on ties) and every tied row."""
     best: dict[str, str] = {}
     tied: dict[str, set[int]] = {}
-    for m in RANKED_METRICS:
+    for m in (*RANKED_METRICS, *DECISION_COLUMNS):
         values = [(i, r[m]) for i, r in enumerate(rows) if isinstance(r.get(m), (int, float))]
         if not values:
             continue
-        pick = min if m in LOWER_IS_BETTER else max
+        pick = min if (m in LOWER_IS_BETTER or m in DECISION_COLUMNS[1:]) else max
         top = pick(v for _, v in values)
         tied[m] = {i for i, v in values if v == top}
         best[m] = rows[min(tied[m])]["run"]
@@ -105,9 +116,18 @@ def compare_runs(runs: Sequence[str], plot: str | None = None, show: bool = True
     if plot:
         result["plot"] = str(plot_compare([r["run"] for r in rows], [r["mae"] for r in rows],
                                           [r["accuracy"] for r in rows], plot))
+    per_source = {r["run"]: r["per_source"] for r in rows if r.get("per_source")}
+    if per_source:  # runs x datasets MAE matrix (evaluate --per-source), with a heat map beside the plot
+        from ordinalage.evaluation.per_source import mae_matrix, plot_mae_matrix
+
+        names, datasets, matrix = mae_matrix(per_source)
+        result["mae_matrix"] = {"runs": names, "datasets": datasets, "mae": matrix.tolist()}
+        if plot:
+            result["mae_matrix_plot"] = str(plot_mae_matrix(names, datasets, matrix,
+                                                            Path(plot).with_name(Path(plot).stem + "_matrix.png")))
     if show:
         console = stderr_console()
-        shown = [m for m in SCALAR_METRICS if any(r[m] is not None for r in rows)] or ["n"]
+        shown = [m for m in (*SCALAR_METRICS, *DECISION_COLUMNS) if any(r.get(m) is not None for r in rows)] or ["n"]
         print_wide(compare_table(rows, INFO_COLUMNS, shown, tied), console)
         missing = [r["run"] for r in rows if r["metrics_source"] is None]
         if missing:

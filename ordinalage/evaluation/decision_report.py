@@ -1,6 +1,6 @@
 """Decision metrics for one evaluated split: metrics.json-ready dicts and rich tables.
 
-Keys (docs/decisions.md): `interval` {alpha, level, method, n_cal, q, n, coverage, mean_width,
+Keys (docs/evaluation.md ("Evaluation for decisions")): `interval` {alpha, level, method, n_cal, q, n, coverage, mean_width,
 per_group}, `threshold` [rows of thresholds.THRESHOLD_KEYS], `breakdown` {by_age, <attr>..., gaps},
 `calibration` {ece, ece_after, T, n_bins}. `headline` picks the few numbers `compare` shows.
 """

@@ -201,6 +201,7 @@ def evaluate_run(
     challenges: Sequence[int] = (),
     by: Sequence[str] = (),
     calibrate: bool = False,
+    per_source: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
 
@@ -211,7 +212,8 @@ def evaluate_run(
     `interval` (a level in (0, 1)): split-conformal intervals calibrated on the run's validation
     split (stored as calibration.json in the run folder). `thresholds`/`challenges`: age-threshold
     error rates. `by`: attributes to break the error down by (besides age). `calibrate`: fit a
-    temperature on the validation split (group probabilities; also used before EM).
+    temperature on the validation split (group probabilities; also used before EM). `per_source`:
+    one row of metrics per data source (each --data spec) and the combined row, as `per_source`.
 
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
@@ -259,6 +261,12 @@ def evaluate_run(
     out_dir = Path(out) if out else eval_dir(target, split, data, tta)  # TTA beside, not over, the plain one
     decisions = _decisions(preds, loaded, run_dir, records, val, interval, thresholds, challenges, by, calibrate)
     result.update(decisions)
+    if per_source:
+        from ordinalage.evaluation.per_source import per_source_rows
+
+        by_path = {r.path: r for r in records}
+        result["per_source"] = per_source_rows([by_path[p] for p in preds.paths], preds.pred_age, groups,
+                                               true_age=preds.true_age, pred_group=preds.pred_group)
     result.update({
         "baseline_source": source,
         "split": split,

@@ -1,6 +1,6 @@
 """Split conformal prediction intervals for ages: pure numpy, no torch.
 
-Two conformity scores (docs/decisions.md has the definitions and a worked example):
+Two conformity scores (docs/evaluation.md ("Evaluation for decisions") has the definitions and a worked example):
 
 - ``"cdf"`` for heads with a distribution over single years (class over years, CORAL, CORN):
   distributional conformal prediction (Chernozhukov, Wuethrich & Zhu 2021, "Distributional

@@ -9,7 +9,7 @@ trades more rejected adults for fewer accepted minors):
 - false reject: true age >= threshold and estimate < challenge; rate over the n_over images with
   true age >= threshold.
 
-A rate is None when its denominator is 0. Pure numpy; docs/decisions.md has a worked example.
+A rate is None when its denominator is 0. Pure numpy; docs/evaluation.md ("Evaluation for decisions") has a worked example.
 """
 
 from __future__ import annotations

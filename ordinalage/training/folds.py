@@ -21,6 +21,7 @@ import numpy as np
 
 from ordinalage.config import Config, replace
 from ordinalage.errors import UsageError
+from ordinalage.training.rundir import write_json
 
 FitFn = Callable[[Config], Path]
 EvaluateFn = Callable[[Path], dict[str, Any]]
@@ -95,9 +96,7 @@ def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = No
         rows.append(row)
     result = {"protocol": config.data.protocol, "sources": list(config.data.sources), "n_folds": n_folds,
               "folds": rows, "summary": mean_std(rows)}
-    tmp = base / "folds.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    tmp.replace(base / "folds.json")
+    write_json(base / "folds.json", result)
     if not quiet:
         for key in ("mae", "accuracy"):
             if key in result["summary"]:
