@@ -97,8 +97,11 @@ def test_nan_loss_stops_with_epoch_and_step(cache_dir: str, tmp_path: Path) -> N
 
 def test_existing_run_folder_is_not_overwritten(cache_dir: str, tmp_path: Path) -> None:
     run = fit(tiny(cache_dir, tmp_path / "run"), quiet=True)
-    with pytest.raises(UsageError, match="--resume"):
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(UsageError) as info:
         fit(tiny(cache_dir, run), quiet=True)
+    assert str(info.value).startswith(f"{run}: already holds a run")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
 
 
 def test_label_distribution_class_head_trains(cache_dir: str, tmp_path: Path) -> None:
