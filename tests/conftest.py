@@ -6,9 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-UTKFACE = REPO / ".." / "shared" / "data" / "UTKFace"
+from fakes_data import UTKFACE, UTKFACE_MISSING
 
 TINY_SETS = [
     "data.synth_n=200",
@@ -53,9 +51,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def utkface_dir() -> Path:
-    """The real UTKFace sample (../shared/data/UTKFace from the repo root); skips when absent."""
+    """The real UTKFace sample (../shared/data/UTKFace from the repo root); skips, saying so, when absent."""
     if not UTKFACE.is_dir():
-        pytest.skip(f"real UTKFace folder not found at {UTKFACE}")
+        pytest.skip(UTKFACE_MISSING)
     return UTKFACE
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-UTKFACE = REPO / ".." / "shared" / "data" / "UTKFace"
-UTKFACE_DUPLICATES = REPO / ".." / "shared" / "data" / "UTKFace_duplicates.txt"
+# The real UTKFace sample (research use only, never copied into the repo): ../shared/data/UTKFace
+# from the repo root; $ORDINALAGE_TEST_UTKFACE points the tests elsewhere (or at nothing, to see the skips).
+UTKFACE = Path(os.environ.get("ORDINALAGE_TEST_UTKFACE") or REPO / ".." / "shared" / "data" / "UTKFace")
+UTKFACE_DUPLICATES = UTKFACE.parent / "UTKFace_duplicates.txt"
+UTKFACE_MISSING = f"needs the real UTKFace folder, not found at {UTKFACE.resolve()}"
+# one visible line per skipped test (pytest -ra, set in pyproject, lists skips with their reason)
+needs_utkface = pytest.mark.skipif(not UTKFACE.is_dir(), reason=UTKFACE_MISSING)
 
 # irregular names that exist in the real UTKFace set (see shared/data/UTKFace_README.txt)
 IRREGULAR_UTKFACE = [

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from fakes_data import UTKFACE, needs_utkface
 from torch.utils.data import DataLoader
 
 from ordinalage.config import AugmentConfig, DataConfig
@@ -20,7 +22,6 @@ from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
-UTKFACE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "UTKFace"
 GROUPS = AgeGroups.parse()
 OFF = AugmentConfig(hflip_p=0, affine_p=0, color_p=0, gray_p=0, blur_p=0, noise_p=0, jpeg_p=0, occlusion_p=0)
 # Every image gets a distinct random affine + colour change, so two images never match by chance.
@@ -429,11 +430,20 @@ def test_corrupt_images_are_reported_and_skipped(tmp_path, capfd):
         batches(strict)
 
 
-def test_worker_init_fn_outside_workers_is_harmless():
-    worker_init_fn(0)  # no worker info in the main process: nothing to do
+def test_worker_init_fn_outside_workers_leaves_the_generators_alone():
+    """In the main process there is no worker seed: the global random streams must go on untouched."""
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = draws()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    assert worker_init_fn(0) is None
+    assert draws() == expected
 
 
-@pytest.mark.skipif(not UTKFACE.is_dir(), reason="shared UTKFace sample not present")
+@needs_utkface
 def test_real_utkface_images():
     files = sorted(UTKFACE.glob("*.jpg"))[::1000][:8]
     records = [Record(str(f), float(f.name.split("_")[0])) for f in files]

@@ -12,10 +12,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-UTKFACE = ROOT / ".." / "shared" / "data" / "UTKFace"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-
-needs_utkface = pytest.mark.skipif(not UTKFACE.is_dir(), reason="shared UTKFace sample not present")
 
 
 @pytest.fixture(autouse=True)

@@ -99,7 +99,8 @@ def test_bad_files_exit_2(tmp_path, capsys, header, rows, message):
 
 def test_missing_file_exit_2(tmp_path, capsys):
     rc = main(["evaluate", "--predictions", str(tmp_path / "nope.csv")])
-    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert rc == 2
+    assert f"ordinalage: error: {tmp_path / 'nope.csv'}: predictions file not found" in capsys.readouterr().err
 
 
 def test_out_writes_json_and_pngs(tmp_path, capsys):

@@ -89,9 +89,10 @@ def test_export_bad_input(tiny_run, tmp_path: Path, capsys, monkeypatch) -> None
     fake = tmp_path / "fake.pt"
     torch.save({"format": "something-else"}, fake)
     assert main(["export", str(fake), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
-    assert "not an ordinalage checkpoint" in capsys.readouterr().err
+    assert f"ordinalage: error: {fake}: not an ordinalage checkpoint (no " in capsys.readouterr().err
     assert main(["export", str(tmp_path / "none.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert f"ordinalage: error: checkpoint not found: {tmp_path / 'none.pt'}" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
     with pytest.raises(UsageError, match="unknown format"):
         run_export(tiny_run("coral"), fmt="tflite", out=tmp_path / "m.tflite")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed

@@ -114,16 +114,18 @@ def test_live_writes_every_frame_annotated(tiny_run, utkface_dir: Path, tmp_path
 def test_live_bad_sources_exit_2(tiny_run, tmp_path: Path, capsys) -> None:
     run = str(tiny_run("coral"))
     assert main(["live", run, "--source", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o.mp4")]) == 2
-    assert "no such video file" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing.mp4'}: no such video file" in capsys.readouterr().err
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 10)
     assert main(["live", run, "--source", str(junk), "--output", str(tmp_path / "o.mp4")]) == 2
-    assert "--source" in capsys.readouterr().err
+    assert f"{junk}: OpenCV cannot open this video" in capsys.readouterr().err
     assert main(["live", run, "--source", str(junk), "--every", "0"]) == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
     fake = tmp_path / "fake.pt"
     torch.save([1, 2, 3], fake)
     assert main(["live", str(fake), "--source", str(junk), "--output", str(tmp_path / "o.mp4")]) == 2
-    assert "not an ordinalage checkpoint" in capsys.readouterr().err
+    assert f"ordinalage: error: {fake}: not an ordinalage checkpoint (no " in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_live_without_output_needs_a_gui(tiny_run, tmp_path: Path) -> None:

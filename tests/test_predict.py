@@ -178,9 +178,10 @@ def test_cli_bad_checkpoint_and_missing_input_exit_2(tiny_run, tmp_path: Path, c
     fake = tmp_path / "fake.pt"
     torch.save({"weights": torch.zeros(2)}, fake)
     assert main(["predict", str(fake), str(img)]) == 2
-    assert "not an ordinalage checkpoint" in capsys.readouterr().err
+    assert f"ordinalage: error: {fake}: not an ordinalage checkpoint (no " in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     assert main(["predict", str(tmp_path / "junk.pt"), str(img)]) == 2
-    assert "not an ordinalage checkpoint" in capsys.readouterr().err
+    assert f"ordinalage: error: {tmp_path / 'junk.pt'}: not an ordinalage checkpoint (cannot be read safely: " \
+        in capsys.readouterr().err
     assert main(["predict", str(tiny_run("coral")), str(tmp_path / "nope.jpg")]) == 2
-    assert "nope.jpg: no such file or folder" in capsys.readouterr().err
+    assert f"ordinalage: error: {tmp_path / 'nope.jpg'}: no such file or folder" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from fakes_data import (
     make_group_folders,
     make_megaage,
     make_utkface,
+    needs_utkface,
     write_csv,
     write_jpeg,
 )
@@ -62,9 +63,8 @@ def test_utkface_bad_age_names_the_file(tmp_path, bad):
     assert bad in str(info.value)
 
 
+@needs_utkface
 def test_real_utkface_ages_match_names():
-    if not UTKFACE.is_dir():
-        pytest.skip("shared/data/UTKFace is not present")
     records = _read(f"utkface:{UTKFACE}")  # <repo>/../shared/data/UTKFace
     names = os.listdir(UTKFACE)
     assert len(records) == len(names) == 10808

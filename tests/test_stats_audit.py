@@ -9,7 +9,7 @@ from collections import Counter
 
 import cv2
 import pytest
-from fakes_data import UTKFACE, UTKFACE_DUPLICATES, make_utkface, write_jpeg
+from fakes_data import UTKFACE, UTKFACE_DUPLICATES, make_utkface, needs_utkface, write_jpeg
 
 from ordinalage.cli import main
 from ordinalage.config import data_config
@@ -116,8 +116,6 @@ def test_audit_json_through_the_cli(tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------- real UTKFace
 
-needs_utkface = pytest.mark.skipif(not UTKFACE.is_dir(), reason="shared/data/UTKFace is not present")
-
 
 @needs_utkface
 def test_real_utkface_stats():
@@ -133,6 +131,7 @@ def test_real_utkface_stats():
 
 
 @needs_utkface
+@pytest.mark.skipif(not UTKFACE_DUPLICATES.is_file(), reason=f"needs {UTKFACE_DUPLICATES.resolve()}, not found")
 def test_real_utkface_audit_matches_the_duplicates_list():
     want = []
     for line in UTKFACE_DUPLICATES.read_text().splitlines():

@@ -79,8 +79,11 @@ def test_cli_writes_and_reports_unwritable_folder(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert main(["data", "synth", "--out", str(bad), "--n", "5"]) == 2
     err = capsys.readouterr().err
-    assert str(bad) in err and "error" in err
+    assert f"ordinalage: error: synth: cannot create output folder {bad}: " in err
+    assert not bad.exists() and blocker.read_text() == "not a folder"
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--n", "0"]) == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def _pixels(paths: list[Path]) -> np.ndarray:

@@ -100,8 +100,11 @@ def test_nan_loss_stops_with_epoch_and_step(cache_dir: str, tmp_path: Path) -> N
 
 def test_existing_run_folder_is_not_overwritten(cache_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = fit(tiny(cache_dir, tmp_path / "run"), quiet=True)
-    with pytest.raises(UsageError, match="already holds a run"):
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(UsageError) as info:
         fit(tiny(cache_dir, run), quiet=True)
+    assert str(info.value).startswith(f"{run}: already holds a run")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
     assert main(["train", "--out", str(run), "--epochs", "1"]) == 2  # the CLI adds how to continue it
     assert f"continue it with: ordinalage train --resume {run}" in capsys.readouterr().err
 

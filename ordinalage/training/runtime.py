@@ -41,8 +41,24 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.dtype)
 
 
+def fp16_supported(device: torch.device) -> bool:
+    """fp16 autocast with a GradScaler: always on CUDA; on a CPU where this torch has both CPU
+    float16 autocast and `torch.amp.GradScaler("cpu")` (torch >= 2.3)."""
+    if device.type == "cuda":
+        return True
+    available = getattr(torch.amp, "is_autocast_available", None)
+    if device.type != "cpu" or available is None or not available("cpu"):
+        return False
+    try:
+        torch.amp.GradScaler("cpu")
+    except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch
+        return False
+    return True
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """`auto`: bf16 autocast on CUDA (no scaler), fp32 on CPU. fp16 brings a GradScaler."""
+    """`auto`: bf16 autocast on CUDA (no scaler), fp32 on CPU. fp16 brings a GradScaler (on CUDA,
+    and on a CPU where torch supports it: slower than fp32 there, but the same code path)."""
     if name == "auto":
         name = "bf16" if device.type == "cuda" else "fp32"
     if name == "fp32":
@@ -50,8 +66,9 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "bf16":
         return Precision("bf16", torch.bfloat16, False)
     if name == "fp16":
-        if device.type != "cuda":
-            raise UsageError("train.precision: fp16 needs CUDA; use bf16 or fp32 on a CPU")
+        if not fp16_supported(device):
+            raise UsageError(f"train.precision: fp16 with a GradScaler is not supported on {device.type} "
+                             f"by torch {torch.__version__}; use bf16 or fp32")
         return Precision("fp16", torch.float16, True)
     raise UsageError(f"train.precision: unknown value {name!r} ({', '.join(PRECISIONS)})")
 
