@@ -30,8 +30,8 @@ from common import parser, summary, write_result
 from ordinalage.config import Config, ModelConfig, to_dict
 from ordinalage.groups import AgeGroups
 from ordinalage.models.model import build_model
-from ordinalage.training.fit import TrainState, build_optimizer, build_scheduler, train_one_epoch
-from ordinalage.training.runtime import resolve_precision, select_device
+from ordinalage.training.fit import TrainState, build_training, train_one_epoch
+from ordinalage.training.runtime import select_device
 
 
 def make_batches(n_batches: int, batch_size: int, size: int, groups: AgeGroups, seed: int = 0
@@ -81,18 +81,12 @@ def _sync(device: torch.device) -> None:
 
 def package_state(config: Config, model: torch.nn.Module, groups: AgeGroups, steps: int, run_dir: Path
                   ) -> TrainState:
-    """A TrainState built the way `fit` builds it (optimizer, scheduler, scaler, precision)."""
-    t = config.train
-    device = select_device(t.device)
-    precision = resolve_precision(t.precision, device)
-    model.to(device)
-    if t.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
-    scheduler = build_scheduler(config, optimizer, steps)
+    """A TrainState from fit's own builder (`build_training`: device placement, compile, optimiser,
+    scheduler, GradScaler, precision), without the data and loaders the benchmark replaces."""
+    device = select_device(config.train.device)
+    train_model, optimizer, scheduler, scaler, precision = build_training(config, model, device, steps)
     return TrainState(config=config, run_dir=run_dir, device=device, precision=precision, model=model,
-                      train_model=model, optimizer=optimizer, scheduler=scheduler,
-                      scaler=torch.amp.GradScaler(device.type, enabled=precision.use_scaler),
+                      train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                       input_spec=model.input_spec, groups=groups, reference={})
 
 

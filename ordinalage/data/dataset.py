@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import (
@@ -176,7 +175,6 @@ def worker_init_fn(worker_id: int) -> None:
     seed = int(info.seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    cv2.setNumThreads(1)  # one decode thread per worker; the workers are the parallelism
     reseed_transform(getattr(_unwrap(info.dataset), "transform", None), seed)
 
 

@@ -34,6 +34,11 @@ _SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length field
 
+# OpenCV's own thread pool is off in every process that imports the data layer: a DataLoader
+# worker forked after the parent used that pool (e.g. filling the decoded-image cache) deadlocks
+# in OpenCV, and the parallelism here comes from loader workers and the cache's thread pool anyway.
+cv2.setNumThreads(0)
+
 
 class ImageDecodeError(UsageError):
     """A file that is not a readable image; `path` and `reason` say which and why."""

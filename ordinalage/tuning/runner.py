@@ -209,6 +209,10 @@ class Objective:
         if not best:
             return self._fail(trial, f"no finite {self.spec.metric} in any epoch")
         self.last_state = "complete"
+        if "tensorboard" in config.train.loggers:  # one HParams row per trial under <study>/tensorboard
+            from ordinalage.training.loggers import log_trial
+
+            log_trial(self.job.study_dir, trial.number, values, best[0])
         return best[0]
 
     def _fail(self, trial: Any, reason: str) -> float:
