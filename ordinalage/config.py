@@ -368,7 +368,7 @@ def validate(config: Config) -> Config:
             raise UsageError(f"config key '{key}': unknown value {value!r} ({', '.join(map(str, names))})")
     t, d = config.train, config.data
     for key, ok in [("train.epochs", t.epochs >= 1), ("train.batch_size", t.batch_size >= 1),
-                    ("train.lr", t.lr > 0), ("train.freeze_epochs", t.freeze_epochs >= 0),
+                    ("train.lr", t.lr >= 0), ("train.freeze_epochs", t.freeze_epochs >= 0),
                     ("train.early_stop_patience", t.early_stop_patience >= 0),
                     ("data.val_fraction", 0 <= d.val_fraction < 1), ("data.test_fraction", 0 <= d.test_fraction < 1),
                     ("data.num_workers", d.num_workers >= 0), ("model.max_age", config.model.max_age >= 1)]:

@@ -20,7 +20,8 @@ from ordinalage.training.distributed import DistContext, ShardSampler
 from ordinalage.training.fit import fit
 
 GLOBAL_BATCH = 32
-RUN_FILES = {"config.yaml", "metrics.csv", "last.pt", "best.pt", "split.csv", "summary.json", "val_best.json"}
+RUN_FILES = {"config.yaml", "metrics.csv", "last.pt", "best.pt", "split.csv", "summary.json", "val_best.json",
+             "train_prior.json"}
 
 
 # --------------------------------------------------------------------------------------------- sharding
