@@ -155,6 +155,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- weights
+# `ordinalage weights fetch NAME [--url URL] [--dest DIR] [--sha256 HEX]` and `ordinalage weights list`
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from ordinalage.models.weights import fetch, list_cached
+
+    if args.weights_command == "fetch":
+        path = fetch(args.name, url=args.url, dest=args.dest, sha256=args.sha256)
+        print(str(path))
+        return 0
+    rows = list_cached()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['cache']:<10} {r['bytes'] / 2**20:>9.1f} MiB  {r['name']}  {r['path']}")
+        if not rows:
+            print("no cached weights", file=sys.stderr)
+    return 0
+
+
+def _add_weights_parser(sub: Any) -> None:
+    from ordinalage.models.weights import KNOWN
+
+    w = sub.add_parser("weights", help="fetch pretrained weights into the cache; list what is cached")
+    wsub = w.add_subparsers(dest="weights_command", metavar="WEIGHTS_COMMAND")
+    wsub.required = True
+    p = wsub.add_parser("fetch", help="download a known weights file (resumable, checked), print its path")
+    p.add_argument("name", choices=tuple(KNOWN), help="vggface (vgg_face_dag.pth) | vggface-keras (keras .h5)")
+    p.add_argument("--url", help="download from this URL instead (a mirror)")
+    p.add_argument("--dest", metavar="DIR", help="folder (default $ORDINALAGE_CACHE/weights or ~/.cache/ordinalage/weights)")
+    p.add_argument("--sha256", metavar="HEX", help="expected checksum of the file")
+    p.set_defaults(func=_weights)
+    p = wsub.add_parser("list", help="weights in the ordinalage, torch hub and Hugging Face (timm) caches")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_weights)
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 
@@ -289,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_export)
+
+    _add_weights_parser(sub)
     return parser
 
 
