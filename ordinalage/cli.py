@@ -15,7 +15,28 @@ from typing import Any
 from ordinalage import __version__
 from ordinalage.errors import UsageError
 
-HEADS = ("class", "coral", "corn", "regression")
+
+class RegistryChoices:
+    """argparse `choices` read from the registry of a config key when first needed (checking a
+    given value, an error message, `--help`), so building the parser imports no torch."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _names(self) -> tuple[str, ...]:
+        from ordinalage.config import registries
+
+        return tuple(registries()[self.key])
+
+    def __contains__(self, value: object) -> bool:
+        if self.key == "model.backbone":
+            from ordinalage.models.backbones import is_known_backbone
+
+            return isinstance(value, str) and is_known_backbone(value)
+        return value in self._names()
+
+    def __iter__(self) -> Any:
+        return iter(self._names() + (("timm:NAME",) if self.key == "model.backbone" else ()))
 
 
 def _level(text: str) -> float:
@@ -71,6 +92,7 @@ def _data_audit(args: argparse.Namespace) -> int:
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
     for flag, key in [("head", "model.head"), ("backbone", "model.backbone"), ("weights", "model.weights"),
+                      ("init", "model.init"),
                       ("target", "model.target"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                       ("lr", "train.lr"), ("out", "train.out_dir"), ("device", "train.device"),
                       ("precision", "train.precision"), ("seed", "train.seed"), ("groups", "data.groups"),
@@ -224,6 +246,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- weights
+# `ordinalage weights fetch NAME [--url URL] [--dest DIR] [--sha256 HEX]` and `ordinalage weights list`
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from ordinalage.models.weights import fetch, list_cached
+
+    if args.weights_command == "fetch":
+        path = fetch(args.name, url=args.url, dest=args.dest, sha256=args.sha256)
+        print(str(path))
+        return 0
+    rows = list_cached()
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['cache']:<10} {r['bytes'] / 2**20:>9.1f} MiB  {r['name']}  {r['path']}")
+        if not rows:
+            print("no cached weights", file=sys.stderr)
+    return 0
+
+
+def _add_weights_parser(sub: Any) -> None:
+    from ordinalage.models.weights import KNOWN
+
+    w = sub.add_parser("weights", help="fetch pretrained weights into the cache; list what is cached")
+    wsub = w.add_subparsers(dest="weights_command", metavar="WEIGHTS_COMMAND")
+    wsub.required = True
+    p = wsub.add_parser("fetch", help="download a known weights file (resumable, checked), print its path")
+    p.add_argument("name", choices=tuple(KNOWN), help="vggface (vgg_face_dag.pth) | vggface-keras (keras .h5)")
+    p.add_argument("--url", help="download from this URL instead (a mirror)")
+    p.add_argument("--dest", metavar="DIR", help="folder (default $ORDINALAGE_CACHE/weights or ~/.cache/ordinalage/weights)")
+    p.add_argument("--sha256", metavar="HEX", help="expected checksum of the file")
+    p.set_defaults(func=_weights)
+    p = wsub.add_parser("list", help="weights in the ordinalage, torch hub and Hugging Face (timm) caches")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_weights)
+
+
 # ---------------------------------------------------------------------------------------------
 # serve (issue 17): the browser page and HTTP API over checkpoints
 
@@ -297,10 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # train
     p = sub.add_parser("train", help="train a model; writes a run folder")
-    p.add_argument("--head", choices=HEADS, help="class | coral | corn | regression (default coral)")
-    p.add_argument("--backbone", help="scratch | vgg16 | resnet18 | resnet34 | resnet50 (default scratch)")
-    p.add_argument("--weights", help="VGGFace .h5 / vgg_face_dag.pth, or a torchvision state dict file")
-    p.add_argument("--target", choices=("age", "group"), help="ordinal/class heads: single years or age groups")
+    p.add_argument("--head", choices=RegistryChoices("model.head"), metavar="HEAD",
+                   help="a registered head: class | coral | corn | regression (default coral)")
+    p.add_argument("--backbone", choices=RegistryChoices("model.backbone"), metavar="BACKBONE",
+                   help="a registered backbone (scratch, vgg16, resnet18/34/50) or timm:NAME (default scratch)")
+    p.add_argument("--weights", help="imagenet | vggface | a file (.pth, .safetensors, VGGFace .h5)")
+    p.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
+                   help="start from a trained run's backbone (and head when it fits), e.g. to fine-tune")
+    p.add_argument("--target", choices=RegistryChoices("model.target"), metavar="TARGET",
+                   help="age (single years) | group (age groups)")
     _add_data_arg(p, " (default synth)")
     p.add_argument("--groups", help="age groups (default 0-10,...,61-70)")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -310,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, dest="image_size")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", choices=RegistryChoices("train.precision"), metavar="PRECISION",
+                   help="auto | fp32 | bf16 | fp16")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--seed", type=int)
     p.add_argument("--strict", action="store_true", default=None, help="an unreadable image is an error")
@@ -410,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     _add_serve_parser(sub)  # serve (issue 17)
+    _add_weights_parser(sub)
     return parser
 
 

@@ -85,8 +85,9 @@ class DataConfig:
 class ModelConfig:
     """Backbone + head."""
 
-    backbone: str = "scratch"  # scratch | vgg16 | resnet18 | resnet34 | resnet50
-    weights: str | None = None  # VGGFace .h5 / vgg_face_dag.pth, or a torchvision state dict file
+    backbone: str = "scratch"  # scratch | vgg16 | resnet18 | resnet34 | resnet50 | timm:NAME
+    weights: str | None = None  # imagenet | vggface | a file (.pth, .safetensors, VGGFace .h5)
+    init: str | None = None  # a trained run folder or checkpoint to start from (backbone, and head when it fits)
     head: str = "coral"  # class | coral | corn | regression
     target: str = "age"  # age (single years, ranks 0..max_age) | group
     max_age: int = 100  # top rank for target=age; older ages are clamped
@@ -107,6 +108,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3
     backbone_lr_mult: float = 1.0  # backbone learning rate = lr * this
+    layer_decay: float | None = None  # layer-wise lr decay in (0, 1]: layer k of L gets decay^(L-k); None: off
     weight_decay: float = 1e-4
     momentum: float = 0.9
     scheduler: str = "cosine"  # cosine (with warm-up) | step | none
@@ -126,6 +128,12 @@ class TrainConfig:
     out_dir: str | None = None  # default: runs/<head>-<backbone>-<timestamp>
     eval_on_end: bool = True  # evaluate best.pt on the test split at the end
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
+
+    def __post_init__(self) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise UsageError(f"config key 'train.layer_decay': must be in (0, 1] or null, got {self.layer_decay}")
+        if self.backbone_lr_mult < 0:
+            raise UsageError(f"config key 'train.backbone_lr_mult': must be at least 0, got {self.backbone_lr_mult}")
 
 
 @dataclass(frozen=True)
@@ -362,8 +370,11 @@ def validate(config: Config) -> Config:
     folder made."""
     for key, names in registries().items():
         value = _get(config, key)
-        if key == "model.backbone" and isinstance(value, str) and value.startswith("timm:"):
-            continue  # any timm model name; checked when the model is built
+        if key == "model.backbone":
+            from ordinalage.models.backbones import is_known_backbone
+
+            if is_known_backbone(value):  # a registered name or any timm:NAME (checked when built)
+                continue
         if value not in names:
             raise UsageError(f"config key '{key}': unknown value {value!r} ({', '.join(map(str, names))})")
     t, d = config.train, config.data

@@ -8,12 +8,20 @@ original weights file normalises its input the same way.
     scratch               small fast CNN for CPU training, 64 px
     vgg16                 VGG-16 Face topology (names match `read_vggface`), 224 px, VGGFace input
     resnet18/34/50        torchvision ResNets, ImageNet input, 224 px (any size works)
+    timm:NAME             any `timm.create_model` name (`arch` or `arch.tag`) as a feature extractor
+                          (num_classes=0); input size and normalisation from its pretrained config
+
+`cfg.weights` is a file or a name resolved by `models/weights.py` (imagenet, vggface). Every backbone
+has `group_matcher(coarse=False)` (timm's interface: parameter name -> layer ordinal, stem lowest)
+so timm's layer-wise learning-rate decay applies to every family (see models/param_groups.py).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +30,10 @@ from torch import nn
 
 from ordinalage.config import ModelConfig
 from ordinalage.errors import UsageError
-from ordinalage.models.input_spec import IMAGENET_STD, VGGFACE_MEAN, VGGFACE_STD, InputSpec
+from ordinalage.models.input_spec import IMAGENET_MEAN, IMAGENET_STD, VGGFACE_MEAN, VGGFACE_STD, InputSpec
+
+TIMM_PREFIX = "timm:"
+WEIGHT_NAMES = ("imagenet", "vggface")  # named weights (models/weights.py); anything else is a file
 
 
 class Backbone(nn.Module):
@@ -30,6 +41,11 @@ class Backbone(nn.Module):
 
     out_features: int
     input_spec: InputSpec
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
+        """Parameter name -> layer ordinal (stem lowest): timm's `group_matcher` interface. The base
+        class puts every parameter in one layer."""
+        return lambda name: 0
 
 
 BackboneFactory = Callable[[ModelConfig], Backbone]
@@ -48,15 +64,37 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
     return deco
 
 
+def is_known_backbone(name: str) -> bool:
+    """True for a registered name and for `timm:NAME` where timm knows NAME (`arch` or `arch.tag`)."""
+    if name in BACKBONES:
+        return True
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        import timm
+
+        return bool(timm.is_model(name[len(TIMM_PREFIX):]))
+    return False
+
+
 def build_backbone(cfg: ModelConfig) -> Backbone:
     """Build the backbone named by `cfg.backbone` (loading `cfg.weights` when given)."""
-    factory = BACKBONES.get(cfg.backbone)
+    if cfg.backbone.startswith(TIMM_PREFIX):
+        factory: BackboneFactory | None = timm_backbone if is_known_backbone(cfg.backbone) else None
+    else:
+        factory = BACKBONES.get(cfg.backbone)
     if factory is None:
         raise UsageError(f"config key 'model.backbone': unknown backbone {cfg.backbone!r} "
-                         f"(known: {', '.join(sorted(BACKBONES))})")
-    if cfg.weights is not None and not Path(cfg.weights).is_file():
-        raise UsageError(f"config key 'model.weights': file not found: {cfg.weights}")
+                         f"(known: {', '.join(sorted(BACKBONES))}, or timm:NAME with a timm model name)")
+    if cfg.weights is not None and cfg.weights not in WEIGHT_NAMES and not Path(cfg.weights).is_file():
+        raise UsageError(f"config key 'model.weights': file not found: {cfg.weights} "
+                         f"(or a name: {', '.join(WEIGHT_NAMES)})")
     return factory(cfg)
+
+
+def _only_named_weights(cfg: ModelConfig, allowed: Sequence[str]) -> None:
+    """A weights name this backbone has no file for is a UsageError naming model.weights."""
+    if cfg.weights in WEIGHT_NAMES and cfg.weights not in allowed:
+        ok = f" (this backbone takes: {', '.join(allowed)}, or a file)" if allowed else " (give a weights file)"
+        raise UsageError(f"config key 'model.weights': no {cfg.weights!r} weights for backbone {cfg.backbone!r}{ok}")
 
 
 # --------------------------------------------------------------------------------------------- scratch
@@ -99,10 +137,20 @@ class ScratchCNN(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(torch.flatten(self.pool(self.features(x)), 1))
 
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
+        """One layer per conv-BN pair (8 layers), or per block of two pairs when `coarse` (4)."""
+        layer: dict[str, int] = {}
+        conv = -1
+        for i, m in enumerate(self.features):
+            conv += isinstance(m, nn.Conv2d)
+            layer[str(i)] = conv // 2 if coarse else conv
+        return lambda name: layer[name.split(".")[1]]
+
 
 @register_backbone("scratch")
 def scratch(cfg: ModelConfig) -> Backbone:
-    """The scratch CNN; `cfg.weights` (optional): a state dict file of this backbone."""
+    """The scratch CNN; `cfg.weights` (optional): a state dict file of this backbone (.pth, .safetensors)."""
+    _only_named_weights(cfg, ())
     net = ScratchCNN(cfg.width, cfg.dropout)
     if cfg.weights is not None:
         _load_state_dict_file(net, cfg.weights, drop_prefixes=())
@@ -164,6 +212,13 @@ class VGGFace16(Backbone):
         x = self.dropout(F.relu(self.fc6(x), inplace=True))
         return self.dropout(F.relu(self.fc7(x), inplace=True))
 
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
+        """conv1_1 ... conv5_3, fc6, fc7 in order (15 layers), or 5 conv blocks, fc6, fc7 when `coarse`."""
+        order = {n: (int(n[4]) - 1 if coarse else i) for i, n in enumerate(VGG16_CONV_NAMES)}
+        top = max(order.values())
+        order.update({"fc6": top + 1, "fc7": top + 2})
+        return lambda name: order[name.split(".")[0]]
+
     def load_vggface(self, path: str | Path) -> None:
         """Load a keras-vggface `.h5` or `vgg_face_dag.pth` (fc8 ignored); errors name file and layer."""
         from ordinalage.models.vggface import read_vggface
@@ -171,12 +226,63 @@ class VGGFace16(Backbone):
         state = {k: v for k, v in read_vggface(path).items() if not k.startswith("fc8.")}
         _load_checked(self, state, path)
 
+    def load_torchvision_vgg16(self, path: str | Path) -> None:
+        """Load a torchvision VGG-16 state dict (`features.N`, `classifier.0/3`; ImageNet input),
+        with the ImageNet normalisation folded into conv1_1 so this backbone's VGGFace input spec
+        fits (exact away from the image border, where the zero padding differs)."""
+        state = read_state_dict(path)
+        convs = [i for i in range(31) if f"features.{i}.weight" in state]
+        if len(convs) != len(VGG16_CONV_NAMES) or "classifier.3.weight" not in state:
+            raise UsageError(f"{path}: not a torchvision VGG-16 state dict (expected 13 features.N convs "
+                             "and classifier.0/3 layers)")
+        out: dict[str, torch.Tensor] = {}
+        for name, i in zip(VGG16_CONV_NAMES, convs, strict=True):
+            out[f"{name}.weight"], out[f"{name}.bias"] = state[f"features.{i}.weight"], state[f"features.{i}.bias"]
+        for name, i in (("fc6", 0), ("fc7", 3)):
+            out[f"{name}.weight"], out[f"{name}.bias"] = state[f"classifier.{i}.weight"], state[f"classifier.{i}.bias"]
+        out["conv1_1.weight"], out["conv1_1.bias"] = fold_input_normalisation(
+            out["conv1_1.weight"], out["conv1_1.bias"], trained_for=InputSpec(224), fed=self.input_spec)
+        _load_checked(self, out, path)
+
+
+def fold_input_normalisation(weight: torch.Tensor, bias: torch.Tensor, trained_for: InputSpec,
+                             fed: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-conv weights trained on `trained_for`-normalised input, rewritten to take `fed`-normalised
+    input: x_trained = a * x_fed + d per channel with a = std_fed / std_trained and
+    d = (mean_fed - mean_trained) / std_trained, so W' = W * a and b' = b + sum(W * d)."""
+    std_t, std_f = torch.tensor(trained_for.std, dtype=torch.float64), torch.tensor(fed.std, dtype=torch.float64)
+    a = (std_f / std_t).view(1, 3, 1, 1)
+    d = ((torch.tensor(fed.mean, dtype=torch.float64) - torch.tensor(trained_for.mean, dtype=torch.float64))
+         / std_t).view(1, 3, 1, 1)
+    w = weight.double()
+    return (w * a).to(weight.dtype), (bias.double() + (w * d).sum(dim=(1, 2, 3))).to(bias.dtype)
+
 
 @register_backbone("vgg16")
 def vgg16(cfg: ModelConfig) -> Backbone:
+    """VGG-16 Face; weights: vggface (cached by `weights fetch`), imagenet (torchvision, folded into
+    conv1_1), or a file: keras-vggface .h5, vgg_face_dag.pth, the canonical dict as .safetensors, or a
+    torchvision VGG-16 state dict."""
+    import h5py
+
+    from ordinalage.models import weights as named
+
     net = VGGFace16(dropout=cfg.dropout)
-    if cfg.weights is not None:
-        net.load_vggface(cfg.weights)
+    if cfg.weights == "vggface":
+        path = named.find_cached("vggface")
+        if path is None:
+            known = named.KNOWN["vggface"]
+            raise UsageError(f"config key 'model.weights': the vggface weights are not in the cache "
+                             f"{named.cache_dir()}; run `ordinalage weights fetch vggface`, or download "
+                             f"{known.url} by hand and put it at {named.cache_dir() / known.filename}")
+        net.load_vggface(path)
+    elif cfg.weights == "imagenet":
+        net.load_torchvision_vgg16(named.torchvision_weights("vgg16"))
+    elif cfg.weights is not None:
+        if not h5py.is_hdf5(cfg.weights) and "features.0.weight" in read_state_dict(cfg.weights):
+            net.load_torchvision_vgg16(cfg.weights)
+        else:
+            net.load_vggface(cfg.weights)
     return net
 
 
@@ -196,21 +302,121 @@ class TorchvisionBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
+        """ResNet: the stem (conv1, bn1) first, then the `layerS.B` blocks in order (stages when `coarse`)."""
+
+        def ordinal(name: str) -> Any:
+            parts = name.split(".")
+            if parts[1].startswith("layer"):
+                stage = int(parts[1][5:])
+                return stage if coarse else (stage, int(parts[2]))
+            return 0 if coarse else (0, 0)
+
+        return ordinal
+
 
 def _resnet_factory(name: str) -> BackboneFactory:
     def factory(cfg: ModelConfig) -> Backbone:
+        _only_named_weights(cfg, ("imagenet",))
         net = TorchvisionBackbone(getattr(torchvision.models, name)(weights=None), cfg.dropout)
-        if cfg.weights is not None:
+        if cfg.weights == "imagenet":
+            from ordinalage.models.weights import torchvision_weights
+
+            _load_state_dict_file(net.body, torchvision_weights(name), drop_prefixes=("fc.",))
+        elif cfg.weights is not None:
             _load_state_dict_file(net.body, cfg.weights, drop_prefixes=("fc.",))
         return net
 
     factory.__name__ = name
-    factory.__doc__ = f"torchvision {name} (weights=None); `cfg.weights`: a torchvision state dict file."
+    factory.__doc__ = (f"torchvision {name} (weights=None); `cfg.weights`: imagenet (the torchvision enum's "
+                       "DEFAULT, cached by torch hub) or a torchvision state dict file (.pth, .safetensors).")
     return factory
 
 
 for _name in ("resnet18", "resnet34", "resnet50"):
     register_backbone(_name)(_resnet_factory(_name))
+
+
+# --------------------------------------------------------------------------------------------- timm
+
+
+class TimmBackbone(Backbone):
+    """`timm.create_model(name, num_classes=0)` (pooled features), then dropout.
+
+    `input_spec` comes from the model's pretrained config (input size, mean, std), which timm fills
+    in from the name alone: a model rebuilt from a checkpoint's config normalises as it trained.
+    """
+
+    def __init__(self, model_name: str, dropout: float = 0.0, pretrained_file: str | Path | None = None) -> None:
+        import timm
+
+        super().__init__()
+        self.model_name = model_name
+        try:
+            body = timm.create_model(model_name, pretrained=False, num_classes=0)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UsageError(f"config key 'model.backbone': timm cannot build {model_name!r} "
+                             f"({type(exc).__name__}: {str(exc)[:300]})") from None
+        if pretrained_file is not None:
+            _load_timm_file(body, pretrained_file)
+        self.body = body
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out_features = int(body.num_features)
+        cfg = dict(getattr(body, "pretrained_cfg", None) or {})
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+        if len(mean) != 3 or len(std) != 3:
+            raise UsageError(f"config key 'model.backbone': timm model {model_name!r} expects "
+                             f"{len(mean)} input channels; ordinalage feeds RGB")
+        self.input_spec = InputSpec(size, mean, std)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.body(x))
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
+        """timm's own grouping of the model (stem, blocks, final norm), for names under `body.`."""
+        from timm.models._manipulate import group_with_matcher
+
+        names = [(n, None) for n, _ in self.body.named_parameters()]
+        groups = group_with_matcher(iter(names), self.body.group_matcher(coarse=coarse))
+        layer = {n: i for i, members in groups.items() for n in members}
+        return lambda name: layer[name.removeprefix("body.")]
+
+
+def _load_timm_file(body: nn.Module, path: str | Path) -> None:
+    """Load a timm-format state dict (the classifier's keys dropped; every other key must fit). A file
+    that does not fit as is goes through the model module's `checkpoint_filter_fn` first (timm's
+    converter of original releases)."""
+    cfg = dict(getattr(body, "pretrained_cfg", None) or {})
+    classifiers = cfg.get("classifier") or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
+
+    def drop_classifier(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if not any(k.startswith(c + ".") for c in classifiers)}
+
+    state = drop_classifier(read_state_dict(path))
+    if set(state) != set(body.state_dict()):
+        convert = getattr(sys.modules.get(type(body).__module__), "checkpoint_filter_fn", None)
+        if convert is not None:
+            try:
+                state = drop_classifier(convert(dict(state), body))
+            except Exception:  # noqa: BLE001 - not a convertible release: the key check below reports it
+                pass
+    _load_checked(body, state, path)
+
+
+def timm_backbone(cfg: ModelConfig) -> Backbone:
+    """`timm:NAME`; weights: imagenet (timm's default pretrained tag of NAME, HF hub cache) or a file
+    (.pth, .safetensors in timm's layout; the classifier is dropped)."""
+    _only_named_weights(cfg, ("imagenet",))
+    name = cfg.backbone[len(TIMM_PREFIX):]
+    path: str | Path | None = cfg.weights
+    if cfg.weights == "imagenet":
+        from ordinalage.models.weights import timm_weights
+
+        path = timm_weights(name)
+    return TimmBackbone(name, cfg.dropout, pretrained_file=path)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -234,20 +440,34 @@ def _load_checked(module: nn.Module, state: Mapping[str, torch.Tensor], path: st
     module.load_state_dict(state, strict=True)
 
 
-def _load_state_dict_file(module: nn.Module, path: str | Path, drop_prefixes: Sequence[str]) -> None:
-    """Load a plain state dict file (`torch.load(weights_only=True)`), dropping keys under `drop_prefixes`."""
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a `.safetensors` file or a `torch.save` file (`weights_only=True`); a
+    `{"state_dict": ...}` wrapper and DataParallel's `module.` prefixes are taken off."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a usage error
         raise UsageError(f"{path}: not a readable PyTorch state dict file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if isinstance(state, dict) and state.get("format") == "ordinalage-checkpoint":
+        raise UsageError(f"{path}: an ordinalage checkpoint, not a backbone weights file; to start from a "
+                         "trained run use --init (config key model.init)")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path}: expected a state dict (a mapping of names to tensors)")
-    state = {k.removeprefix("module."): v for k, v in state.items()
-             if not any(k.removeprefix("module.").startswith(p) for p in drop_prefixes)}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_state_dict_file(module: nn.Module, path: str | Path, drop_prefixes: Sequence[str]) -> None:
+    """Load a state dict file (.pth or .safetensors), dropping keys under `drop_prefixes`."""
+    state = {k: v for k, v in read_state_dict(path).items() if not any(k.startswith(p) for p in drop_prefixes)}
     _load_checked(module, state, path)
 
 
-__all__ = ["BACKBONES", "Backbone", "ScratchCNN", "TorchvisionBackbone", "VGGFace16", "build_backbone",
-           "register_backbone"]
+__all__ = ["BACKBONES", "TIMM_PREFIX", "WEIGHT_NAMES", "Backbone", "ScratchCNN", "TimmBackbone",
+           "TorchvisionBackbone", "VGGFace16", "build_backbone", "fold_input_normalisation",
+           "is_known_backbone", "read_state_dict", "register_backbone"]

@@ -39,7 +39,8 @@ def is_vggface_file(path: str | Path) -> bool:
 
 
 def read_vggface(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a keras-vggface VGG16 `.h5` or `vgg_face_dag.pth` into the canonical state dict."""
+    """Read a keras-vggface VGG16 `.h5` or `vgg_face_dag.pth` (or the canonical dict as `.safetensors`)
+    into the canonical state dict."""
     import h5py
 
     p = Path(path)
@@ -58,7 +59,12 @@ def read_vggface(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_torch_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path), device="cpu")
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a usage error
         raise UsageError(f"{path}: neither a keras-vggface .h5 nor a vgg_face_dag.pth state dict "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None

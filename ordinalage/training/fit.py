@@ -229,6 +229,12 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
                         train_ages=np.array([r.age for r in data.train], dtype=float))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+    elif config.model.init:  # fine-tune from a trained run: its backbone, and its head when it fits
+        from ordinalage.models.init import init_from
+
+        message = init_from(model, config.model.init)
+        if not quiet:
+            _console().print(message)
     spec = resolve_input_spec(config, model.backbone)
     from ordinalage.data.cache import prepare_cache
 

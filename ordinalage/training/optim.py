@@ -58,12 +58,11 @@ SCHEDULERS: dict[str, Callable[[Config, int], Callable[[int], float]]] = {
 
 
 def build_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimiser over the model's parameter groups (backbone/head, decayed/undecayed)."""
-    from ordinalage.models.model import param_groups
+    """The optimiser over the model's parameter groups (backbone/head, decayed/undecayed, and
+    layer-wise learning-rate decay with `train.layer_decay`, through timm's helpers)."""
+    from ordinalage.models.param_groups import param_groups
 
-    t = config.train
-    groups = param_groups(model, lr=t.lr, backbone_lr_mult=t.backbone_lr_mult, weight_decay=t.weight_decay)
-    return OPTIMIZERS[t.optimizer](groups, config)
+    return OPTIMIZERS[config.train.optimizer](param_groups(model, config), config)
 
 
 def build_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int

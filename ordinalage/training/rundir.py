@@ -104,7 +104,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def default_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.model.head}-{config.model.backbone}-{stamp}"
+    return Path("runs") / f"{config.model.head}-{config.model.backbone.replace(':', '-')}-{stamp}"
 
 
 def _slug(specs: Sequence[str]) -> str:

@@ -200,11 +200,15 @@ def known_values() -> dict[str, tuple[str, ...]]:
 def check_space(space: tuple[Param, ...], base: dict[str, Any], where: str) -> None:
     """Each bound and choice, set alone on the base config, must give a valid `Config`; a choice of an
     enumerated key (data.sampling, model.head, ...) must be one of its known values."""
+    from ordinalage.models.backbones import is_known_backbone
+
     known = known_values()
     for p in space:
         allowed = known.get(p.key)
         if allowed is not None:
             for value in p.probe_values():
+                if p.key == "model.backbone" and isinstance(value, str) and is_known_backbone(value):
+                    continue  # registered names and timm:NAME
                 if value not in allowed:
                     raise UsageError(f"{where}: space.{p.key}: unknown choice {value!r} ({', '.join(allowed)})")
         for value in p.probe_values():
