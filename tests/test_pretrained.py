@@ -169,7 +169,7 @@ def test_imagenet_offline_names_the_url_and_the_place(monkeypatch: pytest.Monkey
     with pytest.raises(UsageError, match="no network") as err:
         build_backbone(ModelConfig(backbone="resnet18", weights="imagenet"))
     assert url in str(err.value) and str(tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]) in str(err.value)
-    with pytest.raises(UsageError, match=r"timm/resnet18d\.ra2_in1k.*model.safetensors.*--weights FILE"):
+    with pytest.raises(UsageError, match=r"timm/resnet18d\.ra2_in1k.*model.safetensors.*model.weights"):
         build_backbone(ModelConfig(backbone="timm:resnet18d", weights="imagenet"))
 
 

@@ -64,7 +64,7 @@ def group_records(records: Sequence[Record], groups: AgeGroups, specs: Sequence[
               f"{groups.spec} (ages {_age_ranges(list(dropped_ages))})", file=sys.stderr)
     if len(records) and not keep.any():
         raise UsageError(f"data: all {len(records)} images{where} have ages outside the age groups {groups.spec} "
-                         f"(ages {_age_ranges(list(dropped_ages))}); change data.groups / --groups, "
+                         f"(ages {_age_ranges(list(dropped_ages))}); change data.groups, "
                          "e.g. add an open top group such as '71+'")
     kept = [r for r, k in zip(records, keep, strict=True) if k]
     return kept, idx[keep], dropped_ages

@@ -287,7 +287,7 @@ def read_sources(specs: Sequence[str], cfg: DataConfig,
     if isinstance(specs, str):
         specs = [specs]
     if not specs:
-        raise UsageError("no data given (data.sources is empty; use --data SPEC)")
+        raise UsageError("no data given (data.sources is empty)")
     records: list[Record] = []
     for spec in specs:
         records.extend(read_spec(spec, cfg, skipped))

@@ -416,11 +416,11 @@ def write_synth(out: str | Path, n: int, seed: int = 0, size: int = 96, progress
     and a smaller `n` gives a prefix of a larger one.
     """
     if n < 1:
-        raise UsageError(f"synth: --n must be at least 1, got {n}")
+        raise UsageError(f"synth: the number of images must be at least 1, got {n}")
     if seed < 0:
-        raise UsageError(f"synth: --seed must be >= 0, got {seed}")
+        raise UsageError(f"synth: the seed must be >= 0, got {seed}")
     if size < 32:
-        raise UsageError(f"synth: --size must be at least 32 pixels, got {size}")
+        raise UsageError(f"synth: the image size must be at least 32 pixels, got {size}")
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)

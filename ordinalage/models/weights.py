@@ -74,7 +74,7 @@ def _check_vggface(path: Path) -> None:
 
 def _offline_message(url: str, dest: Path, exc: BaseException) -> str:
     return (f"cannot download {url} ({type(exc).__name__}: {str(exc)[:160]}); no network? "
-            f"Download it by hand and put it at {dest} (or pass the file itself with --weights FILE)")
+            f"Download it by hand and put it at {dest} (or pass the file itself as model.weights)")
 
 
 def _progress(total: int | None, start: int, label: str) -> Any:
@@ -281,7 +281,7 @@ def timm_weights(model_name: str) -> Path:
         if err is not None:
             raise UsageError(f"cannot download the timm weights of {model_name!r} from the Hugging Face hub "
                              f"(hub id {cfg.hf_hub_id}, file {HF_FILES[0]}, {url}): {type(err).__name__}: {err}; "
-                             f"no network? Download it by hand and pass it with --weights FILE, or run "
+                             f"no network? Download it by hand and give the file as model.weights, or run "
                              f"`huggingface-cli download {cfg.hf_hub_id} {HF_FILES[0]}` where there is network "
                              f"and copy {where} to this machine")
         last: BaseException | None = None
