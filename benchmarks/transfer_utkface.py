@@ -10,15 +10,11 @@ same half and the split does not depend on file names or listing order. One mode
 model (`model.init`: backbone and head, same groups), on the same split of B (fixed split seed). B's
 test MAE both ways goes to benchmarks/results/transfer_utkface.json. Settings otherwise come from
 configs/experiments/utkface_bakeoff.yaml (scratch CNN, coral head over years, 64 px).
-
-Until `fit` calls `ordinalage.models.init.init_from` itself, this script applies it in-process right
-after fit builds the model (recorded as `init_applied_by` in the JSON).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import sys
 import tempfile
@@ -47,39 +43,20 @@ def split_halves(files: list[Path], seed: int) -> tuple[list[Path], list[Path]]:
     return a, b
 
 
-def _fit_applies_init() -> bool:
-    import ordinalage.training.fit as fit_module
-
-    return "init_from" in inspect.getsource(fit_module)
-
-
 def train(sets: list[str], out: Path, init: Path | None) -> dict[str, Any]:
-    """One run through `fit`; with `init`, the new model starts from that run (see the module doc)."""
-    import ordinalage.models.model as model_module
+    """One run through `fit` (which applies `model.init`), then the test evaluation."""
     from ordinalage.config import load_config
-    from ordinalage.models.init import init_from
+    from ordinalage.evaluation.evaluate import evaluate_after_training
     from ordinalage.training.fit import fit
 
     config = load_config(CONFIG, sets=[*sets, f"train.out_dir={out}"] + ([f"model.init={init}"] if init else []))
-    original = model_module.build_model
-    messages: list[str] = []
-    if init is not None and not _fit_applies_init():
-        def build_and_init(cfg: Any, groups: Any, *args: Any, **kwargs: Any) -> Any:
-            model = original(cfg, groups, *args, **kwargs)
-            if not messages:  # the first build is fit's; later ones (evaluation) load best.pt anyway
-                messages.append(init_from(model, init))
-            return model
-
-        model_module.build_model = build_and_init
-    try:
-        start = time.perf_counter()
-        run_dir = fit(config, quiet=True)
-        wall = time.perf_counter() - start
-    finally:
-        model_module.build_model = original
+    start = time.perf_counter()
+    run_dir = fit(config, quiet=True)
+    test = evaluate_after_training(run_dir, show=False) or {}
+    wall = time.perf_counter() - start
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"run_dir": str(run_dir), "wall_seconds": round(wall, 1), "best_val": summary.get("best_value"),
-            "test_mae": summary.get("test", {}).get("mae"), "init_message": messages[0] if messages else None}
+            "test_mae": test.get("mae"), "init": str(init) if init else None}
 
 
 def main() -> None:
@@ -123,8 +100,7 @@ def main() -> None:
     write_result("transfer_utkface", {
         "settings": {"config": str(CONFIG.relative_to(ROOT)), "sets": sets, "split_seed": args.split_seed,
                      "epochs_a": args.epochs_a, "epochs_b": args.epochs_b, "seeds": args.seeds, "smoke": args.smoke,
-                     "half_a": len(a), "half_b": len(b),
-                     "init_applied_by": "fit" if _fit_applies_init() else "benchmark (fit does not call init_from yet)"},
+                     "half_a": len(a), "half_b": len(b)},
         "run_a": run_a, "rows": rows, "test_mae": result,
     }, out=args.json or (out / "smoke.json" if args.smoke else None))
 

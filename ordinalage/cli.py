@@ -157,7 +157,8 @@ def _train_folds(config: Any, args: argparse.Namespace) -> int:
     from ordinalage.training.folds import run_folds
 
     def evaluate(run_dir: Any) -> dict[str, Any]:
-        return evaluate_after_training(run_dir, show=False, device=args.device or "auto") or {}
+        # every fold's test part is evaluated: that is what cross-validation reports
+        return evaluate_after_training(run_dir, show=False, device=args.device or "auto", force=True) or {}
 
     run_folds(config, fit, evaluate_fn=evaluate)
     return 0

@@ -61,3 +61,19 @@ def test_run_folds_counts_loso_folds_from_the_data_and_uses_evaluate_fn(tmp_path
 def test_mean_std_single_row_and_missing_keys():
     out = mean_std([{"fold": 0, "mae": 3.0, "flag": True}, {"fold": 1}])
     assert out == {"mae": {"mean": 3.0, "std": 0.0, "n": 1}}
+
+
+def test_train_command_runs_every_fold_and_evaluates_each(tmp_path):
+    """`ordinalage train` with data.protocol=folds:2 trains both folds and writes folds.json with test rows."""
+    from conftest import TINY_SETS
+
+    from ordinalage.cli import main
+
+    sets = [*TINY_SETS, f"data.cache_dir={tmp_path / 'cache'}", "data.protocol=folds:2", f"train.out_dir={tmp_path / 'cv'}"]
+    assert main(["train", *[a for s in sets for a in ("--set", s)]]) == 0
+    result = json.loads((tmp_path / "cv" / "folds.json").read_text())
+    assert [r["fold"] for r in result["folds"]] == [0, 1]
+    assert all(r["n"] > 0 and r["mae"] >= 0 for r in result["folds"])  # each fold evaluated on its own test part
+    assert result["summary"]["mae"]["n"] == 2
+    tests = [json.loads((tmp_path / "cv" / f"fold-{k}" / "summary.json").read_text())["test"]["n"] for k in (0, 1)]
+    assert sum(tests) >= 150  # the two test folds together cover (nearly) the whole set

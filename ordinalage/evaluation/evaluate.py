@@ -515,15 +515,17 @@ def evaluate_predictions_file(
 
 
 
-def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: str = "auto") -> dict[str, Any] | None:
+def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: str = "auto",
+                            force: bool = False) -> dict[str, Any] | None:
     """Evaluate a finished run's best.pt on its test split and keep the metrics in summary.json
-    (`test`), when its config asks for it (`train.eval_on_end`) and the split holds any image."""
+    (`test`), when its config asks for it (`train.eval_on_end`, or `force`, as cross-validation
+    does) and the split holds any image."""
     run = RunDir(run_dir)
     summary = run.read_summary()
     from ordinalage.config import load_config
 
     config = load_config(run.config_yaml)
-    if not (config.train.eval_on_end and summary.get("finished") and summary.get("n_test", 1)):
+    if not ((config.train.eval_on_end or force) and summary.get("finished") and summary.get("n_test", 1)):
         return None
     result = evaluate_run(run.path, split="test", show=show, device=device)
     run.update_summary(test=result)
