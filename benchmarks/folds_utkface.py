@@ -31,14 +31,14 @@ METRICS = ("mae", "accuracy")
 
 
 def _test_metrics(run_dir: Path) -> dict[str, Any]:
-    """The test metrics of a run: its summary's `test` block, else an evaluation of best.pt now."""
+    """The test metrics of a finished run: its summary's `test` block, else evaluated now (and kept)."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if "test" in summary:
         return summary["test"]
-    from ordinalage.evaluation.evaluate import evaluate_run
+    from ordinalage.evaluation.evaluate import evaluate_after_training
 
-    return evaluate_run(run_dir, split="test", show=False)
+    return evaluate_after_training(run_dir, show=False, force=True) or {}
 
 
 def _fit(config: Config) -> Path:
