@@ -275,3 +275,21 @@ def test_distributed_trials_share_parameters_and_prune_together(tmp_path: Path) 
         assert t["state"] == ("PRUNED" if s["pruned_at"] else "COMPLETE")
         assert t["steps"] == list(range(1, (s["pruned_at"] or 3) + 1))  # each report stored once
     assert any(s["pruned_at"] for s in r0["seen"]) and any(not s["pruned_at"] for s in r0["seen"])
+
+
+def test_freeze_epochs_under_two_processes(cache_dir: str, tmp_path: Path) -> None:
+    """train.freeze_epochs works under torchrun: after one frozen epoch the backbone (weights and
+    BatchNorm statistics) is exactly the one-process run's untouched backbone, while the head trained."""
+    sets = [*_sets(cache_dir, tmp_path / "two"), "train.epochs=1", "train.freeze_epochs=1"]
+    _torchrun("-m", "ordinalage", "train", *[a for s in sets for a in ("--set", s)], cwd=tmp_path)
+    torch.set_num_threads(1)
+    one = fit(load_config(sets=[*_sets(cache_dir, tmp_path / "one"), "train.epochs=1", "train.freeze_epochs=1",
+                                "train.lr=0"]), quiet=True)
+    two_state = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["model"]
+    start_state = torch.load(one / "last.pt", weights_only=True)["model"]  # lr 0: the starting weights
+    backbone = [k for k in two_state if k.startswith("backbone.")]
+    head = [k for k in two_state if k.startswith("head.") and two_state[k].is_floating_point()]
+    assert backbone and head
+    for k in backbone:
+        torch.testing.assert_close(two_state[k], start_state[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(two_state[k], start_state[k]) for k in head)

@@ -331,3 +331,26 @@ def test_train_ages_reach_fit_prior_through_build_head() -> None:
     ages = np.full(50, 62.0)
     h = build_head(ModelConfig(head="coral"), 4, DECADES, train_ages=ages)
     assert h.decode(h(torch.zeros(1, 4))).age.item() == 62.0
+
+
+@pytest.mark.parametrize("name", ["coral", "corn"])
+def test_ordinal_label_distribution_sums_to_one_and_gives_the_heads_age(name: str) -> None:
+    """P(age = k) from consecutive differences of P(age > k): rows sum to one, and the age the head
+    reports (the rank count) is the median of that distribution; mean/mode decoders read it too."""
+    h = head(name, DECADES, target="age", max_age=5)
+    # rank probabilities P(age > k), k = 0..4 (CORN: conditional, multiplied by the head)
+    logits = logit([[0.95, 0.9, 0.7, 0.4, 0.1]])
+    dec = h.decode(logits)
+    p = dec.label_proba
+    assert p.shape == (1, 6)
+    torch.testing.assert_close(p.sum(1), torch.ones(1))
+    cdf = p.cumsum(1)[0]
+    median = int((cdf < 0.5 - 1e-6).sum())
+    assert dec.age.item() == median
+    if name == "coral":  # consistent ranks: exactly 1 - .95, .95 - .9, .9 - .7, .7 - .4, .4 - .1, .1
+        torch.testing.assert_close(p, torch.tensor([[0.05, 0.05, 0.2, 0.3, 0.3, 0.1]]))
+        assert dec.age.item() == 3
+    years = torch.arange(6, dtype=torch.float32)
+    for rule, expected in (("mean", (p[0] * years).sum()), ("mode", p[0].argmax().float())):
+        torch.testing.assert_close(head(name, DECADES, target="age", max_age=5, decode=rule).decode(logits).age[0],
+                                   expected)

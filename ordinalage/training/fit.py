@@ -199,7 +199,9 @@ def build_training(config: Config, model: torch.nn.Module, device: torch.device,
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # frozen backbone epochs leave its parameters without gradients: DDP must expect that
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=t.freeze_epochs > 0)
     if t.compile:
         train_model = torch.compile(train_model)
     optimizer = build_optimizer(config, model)
@@ -214,8 +216,6 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
     from ordinalage.data.dataset import build_loader
     from ordinalage.models.model import build_model
 
-    if ctx.enabled and config.train.freeze_epochs > 0:
-        raise UsageError("config key 'train.freeze_epochs': not supported with several processes yet")
     if run_dir is None:
         config, run_dir = _create_run_dir(config, ctx)
     t = config.train
@@ -337,8 +337,7 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
     seed_everything(t.seed * 100_003 + epoch + 7919 * ctx.rank)
     state.train_sampler.set_epoch(epoch)
     _reseed_loader(state.train_loader, t.seed * 100_003 + epoch + 7919 * ctx.rank)
-    if not ctx.enabled:
-        state.model.set_backbone_trainable(epoch >= t.freeze_epochs)
+    state.model.set_backbone_trainable(epoch >= t.freeze_epochs)
     stats = train_one_epoch(state, state.train_loader, progress)
     sync_buffers(ctx, state.model)  # validate (and save) rank 0's BatchNorm statistics on every rank
     val = validate(state, state.val_loader)
