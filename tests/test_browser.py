@@ -40,9 +40,10 @@ def server(tiny_run, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def _labels(driver) -> list[str]:  # type: ignore[no-untyped-def]
-    from selenium.webdriver.common.by import By
-
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".age-label")]
+    """The shown age labels, read in one script call: the camera loop redraws them a few times a
+    second, so element handles kept across calls go stale."""
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll('.age-label'), e => e.innerText.trim())"))
 
 
 def test_page_labels_a_photo_and_the_camera(server: str, tmp_path: Path) -> None:
