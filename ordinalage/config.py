@@ -128,8 +128,11 @@ class TrainConfig:
     out_dir: str | None = None  # default: runs/<head>-<backbone>-<timestamp>
     eval_on_end: bool = True  # evaluate best.pt on the test split at the end
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
+    ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UsageError(f"config key 'train.ema_decay': must be in [0, 1), got {self.ema_decay}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UsageError(f"config key 'train.layer_decay': must be in (0, 1] or null, got {self.layer_decay}")
         if self.backbone_lr_mult < 0:

@@ -209,3 +209,29 @@ def test_compile_on_cpu_saves_a_plain_model(cache_dir: str, tmp_path: Path) -> N
     dec = loaded.model.predict(x)
     assert dec.age.shape == (3,) and torch.isfinite(dec.age).all()
     assert float(rows(run)[0]["train_loss"]) < 100
+
+
+# --------------------------------------------------------------------------------------------- EMA
+
+
+def test_ema_weights_are_validated_kept_as_best_and_resumed(cache_dir: str, tmp_path: Path) -> None:
+    """train.ema_decay: swa_utils' EMA is updated every step, validated, saved beside the raw weights
+    in last.pt and as the model of best.pt; a resumed run ends with the same averaged weights."""
+    from ordinalage.evaluation.evaluate import evaluate_run
+
+    sets = ("train.epochs=2", "train.ema_decay=0.5", "data.augment.enabled=false")
+    run = fit(tiny(cache_dir, tmp_path / "run", *sets))
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert int(last["ema"]["n_averaged"]) == last["step"]  # updated once per optimiser step
+    assert ema.keys() == last["model"].keys()
+    assert any(not torch.equal(ema[k], last["model"][k]) for k in ema if ema[k].is_floating_point())
+    if best["epoch"] == 2:  # best.pt holds the averaged weights of its epoch
+        assert all(torch.equal(best["model"][k], ema[k]) for k in ema)
+    assert evaluate_run(run, split="val", show=False)["n"] > 0  # best.pt loads and evaluates as a plain model
+
+    part = fit(tiny(cache_dir, tmp_path / "part", *sets), stop_after_epochs=1)
+    fit(None, resume=part)
+    resumed = load_checkpoint(part / "last.pt")["ema"]
+    for k, v in last["ema"].items():
+        torch.testing.assert_close(resumed[k], v, msg=k)

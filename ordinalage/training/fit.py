@@ -97,6 +97,7 @@ class TrainState:
     quiet: bool = True
     train_prior: np.ndarray | None = None  # the head's effective training label distribution
     loggers: list[Any] = field(default_factory=list)  # per-epoch loggers (TensorBoard)
+    ema: Any = None  # torch.optim.swa_utils.AveragedModel of `model` when train.ema_decay > 0
 
     @property
     def run(self) -> RunDir:
@@ -254,6 +255,11 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
                        input_spec=spec, groups=data.groups, reference=_reference(data), ctx=ctx, data=data,
                        train_loader=train_loader, val_loader=val_loader, train_sampler=sampler, quiet=quiet,
                        train_prior=train_prior(config, model, data))
+    if t.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        # BatchNorm statistics are averaged with the weights (use_buffers), as swa_utils prescribes for EMA
+        state.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
     if ckpt is not None:
         _restore(state, ckpt)
     elif ctx.is_main:
@@ -281,6 +287,8 @@ def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.scaler.load_state_dict(ckpt["scaler"])
+    if state.ema is not None and ckpt.get("ema") is not None:
+        state.ema.load_state_dict(ckpt["ema"])
     state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
     state.best_value, state.best_epoch = ckpt.get("best_value"), int(ckpt.get("best_epoch", -1))
     state.bad_epochs = int(ckpt.get("bad_epochs", 0))
@@ -340,6 +348,8 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
     state.model.set_backbone_trainable(epoch >= t.freeze_epochs)
     stats = train_one_epoch(state, state.train_loader, progress)
     sync_buffers(ctx, state.model)  # validate (and save) rank 0's BatchNorm statistics on every rank
+    if state.ema is not None:
+        sync_buffers(ctx, state.ema.module)
     val = validate(state, state.val_loader)
     row = {"epoch": epoch + 1, **stats, "val_loss": val["loss"], "val_mae": val["mae"],
            "val_accuracy": val["accuracy"], "val_one_off": val["one_off"], "lr": state.optimizer.param_groups[-1]["lr"]}
@@ -354,8 +364,9 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
     if ctx.is_main:
         ck = _checkpoint(state)
         atomic_torch_save(ck, state.run.last_pt)
-        if improved:
-            atomic_torch_save(ck, state.run.best_pt)
+        if improved:  # best.pt: the validated weights (the EMA ones when train.ema_decay > 0)
+            atomic_torch_save({**ck, "model": state.ema.module.state_dict()} if state.ema is not None else ck,
+                              state.run.best_pt)
             from ordinalage.training.rundir import write_json
 
             write_json(state.run.val_best_json, {"epoch": epoch + 1, **val})
@@ -382,6 +393,7 @@ def _checkpoint(state: TrainState) -> dict[str, Any]:
         "groups": state.groups.labels,
         "reference": state.reference,
         "train_prior": None if state.train_prior is None else [float(v) for v in state.train_prior],
+        "ema": None if state.ema is None else state.ema.state_dict(),  # raw weights in "model", averaged here
         "versions": versions(),
     }
 
@@ -457,6 +469,8 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
         state.scaler.step(opt)
         state.scaler.update()
         state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
         state.step += 1
         n = x.shape[0]
         total_loss += loss.item() * n
@@ -477,6 +491,8 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     # with several processes, each rank runs the plain module on its shard: DDP's forward would
     # expect the same number of calls on every rank, and the shards may differ by one batch
     model = state.model if state.ctx.enabled else state.train_model
+    if state.ema is not None:  # with weight averaging, the averaged weights are validated and kept as best
+        model = state.ema.module
     out = infer(model, loader, input_spec=state.input_spec, device=state.device, precision=state.precision,
                 channels_last=state.config.train.channels_last and state.device.type == "cuda",
                 loss_fn=state.model.head.loss, decoder=state.model)
