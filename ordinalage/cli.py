@@ -181,7 +181,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, device=args.device, show=not args.json,
                               strict=args.strict, workers=args.workers, tta=args.tta, prior=args.prior,
                               interval=args.interval, thresholds=thresholds, challenges=challenges,
-                              by=parse_by(args.by), calibrate=args.calibrate, per_source=args.per_source)
+                              by=parse_by(args.by), calibrate=args.calibrate, per_source=args.per_source,
+                              ensemble=args.ensemble or ())
     else:
         raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
     if args.json:
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", metavar="AGES", help="age thresholds for accept/reject error rates, e.g. 18")
     p.add_argument("--challenge", metavar="AGES", help="challenge ages (accept if estimate >= it), e.g. 18,21,25")
     p.add_argument("--by", metavar="COLUMNS", help="error breakdown by attributes, e.g. gender,race (UTKFace names)")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="average this model's predictions with these models' (same labels; the first's split)")
     p.add_argument("--per-source", action="store_true", dest="per_source",
                    help="one row per --data spec (and the combined row); compare shows a runs x datasets matrix")
     p.add_argument("--calibrate", action="store_true",

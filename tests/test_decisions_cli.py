@@ -79,3 +79,23 @@ def test_bad_decision_and_prior_input_exits_2_naming_it(run: Path, tmp_path: Pat
     assert str(bad) in err and "line 3" in err
     assert main(["serve", str(run), "--prior", "em"]) == 2
     assert "prior estimate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", ["class", "corn"])
+def test_an_ensemble_of_one_model_twice_equals_the_model(head: str, tiny_run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         capsys: pytest.CaptureFixture) -> None:
+    one = tmp_path / "one"
+    shutil.copytree(tiny_run(head), one)
+    assert main(["evaluate", str(one), "--json"]) == 0
+    single = _json(capsys)
+    assert main(["evaluate", str(one), "--ensemble", str(one / "best.pt"), "--out", str(tmp_path / "ens"), "--json"]) == 0
+    both = _json(capsys)
+    assert both["ensemble"] == [str(one / "best.pt")]
+    for key in ("n", "mae", "accuracy", "one_off", "ca5"):
+        assert both[key] == pytest.approx(single[key]), key
+
+
+def test_an_ensemble_of_models_with_other_labels_exits_2(tiny_run, capsys: pytest.CaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    other = tiny_run("class", "model.target=group")
+    assert main(["evaluate", str(tiny_run("class")), "--ensemble", str(other)]) == 2
+    assert "predicts other labels" in capsys.readouterr().err

@@ -202,6 +202,7 @@ def evaluate_run(
     by: Sequence[str] = (),
     calibrate: bool = False,
     per_source: bool = False,
+    ensemble: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
 
@@ -214,6 +215,8 @@ def evaluate_run(
     error rates. `by`: attributes to break the error down by (besides age). `calibrate`: fit a
     temperature on the validation split (group probabilities; also used before EM). `per_source`:
     one row of metrics per data source (each --data spec) and the combined row, as `per_source`.
+    `ensemble`: more runs or checkpoints whose predictions are averaged with this one's (their
+    label distributions, or ages for regression heads); the first target's split and data are used.
 
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
@@ -235,10 +238,15 @@ def evaluate_run(
     records, dropped = _select_records(loaded, run_dir, data, split)
     predict = functools.partial(predict_records, loaded, batch_size=batch_size, device=device, workers=workers,
                                 strict=strict, tta=tta)
-    preds = predict(records, show=show)
+    members = [load_model(m, select_device(device)) for m in ensemble]
+    for m in members:
+        check_compatible(loaded, m)
+    predictors = [predict] + [functools.partial(predict_records, m, batch_size=batch_size, device=device,
+                                                workers=workers, strict=strict, tta=tta) for m in members]
+    preds = combine_predictions([p(records, show=show) for p in predictors], loaded)
     val = None
     if interval is not None or calibrate:
-        val = _validation_predictions(loaded, run_dir, predict)
+        val = combine_predictions([_validation_predictions(loaded, run_dir, p) for p in predictors], loaded)
     result: dict[str, Any] = {}
     adapted = _adapt(preds, loaded, prior, bool(data), val if calibrate else None)
     if adapted is not None:
@@ -272,6 +280,7 @@ def evaluate_run(
         "split": split,
         "tta": "flip" if tta else "none",
         "checkpoint": str(checkpoint),
+        "ensemble": [str(m.checkpoint_path) for m in members],
         "data": list(data) if data else f"{run_dir / 'split.csv'}",
         "skipped": preds.skipped,
         "dropped_out_of_range": dropped,
@@ -291,6 +300,45 @@ def evaluate_run(
         print_decisions(decisions, console)
         console.print(f"wrote {out_dir}")
     return result
+
+
+def check_compatible(first: LoadedModel, other: LoadedModel) -> None:
+    """Ensemble members must predict the same labels: same target, groups and label range."""
+    a, b = first.config.model, other.config.model
+    if (a.target, a.max_age, list(first.groups.labels)) != (b.target, b.max_age, list(other.groups.labels)):
+        raise UsageError(f"ensemble: {other.checkpoint_path} predicts other labels than {first.checkpoint_path} "
+                         f"(target {b.target} vs {a.target}, max_age {b.max_age} vs {a.max_age}, "
+                         f"groups {other.groups.spec} vs {first.groups.spec})")
+
+
+def combine_predictions(parts: Sequence[Predictions], loaded: LoadedModel) -> Predictions:
+    """The ensemble of several models' predictions on the same images: the mean of their label
+    distributions decoded by the first model's rule (`model.decode`), or, when a member has no
+    distribution (regression), the mean age. One member is returned unchanged."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if any(p.paths != first.paths for p in parts):
+        raise UsageError("ensemble: the models could not read the same images (see the skipped ones above)")
+    groups = loaded.groups
+    if all(p.label_proba is not None for p in parts):
+        from ordinalage.config import age_decoder
+        from ordinalage.evaluation.prior import decode_age, group_proba_from_labels
+
+        proba = np.mean([p.label_proba for p in parts], axis=0)
+        if loaded.config.model.target == "group":
+            group_proba, group = proba, proba.argmax(1)
+            age = proba @ groups.midpoints()
+        else:
+            age = decode_age(proba, loaded.label_ages, age_decoder(loaded.config.model.head, loaded.config.model.decode))
+            group, group_proba = groups.clip_indices(age), group_proba_from_labels(proba, loaded.label_ages, groups)
+        return dataclasses.replace(first, pred_age=age, pred_group=group.astype(np.int64),
+                                   group_proba=group_proba.astype(np.float32), rank_proba=None,
+                                   label_proba=proba.astype(np.float32))
+    age = np.mean([p.pred_age for p in parts], axis=0)
+    return dataclasses.replace(first, pred_age=age, pred_group=groups.clip_indices(age).astype(np.int64),
+                               group_proba=np.mean([p.group_proba for p in parts], axis=0), rank_proba=None,
+                               label_proba=None)
 
 
 def _metrics(preds: Predictions, groups: AgeGroups) -> dict[str, Any]:
