@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -510,27 +508,9 @@ def write_prior(path: str | Path, prior: np.ndarray, label_ages: np.ndarray | Se
         raise ValueError(f"write_prior: {p.size} weights for {ages.size} ages")
     obj = {"ages": [int(a) if float(a).is_integer() else float(a) for a in ages],
            "weight": [float(w) for w in p], "meta": dict(meta or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ordinalage.training.rundir import atomic_write_text, jsonable
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------------------------- plot, CLI piece

@@ -6,9 +6,7 @@ lists and dicts only, and the model is rebuilt from the config stored inside it.
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,18 +39,9 @@ def versions() -> dict[str, str]:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ordinalage.training.rundir import atomic_write
+
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
