@@ -13,7 +13,6 @@ skipped and counted (`Skipped`); a malformed CSV is a UsageError naming the file
 from __future__ import annotations
 
 import csv
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from ordinalage.data.files import IMAGE_EXTENSIONS, list_images
 from ordinalage.data.records import Record, Skipped
+from ordinalage.data.sources import parse_age
 from ordinalage.errors import UsageError
 
 NameParser = Callable[[Path], "tuple[int, dict[str, Any]] | None"]
@@ -202,16 +202,6 @@ def read_agedb(path: Path, source: str, options: dict[str, str]) -> tuple[list[R
 APPA_COLUMNS = ("file_name", "apparent_age_avg", "real_age")
 
 
-def _appa_number(text: str, where: str, column: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{where}, column {column!r}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{where}, column {column!r}: {text!r} is not a non-negative age")
-    return value
-
-
 def find_appa_root(folder: Path) -> Path:
     for root in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
         if any((root / f"gt_avg_{s}.csv").is_file() for s in CORAL_SPLITS):
@@ -241,8 +231,8 @@ def read_appa(path: Path, source: str, options: dict[str, str]) -> tuple[list[Re
                 file_name = (row["file_name"] or "").strip()
                 if not file_name:
                     raise UsageError(f"{where}, column 'file_name': empty")
-                apparent = _appa_number(row["apparent_age_avg"], where, "apparent_age_avg")
-                real = _appa_number(row["real_age"], where, "real_age")
+                apparent = parse_age(row["apparent_age_avg"], where, "apparent_age_avg")
+                real = parse_age(row["real_age"], where, "real_age")
                 image = next((p for p in (root / name / f"{file_name}_face.jpg", root / name / file_name)
                               if p.is_file()), None)
                 if image is None:
@@ -250,6 +240,6 @@ def read_appa(path: Path, source: str, options: dict[str, str]) -> tuple[list[Re
                     continue
                 meta = {"real_age": real, "apparent_age": apparent}
                 if row.get("apparent_age_std"):
-                    meta["apparent_std"] = _appa_number(row["apparent_age_std"], where, "apparent_age_std")
+                    meta["apparent_std"] = parse_age(row["apparent_age_std"], where, "apparent_age_std")
                 records.append(Record(str(image), apparent if target == "apparent" else real, split, source, meta))
     return records, skipped

@@ -189,13 +189,14 @@ def read_folder(folder: Path, source: str) -> list[Record]:
 # csv: columns path, age, optional split
 
 
-def _csv_age(text: str, where: str) -> float:
+def parse_age(text: str, where: str, column: str = "age") -> float:
+    """A non-negative finite age from a CSV cell; errors name `where` (file and line) and the column."""
     try:
         age = float(text)
     except ValueError:
-        raise UsageError(f"{where}, column 'age': {text!r} is not a number") from None
+        raise UsageError(f"{where}, column {column!r}: {text!r} is not a number") from None
     if not math.isfinite(age) or age < 0:
-        raise UsageError(f"{where}, column 'age': {text!r} is not a non-negative age")
+        raise UsageError(f"{where}, column {column!r}: {text!r} is not a non-negative age")
     return age
 
 
@@ -226,7 +227,7 @@ def read_csv(path: Path, source: str) -> list[Record]:
                 raise UsageError(f"{where}, column 'split': {split_text!r} is not train, val or test")
             split = SPLIT_NAMES[split_text.lower()] if split_text else None
             meta = {c: values[c] for c in extra}
-            records.append(Record(os.path.abspath(image), _csv_age(values["age"], where), split, source, meta))
+            records.append(Record(os.path.abspath(image), parse_age(values["age"], where), split, source, meta))
     return records
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from ordinalage.errors import UsageError
 from ordinalage.evaluation.metrics import baseline_metrics, compute_metrics, reference_from_truth
 from ordinalage.evaluation.report import plot_confusion, print_evaluation, stderr_console
 from ordinalage.groups import AgeGroups
-from ordinalage.training.rundir import RunDir, eval_dir, write_json
+from ordinalage.training.rundir import RunDir, eval_dir, parse_number, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -456,16 +455,6 @@ def print_prior(info: dict[str, Any], console: Any) -> None:
     console.print(table)
 
 
-def _number(value: str | None, path: Path, line: int, column: str) -> float:
-    try:
-        x = float(value) if value is not None else math.nan
-    except ValueError:
-        x = None
-    if x is None or not math.isfinite(x):
-        raise UsageError(f"{path}: line {line}, column {column}: {value!r} is not a finite number")
-    return x
-
-
 def _group_index(value: str | None, groups: AgeGroups, path: Path, line: int, column: str) -> int:
     v = (value or "").strip()
     if v in groups.labels:
@@ -505,8 +494,8 @@ def read_predictions_csv(path: str | Path, groups: AgeGroups) -> dict[str, Any]:
         for row in reader:
             line = reader.line_num
             if has_age:
-                ta.append(_number(row.get("true_age"), path, line, "true_age"))
-                pa.append(_number(row.get("pred_age"), path, line, "pred_age"))
+                ta.append(parse_number(row.get("true_age"), path, line, "true_age"))
+                pa.append(parse_number(row.get("pred_age"), path, line, "pred_age"))
             if has_group:
                 tg.append(_group_index(row.get("true_group"), groups, path, line, "true_group"))
                 pg.append(_group_index(row.get("pred_group"), groups, path, line, "pred_group"))

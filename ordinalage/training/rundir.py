@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import tempfile
@@ -254,14 +255,15 @@ def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _number(value: str | None, path: Path, line: int, column: str) -> float:
+def parse_number(value: str | None, path: Path, line: int, column: str) -> float:
+    """A finite number from a CSV cell; anything else is a UsageError naming the file, line and column."""
     try:
-        out = float(value) if value not in (None, "") else float("nan")
+        x = float(value) if value is not None else math.nan
     except ValueError:
-        out = float("nan")
-    if not np.isfinite(out):
-        raise UsageError(f"{path}, line {line}: column '{column}' is not a number ({value!r})")
-    return out
+        x = None
+    if x is None or not math.isfinite(x):
+        raise UsageError(f"{path}: line {line}, column {column}: {value!r} is not a finite number")
+    return x
 
 
 def read_split_csv(path: str | Path, split: str) -> list[Record]:
@@ -278,6 +280,6 @@ def read_split_csv(path: str | Path, split: str) -> list[Record]:
         for row in reader:
             if split != "all" and row["split"] != split:
                 continue
-            age = _number(row["age"], path, reader.line_num, "age")
+            age = parse_number(row["age"], path, reader.line_num, "age")
             records.append(Record(path=row["path"], age=age, split=row["split"], source="split.csv"))
     return records
