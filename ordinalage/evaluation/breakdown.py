@@ -25,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.metrics import paired_ages
 
 RESERVED = ("by_age", "gaps")
 GENDERS = {"0": "male", "1": "female"}
@@ -86,14 +87,9 @@ def select_attributes(attributes: Mapping[str, Sequence[Any]] | None, by: Sequen
 
 
 def _errors(true_age: Any, pred_age: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(true_age, dtype=float)
-    p = np.asarray(pred_age, dtype=float)
-    if t.ndim != 1 or p.shape != t.shape:
-        raise UsageError(f"breakdown: true_age {t.shape} and pred_age {p.shape} must be one value per image")
+    t, p = paired_ages(true_age, pred_age, "breakdown")
     if t.size == 0:
         raise UsageError("breakdown: no images (n = 0)")
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))):
-        raise UsageError("breakdown: ages must be finite numbers")
     return t, p - t
 
 

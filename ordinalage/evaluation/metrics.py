@@ -46,6 +46,17 @@ def _as_1d(values: Any, name: str, dtype: type) -> np.ndarray:
     return a
 
 
+def paired_ages(true_age: Any, pred_age: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """True and predicted ages as float arrays, one finite value per image each; errors name `who`."""
+    t = np.asarray(true_age, dtype=float)
+    p = np.asarray(pred_age, dtype=float)
+    if t.ndim != 1 or p.shape != t.shape:
+        raise UsageError(f"{who}: true_age {t.shape} and pred_age {p.shape} must be one value per image")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))):
+        raise UsageError(f"{who}: ages must be finite numbers")
+    return t, p
+
+
 def _check_groups(g: np.ndarray, n_groups: int, name: str) -> None:
     bad = np.flatnonzero((g < 0) | (g >= n_groups))
     if bad.size:

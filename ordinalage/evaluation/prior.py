@@ -406,10 +406,7 @@ def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor
     weights = np.zeros(len(ages))
     seen: dict[int, str] = {}
     for where, age, weight in entries:
-        if not (math.isfinite(age) and math.isfinite(weight)):
-            raise UsageError(f"{path}, {where}: age and weight must be finite numbers, got {age}, {weight}")
-        if weight < 0:
-            raise UsageError(f"{path}, {where}: weight {weight:g} for age {age:g} is negative")
+        _check_entry(path, where, age, weight)
         j = _label_index(ages, age)
         if j < 0:
             inside = ages.min() <= age <= ages.max()
@@ -419,9 +416,21 @@ def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor
             raise UsageError(f"{path}, {where}: age {age:g} was already given ({seen[j]})")
         seen[j] = where
         weights[j] = weight
+    return _finish_prior(_some_weight(path, weights), floor)
+
+
+def _check_entry(path: Path, where: str, age: float, weight: float) -> None:
+    """One (age, weight) row of a prior file: finite numbers and a non-negative weight."""
+    if not (math.isfinite(age) and math.isfinite(weight)):
+        raise UsageError(f"{path}, {where}: age and weight must be finite numbers, got {age}, {weight}")
+    if weight < 0:
+        raise UsageError(f"{path}, {where}: weight {weight:g} for age {age:g} is negative")
+
+
+def _some_weight(path: Path, weights: np.ndarray) -> np.ndarray:
     if weights.sum() <= 0:
         raise UsageError(f"{path}: all weights are 0; a prior needs some positive weight")
-    return _finish_prior(weights, floor)
+    return weights
 
 
 def _year_weights_to_groups(path: Path, entries: list[tuple[str, float, float]], groups: AgeGroups) -> np.ndarray:
@@ -429,10 +438,7 @@ def _year_weights_to_groups(path: Path, entries: list[tuple[str, float, float]],
     weights = np.zeros(len(groups))
     seen: dict[float, str] = {}
     for where, age, weight in entries:
-        if not (math.isfinite(age) and math.isfinite(weight)):
-            raise UsageError(f"{path}, {where}: age and weight must be finite numbers, got {age}, {weight}")
-        if weight < 0:
-            raise UsageError(f"{path}, {where}: weight {weight:g} for age {age:g} is negative")
+        _check_entry(path, where, age, weight)
         g = int(groups.indices([age])[0])
         if g < 0 or not float(age).is_integer():
             raise UsageError(f"{path}, {where}: age {age:g} is not a whole year inside the model's age groups "
@@ -441,9 +447,7 @@ def _year_weights_to_groups(path: Path, entries: list[tuple[str, float, float]],
             raise UsageError(f"{path}, {where}: age {age:g} was already given ({seen[age]})")
         seen[age] = where
         weights[g] += weight
-    if weights.sum() <= 0:
-        raise UsageError(f"{path}: all weights are 0; a prior needs some positive weight")
-    return weights
+    return _some_weight(path, weights)
 
 
 def _number(text: str | None, path: Path, where: str, column: str) -> float:

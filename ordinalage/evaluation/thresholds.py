@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.metrics import paired_ages
 
 THRESHOLD_KEYS = ("threshold", "challenge", "n_under", "n_over", "false_accept", "false_reject")
 
@@ -53,13 +54,7 @@ def parse_thresholds(text: str | Sequence[int] | int, flag: str = "--threshold")
 
 
 def _pair(true_age: Any, pred_age: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(true_age, dtype=float)
-    p = np.asarray(pred_age, dtype=float)
-    if t.ndim != 1 or p.shape != t.shape:
-        raise UsageError(f"thresholds: true_age {t.shape} and pred_age {p.shape} must be one value per image")
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(p))):
-        raise UsageError("thresholds: ages must be finite numbers")
-    return t, p
+    return paired_ages(true_age, pred_age, "thresholds")
 
 
 def threshold_rates(true_age: np.ndarray, pred_age: np.ndarray, threshold: float,
