@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,30 +11,14 @@ import yaml
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.metrics import LOWER_IS_BETTER, SCALAR_METRICS
 from ordinalage.evaluation.report import compare_table, plot_compare, print_wide, stderr_console
+from ordinalage.training.rundir import RunDir, read_json_object
 
 INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
 RANKED_METRICS = tuple(m for m in SCALAR_METRICS if m != "n")  # n is a count, not a score
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object")
-    return data
-
-
 #: decision columns (docs/evaluation.md, "Evaluation for decisions"): lower is better for all but coverage
 DECISION_COLUMNS = ("coverage", "width", "false_accept", "false_reject", "gap")
-
-
-def _test_metrics(run: Path, summary: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-    """The run's test metrics: summary.json `test`, else eval-test/metrics.json (`RunDir.test_metrics`)."""
-    from ordinalage.training.rundir import RunDir
-
-    return RunDir(run).test_metrics()
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
@@ -52,8 +35,8 @@ def read_run(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{cfg_path}: not valid YAML ({exc})") from exc
     if not isinstance(cfg, dict):
         raise UsageError(f"{cfg_path}: expected a mapping")
-    summary = _read_json(run / "summary.json") if (run / "summary.json").is_file() else {}  # a clear error if bad
-    metrics, source = _test_metrics(run, summary)
+    summary = RunDir(run).read_summary()  # a broken file is an error naming it
+    metrics, source = RunDir(run).test_metrics(summary)
     model, data, train = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("train") or {}
     sources = data.get("sources")
     epochs = summary.get("epochs_done", summary.get("epochs", train.get("epochs")))
@@ -81,7 +64,7 @@ def _latest_per_source(run: Path) -> list[dict[str, Any]] | None:
     found = [p for p in run.glob("eval-*/metrics.json") if "per_source" in p.read_text(encoding="utf-8")]
     if not found:
         return None
-    return _read_json(max(found, key=lambda p: p.stat().st_mtime)).get("per_source")
+    return read_json_object(max(found, key=lambda p: p.stat().st_mtime)).get("per_source")
 
 
 def best_runs(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, str], dict[str, set[int]]]:

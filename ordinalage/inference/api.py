@@ -10,7 +10,6 @@ lock, so one estimator can be shared by threads (the HTTP server does). See docs
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,7 +128,7 @@ class AgeEstimator:
             "tta": bool(self.predictor.tta),
         }
         summary = self._summary()
-        if summary is not None:
+        if summary:
             test = summary.get("test")
             if isinstance(test, dict):
                 out["test_metrics"] = {k: v for k, v in test.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -207,16 +206,12 @@ class AgeEstimator:
             det = self._local.detector = HaarFaceDetector()
         return det
 
-    def _summary(self) -> dict[str, Any] | None:
-        run_dir = self.predictor.loaded.run_dir or self.predictor.loaded.checkpoint_path.parent
-        path = Path(run_dir) / "summary.json"
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+    def _summary(self) -> dict[str, Any]:
+        """The run's summary.json ({} when missing or unreadable: describing a model never fails)."""
+        from ordinalage.training.rundir import RunDir
+
+        return RunDir(self.predictor.loaded.run_dir or self.predictor.loaded.checkpoint_path.parent
+                      ).read_summary(tolerant=True)
 
     def __repr__(self) -> str:
         i = self.predictor.loaded

@@ -9,7 +9,6 @@ returns for its run folder (the caller decides how to evaluate), else the `test`
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -21,20 +20,14 @@ import numpy as np
 
 from ordinalage.config import Config, replace
 from ordinalage.errors import UsageError
-from ordinalage.training.rundir import write_json
+from ordinalage.training.rundir import RunDir, write_json
 
 FitFn = Callable[[Config], Path]
 EvaluateFn = Callable[[Path], dict[str, Any]]
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return RunDir(run_dir).read_summary(tolerant=True)  # a broken fold summary means: train it again
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

@@ -98,6 +98,14 @@ def read_json(path: str | Path) -> Any:
         raise UsageError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """`read_json` of a file that must hold a JSON object."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder's best.pt (last.pt when there is no best.pt)."""
     path = Path(path)
@@ -223,8 +231,17 @@ class RunDir:
         atomic_write_text(self.metrics_csv, _csv_text(lines))
 
     # -- summary ------------------------------------------------------------------------------------
-    def read_summary(self) -> dict[str, Any]:
-        return read_json(self.summary_json) if self.summary_json.is_file() else {}
+    def read_summary(self, tolerant: bool = False) -> dict[str, Any]:
+        """summary.json ({} when there is none). A broken file is a UsageError naming it, or, with
+        `tolerant` (a fold runner, a server describing its model), read as {}."""
+        if not self.summary_json.is_file():
+            return {}
+        try:
+            return read_json_object(self.summary_json)
+        except (UsageError, OSError):
+            if tolerant:
+                return {}
+            raise
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.summary_json, summary)
@@ -236,9 +253,10 @@ class RunDir:
         self.write_summary(summary)
         return summary
 
-    def test_metrics(self) -> tuple[dict[str, Any] | None, str | None]:
-        """The run's test metrics and where they came from: summary.json `test`, else eval-test/metrics.json."""
-        test = self.read_summary().get("test")
+    def test_metrics(self, summary: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """The run's test metrics and where they came from: summary.json `test` (`summary` when the
+        caller has read it already), else eval-test/metrics.json."""
+        test = (self.read_summary() if summary is None else summary).get("test")
         if isinstance(test, dict):
             return test, "summary.json:test"
         path = self.path / "eval-test" / "metrics.json"
