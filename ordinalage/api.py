@@ -13,16 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ordinalage.config import Config, load_config, set_dotted, to_dict, validate
+from ordinalage.config import SHORT_KEYS, Config, load_config, set_dotted, to_dict, validate
 from ordinalage.config import config_from_dict as _from_dict
 from ordinalage.errors import UsageError
-
-#: short names accepted as keyword overrides (as the CLI flags): head=..., epochs=...
-SHORT_KEYS = {"head": "model.head", "backbone": "model.backbone", "weights": "model.weights",
-              "target": "model.target", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
-              "out": "train.out_dir", "device": "train.device", "precision": "train.precision", "seed": "train.seed",
-              "groups": "data.groups", "image_size": "data.image_size", "workers": "data.num_workers",
-              "data": "data.sources"}
 
 
 @dataclass(frozen=True)

@@ -90,22 +90,14 @@ def _data_audit(args: argparse.Namespace) -> int:
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    over: dict[str, Any] = {}
-    for flag, key in [("head", "model.head"), ("backbone", "model.backbone"), ("weights", "model.weights"),
-                      ("init", "model.init"),
-                      ("target", "model.target"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
-                      ("lr", "train.lr"), ("out", "train.out_dir"), ("device", "train.device"),
-                      ("precision", "train.precision"), ("seed", "train.seed"), ("groups", "data.groups"),
-                      ("image_size", "data.image_size"), ("workers", "data.num_workers")]:
-        value = getattr(args, flag, None)
-        if value is not None:
-            over[key] = value
+    from ordinalage.config import SHORT_KEYS
+
+    over: dict[str, Any] = {key: getattr(args, flag) for flag, key in SHORT_KEYS.items()
+                            if getattr(args, flag, None) is not None}
     if getattr(args, "compile", None):
         over["train.compile"] = True
     if getattr(args, "strict", None):
         over["data.strict"] = True
-    if getattr(args, "data", None):
-        over["data.sources"] = list(args.data)
     return over
 
 
@@ -122,8 +114,9 @@ def _train(args: argparse.Namespace) -> int:
             run_dir = fit(None, resume=args.resume)
         else:
             config = load_config(args.config, _train_overrides(args), args.set)
-            if _several_folds(config):  # folds:K, loso, or a source's own folds: every fold, then mean +- std
-                return _train_folds(config, args)
+            n_folds = _folds_to_run(config)
+            if n_folds is not None:  # folds:K, loso, or a source's own folds: every fold, then mean +- std
+                return _train_folds(config, args, n_folds)
             run_dir = fit(config)
     except RunExists as exc:
         raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
@@ -138,20 +131,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _several_folds(config: Any) -> bool:
+def _folds_to_run(config: Any) -> int | None:
+    """The number of folds `train` runs one after the other (folds:K, loso, or a source's own folds
+    when it has several), or None for a single split; the data is read only when the protocol needs it."""
+    from ordinalage.data.prepare import fold_count
     from ordinalage.data.splits import parse_protocol
 
     kind = parse_protocol(config.data.protocol).kind
-    if kind in ("folds", "loso"):
-        return True
-    if kind == "source":
-        from ordinalage.data.prepare import fold_count
-
-        return fold_count(config.data) > 1
-    return False
+    if kind in ("random", "subject"):
+        return None
+    n = fold_count(config.data)
+    return n if kind in ("folds", "loso") or n > 1 else None
 
 
-def _train_folds(config: Any, args: argparse.Namespace) -> int:
+def _train_folds(config: Any, args: argparse.Namespace, n_folds: int) -> int:
     from ordinalage.evaluation.evaluate import evaluate_after_training
     from ordinalage.training.fit import fit
     from ordinalage.training.folds import run_folds
@@ -160,7 +153,7 @@ def _train_folds(config: Any, args: argparse.Namespace) -> int:
         # every fold's test part is evaluated: that is what cross-validation reports
         return evaluate_after_training(run_dir, show=False, device=args.device or "auto", force=True) or {}
 
-    run_folds(config, fit, evaluate_fn=evaluate)
+    run_folds(config, fit, evaluate_fn=evaluate, n_folds=n_folds)
     return 0
 
 

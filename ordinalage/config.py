@@ -259,6 +259,14 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     return deep_merge(d, over)
 
 
+#: short names of the most used keys: the `ordinalage train` flags and `ordinalage.fit(**overrides)`
+SHORT_KEYS = {"head": "model.head", "backbone": "model.backbone", "weights": "model.weights", "init": "model.init",
+              "target": "model.target", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+              "out": "train.out_dir", "device": "train.device", "precision": "train.precision", "seed": "train.seed",
+              "groups": "data.groups", "image_size": "data.image_size", "workers": "data.num_workers",
+              "data": "data.sources"}
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """Parse one `--set key=value`; the value is read as YAML (so 3, 0.1, true, null, [a, b] work)."""
     if "=" not in item:

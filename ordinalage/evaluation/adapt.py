@@ -44,10 +44,21 @@ class Adapted:
     source: str | None = None  # the FILE when mode == file
 
 
+NO_DISTRIBUTION = ("prior correction needs a distribution over ages: the regression head gives one age, "
+                   "so use a class, CORAL or CORN model (or leave the prior as trained)")
+
+
 def check_distribution(label_proba: np.ndarray | None, train_prior: np.ndarray | None, head: str) -> None:
-    if label_proba is None or head == "regression":
-        raise UsageError("prior correction needs a distribution over ages: the regression head gives one age, "
-                         "so use a class, CORAL or CORN model (or leave the prior as trained)")
+    """Prior correction needs predicted label distributions and a model that supports it."""
+    if label_proba is None:
+        raise UsageError(NO_DISTRIBUTION)
+    check_prior_support(train_prior, head)
+
+
+def check_prior_support(train_prior: np.ndarray | None, head: str) -> None:
+    """The model can be adapted to an age mix: not a regression head, and its training prior stored."""
+    if head == "regression":
+        raise UsageError(NO_DISTRIBUTION)
     if train_prior is None:
         raise UsageError("this checkpoint stores no training prior (trained before prior correction existed); "
                          "retrain it to use prior correction")

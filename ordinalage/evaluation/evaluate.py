@@ -247,17 +247,17 @@ def evaluate_run(
     if interval is not None or calibrate:
         val = combine_predictions([_validation_predictions(loaded, run_dir, p) for p in predictors], loaded)
     result: dict[str, Any] = {}
+    metrics = _metrics(preds, groups)
     adapted = _adapt(preds, loaded, prior, bool(data), val if calibrate else None)
     if adapted is not None:
         result["prior"] = adapted.pop("summary")
+        adapted_preds = dataclasses.replace(preds, **adapted)
+        adapted_metrics = _metrics(adapted_preds, groups)
+        result["prior"]["as_trained"] = _headline(metrics)
+        result["prior"]["adapted"] = _headline(adapted_metrics)
         if prior is not None:  # the adapted predictions become the evaluated ones
-            result["prior"]["as_trained"] = _headline(_metrics(preds, groups))
-            preds = dataclasses.replace(preds, **adapted)
-            result["prior"]["adapted"] = _headline(_metrics(preds, groups))
-        else:
-            result["prior"]["as_trained"] = _headline(_metrics(preds, groups))
-            result["prior"]["adapted"] = _headline(_metrics(dataclasses.replace(preds, **adapted), groups))
-    result.update(_metrics(preds, groups))
+            preds, metrics = adapted_preds, adapted_metrics
+    result.update(metrics)
     reference = dict(loaded.reference or {})
     if "majority_group" in reference:
         source = "training split"

@@ -97,10 +97,10 @@ class FacePredictor:
         self.tta = tta  # also predict the mirrored crop and average the logits
         self.prior = prior
         if prior is not None:
-            from ordinalage.evaluation.adapt import check_distribution
+            from ordinalage.evaluation.adapt import check_prior_support
 
             # refuse at once (regression head, or a checkpoint without a training prior), not per batch
-            check_distribution(np.zeros((1, 1)), self.loaded.train_prior, self.loaded.config.model.head)
+            check_prior_support(self.loaded.train_prior, self.loaded.config.model.head)
         self.calibration = None
         if interval is not None:
             from ordinalage.evaluation.intervals import Calibration
