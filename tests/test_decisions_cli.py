@@ -81,11 +81,11 @@ def test_bad_decision_and_prior_input_exits_2_naming_it(run: Path, tmp_path: Pat
     assert "prior estimate" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("head", ["class", "corn"])
-def test_an_ensemble_of_one_model_twice_equals_the_model(head: str, tiny_run, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                         capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("head, extra", [("class", ()), ("corn", ()), ("coral", ("model.target=group",))])
+def test_an_ensemble_of_one_model_twice_equals_the_model(head: str, extra: tuple[str, ...], tiny_run,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     one = tmp_path / "one"
-    shutil.copytree(tiny_run(head), one)
+    shutil.copytree(tiny_run(head, *extra), one)
     assert main(["evaluate", str(one), "--json"]) == 0
     single = _json(capsys)
     assert main(["evaluate", str(one), "--ensemble", str(one / "best.pt"), "--out", str(tmp_path / "ens"), "--json"]) == 0

@@ -86,11 +86,19 @@ def adapt(label_proba: np.ndarray, train_prior: np.ndarray, prior: np.ndarray, l
           groups: AgeGroups, target: str, how: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Reweight to `prior` and decode: (age, group, group_proba, label_proba)."""
     p = reweight(label_proba, train_prior, prior)
+    return (*decode_labels(p, label_ages, groups, target, how), p)
+
+
+def decode_labels(p: np.ndarray, label_ages: np.ndarray, groups: AgeGroups, target: str, how: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(age, group, group_proba) from label distributions (N, L) by the decoder `how`: years are
+    decoded to an age and binned; groups are decoded directly (mean/mode: the most probable group,
+    median: the first group where the CDF reaches 0.5) with the expected midpoint as the age."""
     if target == "group":
         group = p.argmax(1) if how in ("mean", "mode") else np.argmax(np.cumsum(p, 1) >= 0.5 - 1e-9, axis=1)
-        return p @ groups.midpoints(), group.astype(np.int64), p, p
+        return p @ groups.midpoints(), group.astype(np.int64), p
     age = decode_age(p, label_ages, how)
-    return age, groups.clip_indices(age).astype(np.int64), group_proba_from_labels(p, label_ages, groups), p
+    return age, groups.clip_indices(age).astype(np.int64), group_proba_from_labels(p, label_ages, groups)
 
 
 def adapt_predictions(label_proba: np.ndarray | None, loaded: Any, spec: str, smooth: float = DEFAULT_SMOOTH,

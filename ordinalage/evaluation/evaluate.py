@@ -322,15 +322,12 @@ def combine_predictions(parts: Sequence[Predictions], loaded: LoadedModel) -> Pr
     groups = loaded.groups
     if all(p.label_proba is not None for p in parts):
         from ordinalage.config import age_decoder
-        from ordinalage.evaluation.prior import decode_age, group_proba_from_labels
+        from ordinalage.evaluation.adapt import decode_labels
 
         proba = np.mean([p.label_proba for p in parts], axis=0)
-        if loaded.config.model.target == "group":
-            group_proba, group = proba, proba.argmax(1)
-            age = proba @ groups.midpoints()
-        else:
-            age = decode_age(proba, loaded.label_ages, age_decoder(loaded.config.model.head, loaded.config.model.decode))
-            group, group_proba = groups.clip_indices(age), group_proba_from_labels(proba, loaded.label_ages, groups)
+        cfg = loaded.config.model
+        age, group, group_proba = decode_labels(proba, loaded.label_ages, groups, cfg.target,
+                                                age_decoder(cfg.head, cfg.decode))
         return dataclasses.replace(first, pred_age=age, pred_group=group.astype(np.int64),
                                    group_proba=group_proba.astype(np.float32), rank_proba=None,
                                    label_proba=proba.astype(np.float32))
