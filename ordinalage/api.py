@@ -60,13 +60,19 @@ def _key(name: str) -> str:
                      "e.g. train__lr=0.001")
 
 
+def _value(name: str, value: Any) -> Any:
+    """`data` takes one spec or several; every other override is passed as given."""
+    if name != "data":
+        return value
+    return [value] if isinstance(value, str) else list(value)
+
+
 def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **overrides: Any) -> Run:
     """Train: `config` is a Config, a YAML path or None (defaults); keyword overrides as
     `head="corn"`, `epochs=2` or `train__lr=0.001` (section__key). Returns the finished Run."""
     from ordinalage.training.fit import fit as _fit
 
-    dotted = {_key(k): (list(v) if k == "data" and not isinstance(v, str) else ([v] if k == "data" else v))
-              for k, v in overrides.items()}
+    dotted = {_key(k): _value(k, v) for k, v in overrides.items()}
     if isinstance(config, Config):
         raw = to_dict(config)
         for key, value in dotted.items():
