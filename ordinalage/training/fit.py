@@ -48,7 +48,7 @@ from ordinalage.training.distributed import (
     sync_buffers,
 )
 from ordinalage.training.optim import MONITORS, build_optimizer, build_scheduler
-from ordinalage.training.rundir import RunDir, jsonable
+from ordinalage.training.rundir import RunDir, jsonable, write_json
 from ordinalage.training.runtime import Precision, resolve_precision, seed_everything, select_device
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -367,8 +367,6 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
         if improved:  # best.pt: the validated weights (the EMA ones when train.ema_decay > 0)
             atomic_torch_save({**ck, "model": state.ema.module.state_dict()} if state.ema is not None else ck,
                               state.run.best_pt)
-            from ordinalage.training.rundir import write_json
-
             write_json(state.run.val_best_json, {"epoch": epoch + 1, **val})
         state.run.append_metrics(row)
         for logger in state.loggers:
