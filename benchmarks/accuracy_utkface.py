@@ -2,6 +2,12 @@
 
     python benchmarks/accuracy_utkface.py                      # the CPU budget (see docs/results.md)
     python benchmarks/accuracy_utkface.py --epochs 30 --image-size 128 --backbones scratch,resnet18,resnet50
+    python benchmarks/accuracy_utkface.py --budget 10m --backbones scratch  # equal time, not equal epochs
+
+With `--budget`, every run gets the same wall time (`train.time_budget_min`: each measures its own
+step time and trains the epochs that fit), so heads and backbones are compared at equal cost; the
+JSON then defaults to benchmarks/results/accuracy_utkface_equal_time.json and docs/results.md is
+left alone unless `--docs` is given.
 
 Trains and evaluates on `utkface:../shared/data/UTKFace` with the fixed split of
 configs/experiments/utkface_bakeoff.yaml, then repeats the two settings with the best
@@ -46,22 +52,35 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backbones", default="scratch,resnet18")
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs (same for every run)")
+    p.add_argument("--budget", default=None, metavar="TIME",
+                   help="equal-time mode: every run gets this wall time (e.g. 10m), train.time_budget_min")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--seeds", type=int, default=3, help="seeds for the two best settings (1 = no repeats)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", default=str(ROOT / "benchmarks/runs/accuracy_utkface"), help="run folders")
-    p.add_argument("--json", default=str(ROOT / "benchmarks/results/accuracy_utkface.json"))
-    p.add_argument("--docs", default=str(ROOT / "docs/results.md"))
+    p.add_argument("--json", default=None, help="default benchmarks/results/accuracy_utkface[_equal_time].json")
+    p.add_argument("--docs", default=None, help="default docs/results.md (equal-time mode: none unless given)")
     p.add_argument("--set", action="append", default=[], help="extra config override for every run")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the JSON and docs from the runs that have finished so far")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.budget:
+        from ordinalage.training.budget import parse_budget
+
+        args.budget_min = parse_budget(args.budget)
+        if args.epochs:
+            p.error("--budget sets each run's epochs; leave out --epochs")
+    suffix = "_equal_time" if args.budget else ""
+    args.json = args.json or str(ROOT / f"benchmarks/results/accuracy_utkface{suffix}.json")
+    args.docs = args.docs or (None if args.budget else str(ROOT / "docs/results.md"))
+    return args
 
 
 def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> dict[str, Any] | None:
     """Train + evaluate one setting (or reuse a finished run folder; None: not run, --report-only)."""
-    run_dir = Path(args.runs) / f"{backbone}-{name}-seed{seed}"
+    tag = f"-{args.budget}" if args.budget else ""
+    run_dir = Path(args.runs) / f"{backbone}-{name}{tag}-seed{seed}"
 
     def make_config() -> Any:
         sets = [f"data.sources=[utkface:{args.data}]", f"model.backbone={backbone}", f"train.seed={seed}",
@@ -69,6 +88,8 @@ def run_one(args: argparse.Namespace, name: str, backbone: str, seed: int) -> di
         sets += [f"{k}={v}" for k, v in SETTINGS[name].items()]
         if args.epochs:
             sets.append(f"train.epochs={args.epochs}")
+        if args.budget:
+            sets.append(f"train.time_budget_min={args.budget_min}")
         if args.image_size:
             sets.append(f"data.image_size={args.image_size}")
         if args.workers is not None:
@@ -86,7 +107,8 @@ def _record(run_dir: Path, name: str, backbone: str, seed: int, summary: dict, w
     test = summary["test"]
     return {"setting": name, "backbone": backbone, "seed": seed, "run_dir": str(run_dir.relative_to(ROOT))
             if run_dir.is_relative_to(ROOT) else str(run_dir), "wall_seconds": wall,
-            "best_epoch": summary.get("best_epoch"), "device": summary.get("device"), "val": {k: val.get(k) for k in METRICS},
+            "best_epoch": summary.get("best_epoch"), "epochs": summary.get("epochs_done"),
+            "budget": summary.get("budget"), "device": summary.get("device"), "val": {k: val.get(k) for k in METRICS},
             "test": {k: v for k, v in test.items() if k not in ("confusion_png",)},
             "config": read_yaml(run_dir / "config.yaml")}
 
@@ -173,12 +195,14 @@ def main() -> int:
     complete = len(rows) == planned
     best = ranked[0]
     cmd = "python benchmarks/accuracy_utkface.py" + (f" --epochs {args.epochs}" if args.epochs else "") + (
+        f" --budget {args.budget}" if args.budget else "") + (
         f" --image-size {args.image_size}" if args.image_size else "")
     best["retrain"] = (f"ordinalage train --config configs/experiments/utkface_bakeoff.yaml --backbone {best['backbone']} "
                        + " ".join(f"--set {k}={v}" for k, v in SETTINGS[best["setting"]].items()))
     cfg0 = rows[0]["config"]
     result = {"benchmark": "accuracy_utkface", "command": cmd,
-              "budget": f"{cfg0['train']['epochs']} epochs at {cfg0['data']['image_size']} px, batch "
+              "budget": (f"{args.budget} of wall time per run (train.time_budget_min; epochs per run in 'runs') at "
+                         if args.budget else f"{cfg0['train']['epochs']} epochs at ") + f"{cfg0['data']['image_size']} px, batch "
                         f"{cfg0['train']['batch_size']}, on {rows[0]['device']} "
                         f"({os.cpu_count()} CPU cores, {platform.machine()})",
               "n_test": rows[0]["test"]["n"], "complete": complete, "planned_runs": planned, "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -186,6 +210,9 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     png = ROOT / best["run_dir"] / "eval-test" / "confusion_norm.png"
+    if args.docs is None:
+        print(json.dumps({"best": best["run_dir"], "test_mae": best["test"]["mae"], "json": args.json}), file=sys.stderr)
+        return 0
     if png.is_file():
         (Path(args.docs).parent / "img").mkdir(parents=True, exist_ok=True)
         shutil.copy(png, Path(args.docs).parent / "img" / "utkface_best_confusion.png")

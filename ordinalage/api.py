@@ -61,7 +61,11 @@ def _key(name: str) -> str:
 
 
 def _value(name: str, value: Any) -> Any:
-    """`data` takes one spec or several; every other override is passed as given."""
+    """`data` takes one spec or several; `budget` minutes or '30m'; every other override is passed as given."""
+    if name == "budget":
+        from ordinalage.training.budget import parse_budget
+
+        return parse_budget(value)
     if name != "data":
         return value
     return [value] if isinstance(value, str) else list(value)

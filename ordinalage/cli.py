@@ -101,6 +101,15 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return over
 
 
+def _budget_minutes(text: str) -> float:
+    from ordinalage.training.budget import parse_budget
+
+    try:
+        return parse_budget(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     import os
 
@@ -366,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", help="age groups (default 0-10,...,61-70)")
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--budget", type=_budget_minutes, metavar="TIME",
+                   help="wall time for the whole run (e.g. 30m, 90s, 1.5h): sets the epochs from a measured "
+                        "step time (train.time_budget_min)")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float)
     p.add_argument("--image-size", type=int, dest="image_size")

@@ -12,6 +12,7 @@ a CPU with `num_workers=0`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -98,6 +99,10 @@ class TrainState:
     train_prior: np.ndarray | None = None  # the head's effective training label distribution
     loggers: list[Any] = field(default_factory=list)  # per-epoch loggers (TensorBoard)
     ema: Any = None  # torch.optim.swa_utils.AveragedModel of `model` when train.ema_decay > 0
+    budget: Any = None  # training.budget.BudgetPlan when train.time_budget_min is set
+    deadline: float | None = None  # time.monotonic() after which training stops (the time budget)
+    budget_stopped: bool = False  # the deadline cut an epoch short
+    started: float = field(default_factory=time.monotonic)  # when the run (this process) started
 
     @property
     def run(self) -> RunDir:
@@ -119,6 +124,7 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     to Optuna there and may raise `optuna.TrialPruned`). `stop_after_epochs` ends the run early
     as if interrupted (for tests and for splitting work); `resume` continues it.
     """
+    started = time.monotonic()
     ckpt = None
     if resume is not None:  # every rank reads last.pt (the run folder must be on a shared file system)
         if not (Path(resume) / "last.pt").is_file():
@@ -131,7 +137,7 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     ctx, device_name = init_distributed(config.train.device)
     try:
         state = build_state(config, ctx, device_name, ckpt=ckpt, run_dir=Path(resume) if resume else None,
-                            quiet=quiet or not ctx.is_main)
+                            quiet=quiet or not ctx.is_main, started=started)
         stopped_early = run_epochs(state, on_epoch=on_epoch, stop_after_epochs=stop_after_epochs)
         if ctx.is_main:
             state.run.write_summary(_summary(state, stopped_early))
@@ -212,8 +218,12 @@ def build_training(config: Config, model: torch.nn.Module, device: torch.device,
 
 
 def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dict[str, Any] | None = None,
-                run_dir: Path | None = None, quiet: bool = True) -> TrainState:
-    """Data, model, loaders, optimiser, scheduler and (when resuming) the saved state of a run."""
+                run_dir: Path | None = None, quiet: bool = True, started: float | None = None) -> TrainState:
+    """Data, model, loaders, optimiser, scheduler and (when resuming) the saved state of a run.
+
+    With `train.time_budget_min` (and no checkpoint), `train.epochs` becomes the number of epochs
+    that fit in the budget counted from `started` (a `time.monotonic()` value; default: now)."""
+    started = time.monotonic() if started is None else started
     from ordinalage.data.dataset import build_loader
     from ordinalage.models.model import build_model
 
@@ -249,12 +259,21 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
                                 seed=t.seed + ctx.rank, sampler=sampler, drop_last=False, cache=cache)
     val_loader = build_loader(data.val, data.groups, config.data, spec.size, batch, train=False, seed=t.seed,
                               sampler=ShardSampler(len(data.val), ctx, shuffle=False), cache=cache)
+    plan = None
+    if t.time_budget_min and ckpt is None:  # fix the epochs before the schedule is built for them
+        plan = _plan_budget(config, ctx, model, device, spec, train_loader, val_loader, started, data, quiet)
+        config = dataclasses.replace(config, train=dataclasses.replace(t, epochs=plan.epochs))
+        t = config.train
     train_model, optimizer, scheduler, scaler, precision = build_training(config, model, device, len(train_loader), ctx)
     state = TrainState(config=config, run_dir=run_dir, device=device, precision=precision, model=model,
                        train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        input_spec=spec, groups=data.groups, reference=_reference(data), ctx=ctx, data=data,
                        train_loader=train_loader, val_loader=val_loader, train_sampler=sampler, quiet=quiet,
-                       train_prior=train_prior(config, model, data))
+                       train_prior=train_prior(config, model, data), budget=plan, started=started)
+    if plan is not None:
+        from ordinalage.training.budget import deadline
+
+        state.deadline = deadline(started, plan)
     if t.ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -281,6 +300,26 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
             f"train {len(data.train)} / val {len(data.val)} / test {len(data.test)} images at {spec.size} px | "
             + (f"{ctx.world_size} processes | " if ctx.enabled else "") + f"run folder {run_dir}")
     return state
+
+
+def _plan_budget(config: Config, ctx: DistContext, model: torch.nn.Module, device: torch.device, spec: Any,
+                 train_loader: Any, val_loader: Any, started: float, data: Any, quiet: bool) -> Any:
+    """Rank 0 probes the step time and fixes the epochs for `train.time_budget_min`; every rank gets its plan."""
+    from ordinalage.training.budget import plan_budget
+
+    plan = None
+    if ctx.is_main:
+        plan = plan_budget(config, model, device, resolve_precision(config.train.precision, device), spec,
+                           train_loader, val_loader, started=started, n_test=len(data.test), n_val=len(data.val))
+        if not quiet:
+            _console().print(
+                f"time budget {plan.minutes:g} min: {plan.epochs} epoch(s) of {plan.steps_per_epoch} steps "
+                f"({plan.step_s * 1000:.0f} ms/step, validation {plan.val_s:.1f} s, test evaluation ~{plan.test_s:.1f} s, "
+                f"setup {plan.setup_s:.1f} s)")
+        if not plan.fits:
+            _console().print(f"[yellow]warning:[/] a time budget of {plan.minutes:g} min does not fit one epoch "
+                             f"after {plan.setup_s:.0f} s of setup; training one epoch, which will run over it")
+    return broadcast(ctx, plan)
 
 
 def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
@@ -325,6 +364,10 @@ def run_epochs(state: TrainState, on_epoch: EpochCallback | None = None, stop_af
             row = run_epoch(state, progress)
             if on_epoch is not None:
                 on_epoch(row["epoch"], row)
+            if state.budget_stopped:
+                if not state.quiet:
+                    _console().print(f"time budget: epoch {state.epoch} was cut short at its deadline; stopping")
+                return True
             if t.early_stop_patience and state.bad_epochs >= t.early_stop_patience:
                 if not state.quiet:
                     _console().print(f"early stop: {t.monitor} did not improve for {state.bad_epochs} epochs")
@@ -403,7 +446,10 @@ def _summary(state: TrainState, stopped_early: bool) -> dict[str, Any]:
             "epochs": t.epochs, "finished": state.epoch >= t.epochs or stopped_early, "stopped_early": stopped_early,
             "monitor": t.monitor, "best_epoch": state.best_epoch, "best_value": state.best_value,
             "reference": state.reference, "data_report": jsonable(data.report), "dropped": data.dropped,
-            "n_test": len(data.test), "device": str(state.device), "precision": state.precision.name}
+            "n_test": len(data.test), "device": str(state.device), "precision": state.precision.name,
+            **({"budget": {**state.budget.to_dict(), "stopped_at_deadline": state.budget_stopped,
+                           "seconds_before_test": round(time.monotonic() - state.started, 2)}}
+               if state.budget is not None else {})}
 
 
 # --------------------------------------------------------------------------------------------- loops
@@ -477,6 +523,9 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
             elapsed = time.perf_counter() - start
             progress.update(task, advance=1, loss=total_loss / total_n, ips=total_n / max(elapsed, 1e-9))
         if stop_after_steps is not None and i + 1 >= stop_after_steps:
+            break
+        if state.deadline is not None and time.monotonic() >= state.deadline:
+            state.budget_stopped = True  # the time budget: validate what there is and stop
             break
     return total_loss, total_n
 

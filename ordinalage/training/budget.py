@@ -1,0 +1,186 @@
+"""Time-budgeted training: turn `train.time_budget_min` into a fixed number of epochs.
+
+A budgeted run measures, before its first epoch, how long one training step and one validation
+pass take on this machine (a short probe on a throwaway copy of the model, through the run's own
+loaders), then fixes `train.epochs` to what fits in the budget and builds its schedule for that
+many epochs. The epochs are then fixed: the run is the same as a plain run with that `train.epochs`
+and seed, and so deterministic for its seed. What the budget became is written to summary.json.
+
+The budget covers the whole run: setup (data, cache), the probe, training, validation and the
+evaluation of the test split at the end, which is estimated from the validation pass. If the
+machine slows down during the run, a deadline ends the current epoch's training early (the run
+then validates once and stops), so a run never goes past its budget by more than one validation
+and the test evaluation's estimate.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ordinalage.config import Config
+from ordinalage.errors import UsageError
+from ordinalage.training.runtime import Precision
+
+#: seconds kept aside for checkpoints, the summary and the test evaluation's plots and reports
+RESERVE_S = 15.0
+#: each epoch's estimate is stretched by this much, so that a little noise does not hit the deadline
+MARGIN = 1.05
+#: seconds per epoch for the metrics row, reseeding and the console line
+EPOCH_BOOKKEEPING_S = 0.02
+_UNITS = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
+
+
+def parse_budget(text: str | float | int) -> float:
+    """Minutes from '30m', '90s', '1.5h', '45min' or a bare number of minutes."""
+    if isinstance(text, (int, float)):
+        minutes = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text))
+        if match is None:
+            raise UsageError(f"--budget {text!r}: expected minutes, or a number with s, m or h (e.g. 30m, 90s, 1.5h)")
+        minutes = float(match.group(1)) * _UNITS[match.group(2) or "m"]
+    if not minutes > 0:
+        raise UsageError(f"--budget {text!r}: must be more than zero")
+    return minutes
+
+
+@dataclass
+class BudgetPlan:
+    """What a time budget became: the epochs that fit and the measurements they came from."""
+
+    minutes: float
+    epochs: int
+    steps_per_epoch: int
+    step_s: float  # seconds per training step, data loading included
+    val_s: float  # seconds per validation pass
+    epoch_overhead_s: float  # seconds per epoch besides the steps and validation (loader start, checkpoints)
+    test_s: float  # estimated seconds of the test evaluation at the end
+    setup_s: float  # seconds from the start of the run to the end of the probe
+    probe_steps: int
+    fits: bool = True  # False when not even one epoch fits (the run still trains one)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def epochs_that_fit(budget_s: float, elapsed_s: float, steps_per_epoch: int, step_s: float, val_s: float,
+                    test_s: float, reserve_s: float = RESERVE_S) -> int:
+    """Whole epochs (train + validation) that fit in what is left of `budget_s`, with a margin of
+    `MARGIN` for a machine that slows down; 0 when none does."""
+    left = budget_s - elapsed_s - test_s - reserve_s
+    per_epoch = (steps_per_epoch * step_s + val_s) * MARGIN
+    if per_epoch <= 0:
+        raise ValueError("an epoch must take some time")
+    return max(0, math.floor(left / per_epoch))
+
+
+def _timed_steps(step: Any, loader: Any, steps: int, warmup: int = 2) -> tuple[float, float, int]:
+    """(seconds per call of `step(batch)` over up to `steps` batches after `warmup` untimed ones,
+    seconds until the loader's first batch, steps timed)."""
+    done, start, first = 0, None, None
+    opened = time.perf_counter()
+    for batch in loader:
+        if first is None:
+            first = time.perf_counter() - opened
+        if batch is None:
+            continue
+        if done == warmup:
+            start = time.perf_counter()
+        step(batch)
+        done += 1
+        if done >= warmup + steps:
+            break
+    timed = done - warmup
+    if start is None or timed <= 0:
+        raise UsageError("the time budget's probe found no readable batch to time")
+    return (time.perf_counter() - start) / timed, first or 0.0, timed
+
+
+def _release_workers(loader: Any) -> None:
+    """Shut down a loader's persistent workers, so the run's first epoch starts them afresh, seeded
+    as they would have been without the probe (DataLoader keeps them in its private `_iterator`)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
+
+
+def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, precision: Precision, spec: Any,
+                  train_loader: Any, val_loader: Any, train_steps: int = 24, val_batches: int = 8
+                  ) -> tuple[float, float, float, int]:
+    """(seconds per training step, seconds per validation pass, seconds of fixed cost per epoch, steps
+    timed) for this model, its loaders, precision and optimiser, measured on a copy of `model` so the
+    run itself is untouched. The fixed cost is the loaders' start and two checkpoint writes."""
+    from ordinalage.training.fit import _batch_to
+    from ordinalage.training.optim import build_optimizer
+
+    channels_last = config.train.channels_last and device.type == "cuda"
+    model = copy.deepcopy(model).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    called = torch.compile(model) if config.train.compile else model
+    optimizer = build_optimizer(config, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+
+    def train_step(batch: dict[str, torch.Tensor]) -> None:
+        x, age, group = _batch_to(batch, device, spec, channels_last)
+        with precision.autocast(device):
+            loss = model.head.loss(called(x), age, group)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.train.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        float(loss.detach())  # wait for the device
+
+    @torch.no_grad()
+    def val_step(batch: dict[str, torch.Tensor]) -> None:
+        x, age, group = _batch_to(batch, device, spec, channels_last)
+        with precision.autocast(device):
+            float(model.head.loss(called(x), age, group))
+
+    model.train()
+    steps = max(1, min(train_steps, len(train_loader) - 2))
+    # untimed: two steps, plus the batches the loader's workers have queued ahead (those came free)
+    queued = train_loader.num_workers * (train_loader.prefetch_factor or 0) if train_loader.num_workers else 0
+    warmup = max(0, min(2 + queued, len(train_loader) - steps))
+    step_s, train_start_s, timed = _timed_steps(train_step, train_loader, steps, warmup=warmup)
+    model.eval()
+    n_val = len(val_loader)
+    batch_s, val_start_s, _ = _timed_steps(val_step, val_loader, max(1, min(val_batches, n_val - 1)),
+                                           warmup=min(1, n_val - 1))
+    for loader in (train_loader, val_loader):
+        _release_workers(loader)
+    start = time.perf_counter()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, io.BytesIO())
+    save_s = time.perf_counter() - start
+    return step_s, batch_s * n_val, train_start_s + val_start_s + 2 * save_s + EPOCH_BOOKKEEPING_S, timed
+
+
+def plan_budget(config: Config, model: torch.nn.Module, device: torch.device, precision: Precision, spec: Any,
+                train_loader: Any, val_loader: Any, *, started: float, n_test: int, n_val: int) -> BudgetPlan:
+    """Probe the run and return the epochs that fit in `train.time_budget_min` counted from `started`
+    (a `time.monotonic()` value); the test evaluation is estimated from the validation pass."""
+    minutes = float(config.train.time_budget_min or 0)
+    step_s, val_s, epoch_s, timed = probe_seconds(config, model, device, precision, spec, train_loader, val_loader)
+    test_s = val_s * n_test / max(1, n_val) if config.train.eval_on_end else 0.0
+    elapsed = time.monotonic() - started
+    steps = len(train_loader)
+    epochs = epochs_that_fit(minutes * 60.0, elapsed, steps, step_s, val_s + epoch_s, test_s)
+    return BudgetPlan(minutes=minutes, epochs=max(1, epochs), steps_per_epoch=steps, step_s=step_s, val_s=val_s,
+                      epoch_overhead_s=epoch_s, test_s=test_s, setup_s=elapsed, probe_steps=timed, fits=epochs >= 1)
+
+
+def deadline(started: float, plan: BudgetPlan) -> float:
+    """The `time.monotonic()` after which training stops (leaving room for the test evaluation)."""
+    return started + plan.minutes * 60.0 - plan.test_s - RESERVE_S
