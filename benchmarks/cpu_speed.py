@@ -102,7 +102,7 @@ def bench_backbone(backbone: str, size: int, batch: int, rounds: int, steps: int
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--backbones", default="scratch,resnet18")
     p.add_argument("--image-size", type=int, default=64)
@@ -110,13 +110,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--variants", default=",".join(VARIANTS))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     threads = torch.get_num_threads()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = [bench_backbone(b, args.image_size, args.batch_size, args.rounds, args.steps, threads,
                               [v for v in args.variants.split(",") if v])
                for b in args.backbones.split(",") if b]
-    result = {"threads": threads, "load_avg_1min_before": load,
+    result = {"settings": {"image_size": args.image_size, "batch_size": args.batch_size, "rounds": args.rounds,
+                           "steps": args.steps}, "threads": threads, "load_avg_1min_before": load,
               "load_avg_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "rounds": args.rounds, "steps_per_round": args.steps, "backbones": results}
     write_result("cpu_speed", result, args.json)

@@ -127,6 +127,7 @@ class TrainConfig:
     deterministic: bool = False
     out_dir: str | None = None  # default: runs/<head>-<backbone>-<timestamp>
     eval_on_end: bool = True  # evaluate best.pt on the test split at the end
+    eval_tta: bool = False  # that evaluation with flip test-time augmentation (eval-test-tta/)
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
     ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
     time_budget_min: float | None = None  # wall minutes for the whole run: sets train.epochs (training/budget.py)

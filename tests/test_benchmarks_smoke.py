@@ -191,3 +191,33 @@ def test_improve_utkface_smoke(tmp_path, faces):
     sys.argv = [*argv, "--report-only"]
     assert improve_utkface.main() == 0
     assert json.loads((tmp_path / "r.json").read_text())["ablations"] == doc["ablations"]
+
+
+def test_cpu_speed_smoke(tmp_path):
+    import cpu_speed
+
+    out = tmp_path / "cs.json"
+    cpu_speed.main(["--backbones", "scratch", "--variants", "eager,channels_last,eager-1thread", "--rounds", "1",
+                    "--steps", "1", "--batch-size", "4", "--image-size", "32", "--json", str(out)])
+    doc = load(out)
+    variants = doc["backbones"][0]["variants"]
+    assert set(variants) == {"eager", "channels_last", "eager-1thread"}
+    assert variants["eager"]["speed_vs_eager"] == 1.0 and variants["eager-1thread"]["threads"] == 1
+    assert all(v["images_per_s"] > 0 for v in variants.values())
+
+
+def test_budget_utkface_smoke(tmp_path):
+    import budget_utkface
+
+    out = tmp_path / "bu.json"
+    assert budget_utkface.main(["--smoke", "--budgets", "0.3", "--models", "start", "--seeds", "1",
+                                "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    doc = load(out)
+    (run,) = doc["runs"]
+    assert run["model"] == "start" and run["minutes"] == 0.3 and run["epochs"] >= 1
+    assert run["test_mae"] > 0 and run["wall_seconds"] > 0 and run["load_avg_before"] is not None
+    assert doc["cells"][0]["n"] == 1 and (tmp_path / "runs" / "mae_vs_minutes.png").is_file()
+    # a second call reuses the finished run instead of training again
+    assert budget_utkface.main(["--smoke", "--budgets", "0.3", "--models", "start", "--seeds", "1",
+                                "--runs", str(tmp_path / "runs"), "--json", str(out), "--report-only"]) == 0
+    assert load(out)["runs"][0]["wall_seconds"] == run["wall_seconds"]

@@ -235,3 +235,13 @@ def test_ema_weights_are_validated_kept_as_best_and_resumed(cache_dir: str, tmp_
     resumed = load_checkpoint(part / "last.pt")["ema"]
     for k, v in last["ema"].items():
         torch.testing.assert_close(resumed[k], v, msg=k)
+
+
+def test_eval_tta_evaluates_the_test_split_with_flip_tta(cache_dir: str, tmp_path: Path) -> None:
+    from ordinalage.evaluation.evaluate import evaluate_after_training
+
+    run = fit(tiny(cache_dir, tmp_path / "tta", "train.epochs=1", "train.eval_on_end=true", "train.eval_tta=true"),
+              quiet=True)
+    result = evaluate_after_training(run, show=False, device="cpu")
+    assert result is not None and result["tta"] == "flip"
+    assert (run / "eval-test-tta" / "metrics.json").is_file() and not (run / "eval-test").exists()

@@ -553,7 +553,7 @@ def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: s
                             force: bool = False) -> dict[str, Any] | None:
     """Evaluate a finished run's best.pt on its test split and keep the metrics in summary.json
     (`test`), when its config asks for it (`train.eval_on_end`, or `force`, as cross-validation
-    does) and the split holds any image."""
+    does) and the split holds any image; with flip TTA when `train.eval_tta`."""
     run = RunDir(run_dir)
     summary = run.read_summary()
     from ordinalage.config import load_config
@@ -561,6 +561,6 @@ def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: s
     config = load_config(run.config_yaml)
     if not ((config.train.eval_on_end or force) and summary.get("finished") and summary.get("n_test", 1)):
         return None
-    result = evaluate_run(run.path, split="test", show=show, device=device)
+    result = evaluate_run(run.path, split="test", show=show, device=device, tta=config.train.eval_tta)
     run.update_summary(test=result)
     return result

@@ -122,7 +122,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
     from ordinalage.training.fit import _batch_to
     from ordinalage.training.optim import build_optimizer
 
-    channels_last = config.train.channels_last and device.type == "cuda"
+    channels_last = config.train.channels_last
     model = copy.deepcopy(model).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -173,7 +173,7 @@ def plan_budget(config: Config, model: torch.nn.Module, device: torch.device, pr
     (a `time.monotonic()` value); the test evaluation is estimated from the validation pass."""
     minutes = float(config.train.time_budget_min or 0)
     step_s, val_s, epoch_s, timed = probe_seconds(config, model, device, precision, spec, train_loader, val_loader)
-    test_s = val_s * n_test / max(1, n_val) if config.train.eval_on_end else 0.0
+    test_s = val_s * n_test / max(1, n_val) * (2 if config.train.eval_tta else 1) if config.train.eval_on_end else 0.0
     elapsed = time.monotonic() - started
     steps = len(train_loader)
     epochs = epochs_that_fit(minutes * 60.0, elapsed, steps, step_s, val_s + epoch_s, test_s)

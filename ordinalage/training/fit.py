@@ -200,7 +200,7 @@ def build_training(config: Config, model: torch.nn.Module, device: torch.device,
     t, ctx = config.train, ctx or DistContext()
     precision = resolve_precision(t.precision, device)
     model.to(device)
-    if t.channels_last and device.type == "cuda":
+    if t.channels_last:  # on the CPU too: 1.26x (scratch) and 1.10x (resnet18), benchmarks/cpu_speed.py
         model.to(memory_format=torch.channels_last)
     train_model: torch.nn.Module = model
     if ctx.enabled:
@@ -497,7 +497,7 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
     for i, batch in enumerate(loader):
         if batch is None:
             continue
-        x, age, group = _batch_to(batch, state.device, state.input_spec, cfg.channels_last and state.device.type == "cuda")
+        x, age, group = _batch_to(batch, state.device, state.input_spec, cfg.channels_last)
         with state.precision.autocast(state.device):
             logits = model(x)
         loss = state.model.head.loss(logits, age, group)
@@ -541,7 +541,7 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     if state.ema is not None:  # with weight averaging, the averaged weights are validated and kept as best
         model = state.ema.module
     out = infer(model, loader, input_spec=state.input_spec, device=state.device, precision=state.precision,
-                channels_last=state.config.train.channels_last and state.device.type == "cuda",
+                channels_last=state.config.train.channels_last,
                 loss_fn=state.model.head.loss, decoder=state.model)
     # every rank validated its own shard: gather, so metrics cover the whole split exactly once
     g = gather_concat(state.ctx, {"age": out.batch.get("age"), "pred_age": out.age if len(out) else None,

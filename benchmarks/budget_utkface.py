@@ -1,0 +1,184 @@
+"""Test MAE against wall-clock minutes on UTKFace: the best model for the minutes you have.
+
+    python benchmarks/budget_utkface.py                                   # the full grid (about 10 hours)
+    python benchmarks/budget_utkface.py --budgets 5,10 --models recipe --seeds 3
+    python benchmarks/budget_utkface.py --report-only                     # JSON, plot and table from finished runs
+    python benchmarks/budget_utkface.py --smoke                           # seconds, synthetic faces (tests)
+
+Every run is `ordinalage train` (in this process, through `ordinalage.training.fit`) with
+`train.time_budget_min` set to the budget: the run measures its own step time, trains the epochs
+that fit and evaluates the test split (split_seed 0, 20%), all inside the budget. Models:
+
+- `recipe`: configs/experiments/utkface_30min.yaml, the recipe chosen on validation MAE;
+- `start`: configs/experiments/utkface_improved.yaml, the best model before time budgets;
+- `ordinal`: the recipe with the CORAL head (an ordinal head at equal time).
+
+Each finished run folder is kept and reused, so an interrupted grid continues where it stopped.
+Writes benchmarks/results/budget_utkface.json (every run: budget, seed, epochs, wall seconds,
+the machine's load average before and after, val and test MAE), docs/img/mae_vs_minutes.png and the
+table between the `budget:` markers of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import fit_or_reuse, mean_std, parser, write_result  # noqa: E402
+
+from ordinalage.config import load_config  # noqa: E402
+
+EXPERIMENTS = ROOT / "configs" / "experiments"
+MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
+    "recipe": (EXPERIMENTS / "utkface_30min.yaml", {}),
+    "start": (EXPERIMENTS / "utkface_improved.yaml", {}),
+    "ordinal": (EXPERIMENTS / "utkface_30min.yaml", {"model.head": "coral", "model.label_sigma": 0.0}),
+}
+LABELS = {"recipe": "recipe (utkface_30min.yaml)", "start": "start (utkface_improved.yaml)",
+          "ordinal": "recipe with the CORAL head"}
+BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
+
+
+def _load() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] | None:
+    config_path, sets = MODELS[model]
+    run_dir = Path(args.runs) / f"{model}-{minutes:g}min-seed{seed}"
+    extra = [f"{k}={v}" for k, v in sets.items()] + [f"train.time_budget_min={minutes}", f"train.seed={seed}",
+                                                     f"train.out_dir={run_dir}", *args.set]
+    if args.smoke:
+        extra += ["data.sources=[synth]", "data.synth_n=240", "data.synth_size=48", "data.image_size=32",
+                  "model.width=8", "data.num_workers=0", f"data.cache_dir={args.runs}/cache"]
+    old = run_dir / "summary.json"
+    fresh = not (old.is_file() and "test" in json.loads(old.read_text()))
+    load_before = _load()
+    summary = fit_or_reuse(run_dir, lambda: load_config(config_path, sets=extra), args.report_only, run_dir.name)
+    if summary is None:
+        return None
+    if fresh:  # the machine's load around this run, kept with it
+        from ordinalage.training.rundir import RunDir
+
+        summary = RunDir(run_dir).update_summary(load_avg_before=load_before, load_avg_after=_load())
+    val = json.loads((run_dir / "val_best.json").read_text())
+    budget = summary.get("budget") or {}
+    return {"model": model, "minutes": minutes, "seed": seed, "run_dir": str(run_dir),
+            "epochs": summary.get("epochs_done"), "wall_seconds": summary.get("wall_seconds"),
+            "within_budget": (summary.get("wall_seconds") or 0) <= minutes * 60,
+            "stopped_at_deadline": budget.get("stopped_at_deadline"), "step_s": budget.get("step_s"),
+            "load_avg_before": summary.get("load_avg_before"), "load_avg_after": summary.get("load_avg_after"),
+            "val_mae": val.get("mae"), "test_mae": summary["test"]["mae"]}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["minutes"]), []).append(r)
+    out = []
+    for (model, minutes), rs in sorted(cells.items(), key=lambda kv: (list(MODELS).index(kv[0][0]), kv[0][1])):
+        test, val = mean_std([r["test_mae"] for r in rs]), mean_std([r["val_mae"] for r in rs])
+        out.append({"model": model, "minutes": minutes, "seeds": [r["seed"] for r in rs], "n": len(rs),
+                    "test_mae_mean": round(test["mean"], 3), "test_mae_std": round(test["std"], 3),
+                    "val_mae_mean": round(val["mean"], 3), "epochs": [r["epochs"] for r in rs],
+                    "wall_minutes_max": round(max(r["wall_seconds"] or 0 for r in rs) / 60, 2)})
+    return out
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in MODELS:
+        cs = [c for c in cells if c["model"] == model]
+        if cs:
+            ax.errorbar([c["minutes"] for c in cs], [c["test_mae_mean"] for c in cs],
+                        yerr=[c["test_mae_std"] for c in cs], marker="o", capsize=3,
+                        label=LABELS[model] + (f" (n={max(c['n'] for c in cs)})" if cs else ""))
+    ax.set_xlabel("wall-clock budget, minutes (training + test evaluation, 2-core CPU)")
+    ax.set_ylabel("UTKFace test MAE (years)")
+    ax.set_title("Test MAE against minutes (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_docs(path: Path, cells: list[dict[str, Any]], rows: list[dict[str, Any]], command: str) -> None:
+    lines = [BEGIN, "", "Reproduce: `" + command + "` (JSON: `benchmarks/results/budget_utkface.json`).", "",
+             "| model | budget (min) | seeds | epochs | test MAE (mean ± std) | val MAE | longest run (min) |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {LABELS[c['model']]} | {c['minutes']:g} | {c['n']} | {', '.join(map(str, c['epochs']))} | "
+                     f"**{c['test_mae_mean']:.2f} ± {c['test_mae_std']:.2f}** | {c['val_mae_mean']:.2f} | "
+                     f"{c['wall_minutes_max']:.1f} |")
+    loads = [r["load_avg_before"] for r in rows if r["load_avg_before"] is not None]
+    if loads:
+        lines += ["", f"Machine load (1-minute load average before each run): {min(loads):.2f}-{max(loads):.2f} "
+                      "on 2 cores."]
+    lines += ["", "![test MAE against minutes](img/mae_vs_minutes.png)", "", END]
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + "\n".join(lines) + rest.split(END, 1)[1]
+    else:
+        text += "\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--budgets", default="5,10,20,30", help="minutes, comma-separated")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--runs", default=str(ROOT / "benchmarks" / "runs" / "budget_utkface"))
+    p.add_argument("--set", action="append", default=[], help="extra config override for every run")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
+    p.add_argument("--smoke", action="store_true", help="synthetic faces and tiny budgets (for the tests)")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "mae_vs_minutes.png"))
+    args = p.parse_args(argv)
+    budgets = [float(b) for b in args.budgets.split(",") if b]
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        p.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    rows: list[dict[str, Any]] = []
+    for seed in range(args.seeds):  # every cell gets a first seed before any gets a third
+        for minutes in budgets:
+            for model in models:
+                row = run_one(args, model, minutes, seed)
+                if row is not None:
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr)
+    if not rows:
+        print("no finished run to report", file=sys.stderr)
+        return 2
+    cells = aggregate(rows)
+    command = "python benchmarks/budget_utkface.py " + " ".join(sys.argv[1:])
+    settings = {"budgets": budgets, "seeds": args.seeds, "set": args.set, "smoke": args.smoke}
+    write_result("budget_utkface", {"settings": settings, "budgets": budgets, "models": {m: str(MODELS[m][0].relative_to(ROOT))
+                                                                   + (f" + {MODELS[m][1]}" if MODELS[m][1] else "")
+                                                                   for m in models},
+                                    "cells": cells, "runs": rows}, args.json)
+    if not args.smoke:
+        plot(cells, Path(args.plot))
+        write_docs(Path(args.docs), cells, rows, command)
+    else:
+        plot(cells, Path(args.runs) / "mae_vs_minutes.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
