@@ -126,3 +126,15 @@ def test_cli_budget_flag_rejects_a_bad_time(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["train", "--budget", "soon"])
     assert "--budget" in capsys.readouterr().err
+
+
+def test_probe_takes_the_median_chunk_so_one_burst_of_load_does_not_set_the_plan() -> None:
+    calls = []
+
+    def step(batch: int) -> None:
+        calls.append(batch)
+        time.sleep(0.05 if 5 <= len(calls) <= 7 else 0.002)  # a burst of load: the second chunk (calls 5-7)
+
+    per_step, _, timed = budget_mod._timed_steps(step, list(range(100)), steps=12, warmup=1, chunks=4)
+    assert timed == 12 and len(calls) == 13
+    assert per_step < 0.01  # the mean over all 12 steps would be 0.014

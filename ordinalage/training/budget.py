@@ -19,6 +19,7 @@ import copy
 import io
 import math
 import re
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -82,10 +83,15 @@ def epochs_that_fit(budget_s: float, elapsed_s: float, steps_per_epoch: int, ste
     return max(0, math.floor(left / per_epoch))
 
 
-def _timed_steps(step: Any, loader: Any, steps: int, warmup: int = 2) -> tuple[float, float, int]:
-    """(seconds per call of `step(batch)` over up to `steps` batches after `warmup` untimed ones,
-    seconds until the loader's first batch, steps timed)."""
-    done, start, first = 0, None, None
+def _timed_steps(step: Any, loader: Any, steps: int, warmup: int = 2, chunks: int = 4) -> tuple[float, float, int]:
+    """(seconds per call of `step(batch)`, seconds until the loader's first batch, steps timed).
+
+    After `warmup` untimed calls, up to `steps` calls are timed in `chunks` runs of equal length;
+    the per-call time is the median chunk's, so that a burst of load from another process during
+    one chunk does not set the plan of the whole run (measured on a shared 2-core machine: a
+    one-off burst during a single-window probe planned 6 epochs where 10 fitted)."""
+    per_chunk = max(1, steps // max(1, chunks))
+    done, first, times, start = 0, None, [], None
     opened = time.perf_counter()
     for batch in loader:
         if first is None:
@@ -96,12 +102,15 @@ def _timed_steps(step: Any, loader: Any, steps: int, warmup: int = 2) -> tuple[f
             start = time.perf_counter()
         step(batch)
         done += 1
+        if done > warmup and (done - warmup) % per_chunk == 0:
+            now = time.perf_counter()
+            times.append((now - start) / per_chunk)
+            start = now
         if done >= warmup + steps:
             break
-    timed = done - warmup
-    if start is None or timed <= 0:
+    if not times:
         raise UsageError("the time budget's probe found no readable batch to time")
-    return (time.perf_counter() - start) / timed, first or 0.0, timed
+    return statistics.median(times), first or 0.0, len(times) * per_chunk
 
 
 def _release_workers(loader: Any) -> None:
