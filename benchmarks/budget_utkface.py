@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished run to report", file=sys.stderr)
         return 2
     cells = aggregate(rows)
-    command = "python benchmarks/budget_utkface.py " + " ".join(sys.argv[1:])
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = "python benchmarks/budget_utkface.py " + " ".join(shown)  # what trains these runs
     settings = {"budgets": budgets, "seeds": args.seeds, "set": args.set, "smoke": args.smoke}
     write_result("budget_utkface", {"settings": settings, "budgets": budgets, "models": {m: str(MODELS[m][0].relative_to(ROOT))
                                                                    + (f" + {MODELS[m][1]}" if MODELS[m][1] else "")

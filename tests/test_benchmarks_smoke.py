@@ -221,3 +221,19 @@ def test_budget_utkface_smoke(tmp_path):
     assert budget_utkface.main(["--smoke", "--budgets", "0.3", "--models", "start", "--seeds", "1",
                                 "--runs", str(tmp_path / "runs"), "--json", str(out), "--report-only"]) == 0
     assert load(out)["runs"][0]["wall_seconds"] == run["wall_seconds"]
+
+
+def test_accuracy_utkface_equal_time_smoke(tmp_path, faces, monkeypatch):
+    import accuracy_utkface
+
+    monkeypatch.setenv("ORDINALAGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "eq.json"
+    monkeypatch.setattr(sys, "argv", [
+        "accuracy_utkface.py", "--data", str(faces), "--budget", "20s", "--backbones", "scratch",
+        "--settings", "coral-years,regression-l1", "--seeds", "1", "--workers", "0", "--runs", str(tmp_path / "runs"),
+        "--json", str(out), "--set", "data.image_size=32", "--set", "model.width=8", "--set", "train.batch_size=8"])
+    assert accuracy_utkface.main() == 0
+    doc = json.loads(out.read_text())
+    assert "of wall time per run" in doc["budget"] and len(doc["runs"]) == 2
+    assert all(r["budget"]["minutes"] == pytest.approx(1 / 3, abs=1e-3) and r["epochs"] >= 1 for r in doc["runs"])
+    assert not (tmp_path / "docs").exists()  # equal-time mode leaves docs/results.md alone
