@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fakes_data import UTKFACE, UTKFACE_MISSING
 
 TINY_SETS = [
@@ -61,3 +62,18 @@ def utkface_dir() -> Path:
 def utkface_or_none() -> Path | None:
     """The real UTKFace folder when present, else None (tests then use a synthetic face)."""
     return UTKFACE if UTKFACE.is_dir() else None
+
+
+@pytest.fixture(scope="module")
+def synth_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A cache folder for one test module's synthetic faces (see tiny_training.tiny)."""
+    return str(tmp_path_factory.mktemp("synth-cache"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test (opt in with pytestmark = pytest.mark.usefixtures("one_thread"))."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,37 +7,17 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_training import tiny
 
-from ordinalage.config import Config, load_config
 from ordinalage.errors import UsageError
 from ordinalage.training import budget as budget_mod
 from ordinalage.training.budget import BudgetPlan, epochs_that_fit, parse_budget
 from ordinalage.training.fit import fit
 
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tmp_path_factory.mktemp("synth-cache"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny(cache_dir: str, out: Path, *sets: str) -> Config:
-    base = [f"data.cache_dir={cache_dir}", "data.synth_n=160", "data.synth_size=48", "data.image_size=32",
-            "data.num_workers=0", "model.width=8", "train.batch_size=32", "train.device=cpu",
-            "train.eval_on_end=false", f"train.out_dir={out}"]
-    return load_config(sets=base + list(sets))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def val_maes(run: Path) -> list[float]:
@@ -63,31 +43,31 @@ def test_epochs_that_fit_counts_whole_epochs_after_setup_and_the_test_evaluation
     assert epochs_that_fit(600, 560, 100, 0.4, 10, 20, reserve_s=10) == 0  # not one epoch left
 
 
-def test_time_budget_must_be_positive(cache_dir: str, tmp_path: Path) -> None:
+def test_time_budget_must_be_positive(synth_cache_dir: str, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="train.time_budget_min"):
-        tiny(cache_dir, tmp_path / "r", "train.time_budget_min=0")
+        tiny(synth_cache_dir, tmp_path / "r", "train.time_budget_min=0")
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_budget_run_fixes_its_epochs_and_equals_a_plain_run_with_them(cache_dir: str, tmp_path: Path, workers: int,
+def test_budget_run_fixes_its_epochs_and_equals_a_plain_run_with_them(synth_cache_dir: str, tmp_path: Path, workers: int,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(budget_mod, "MARGIN", 1.5)  # tiny epochs are noisy: keep this run clear of its deadline
-    fit(tiny(cache_dir, tmp_path / "warm", "train.epochs=1"), quiet=True)  # the synthetic set and cache exist
+    fit(tiny(synth_cache_dir, tmp_path / "warm", "train.epochs=1"), quiet=True)  # the synthetic set and cache exist
     w = f"data.num_workers={workers}"
-    run = fit(tiny(cache_dir, tmp_path / "budget", "train.time_budget_min=0.3", w), quiet=True)
+    run = fit(tiny(synth_cache_dir, tmp_path / "budget", "train.time_budget_min=0.3", w), quiet=True)
     summary = json.loads((run / "summary.json").read_text())
     plan = summary["budget"]
     assert plan["minutes"] == 0.3 and plan["fits"] and not plan["stopped_at_deadline"]
     assert summary["epochs"] == summary["epochs_done"] == plan["epochs"] >= 1
     assert f"epochs: {plan['epochs']}" in (run / "config.yaml").read_text()  # resumable with the fixed epochs
     # the probe ran on a copy: same seed and epochs without a budget give the same run
-    plain = fit(tiny(cache_dir, tmp_path / "plain", f"train.epochs={plan['epochs']}", w), quiet=True)
+    plain = fit(tiny(synth_cache_dir, tmp_path / "plain", f"train.epochs={plan['epochs']}", w), quiet=True)
     assert val_maes(run) == pytest.approx(val_maes(plain), abs=1e-6)
 
 
-def test_deadline_stops_a_run_within_its_budget_plus_one_validation(cache_dir: str, tmp_path: Path,
+def test_deadline_stops_a_run_within_its_budget_plus_one_validation(synth_cache_dir: str, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    fit(tiny(cache_dir, tmp_path / "warm", "train.epochs=1", "data.synth_n=400"), quiet=True)
+    fit(tiny(synth_cache_dir, tmp_path / "warm", "train.epochs=1", "data.synth_n=400"), quiet=True)
     real_plan = budget_mod.plan_budget
 
     def overoptimistic(*args: object, **kwargs: object) -> BudgetPlan:  # a machine that slowed after the probe
@@ -98,7 +78,7 @@ def test_deadline_stops_a_run_within_its_budget_plus_one_validation(cache_dir: s
     monkeypatch.setattr(budget_mod, "RESERVE_S", 0.0)
     monkeypatch.setattr(budget_mod, "plan_budget", overoptimistic)
     start = time.monotonic()
-    run = fit(tiny(cache_dir, tmp_path / "deadline", "train.time_budget_min=0.1",
+    run = fit(tiny(synth_cache_dir, tmp_path / "deadline", "train.time_budget_min=0.1",
                    "data.synth_n=400", "train.batch_size=16"), quiet=True)
     elapsed = time.monotonic() - start
     summary = json.loads((run / "summary.json").read_text())
@@ -109,10 +89,10 @@ def test_deadline_stops_a_run_within_its_budget_plus_one_validation(cache_dir: s
     assert (run / "best.pt").is_file()
 
 
-def test_cli_budget_flag_reaches_the_config(cache_dir: str, tmp_path: Path) -> None:
+def test_cli_budget_flag_reaches_the_config(synth_cache_dir: str, tmp_path: Path) -> None:
     from ordinalage.cli import main
 
-    code = main(["train", "--budget", "20s", "--out", str(tmp_path / "cli"), "--set", f"data.cache_dir={cache_dir}",
+    code = main(["train", "--budget", "20s", "--out", str(tmp_path / "cli"), "--set", f"data.cache_dir={synth_cache_dir}",
                  "--set", "data.synth_n=160", "--set", "data.image_size=32", "--set", "model.width=8",
                  "--set", "train.eval_on_end=false", "--set", "data.num_workers=0", "--device", "cpu"])
     assert code == 0

@@ -6,37 +6,17 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import tiny
 
-from ordinalage.config import Config, load_config
 from ordinalage.training.checkpoint import load_checkpoint, load_model
 from ordinalage.training.fit import fit
 from ordinalage.training.runtime import fp16_supported
 
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tmp_path_factory.mktemp("synth-cache"))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny(cache_dir: str, out: Path, *sets: str) -> Config:
-    """A width-8 scratch CNN on 160 synthetic 32 px faces: about a second per epoch on one core."""
-    base = [f"data.cache_dir={cache_dir}", "data.synth_n=160", "data.synth_size=48", "data.image_size=32",
-            "data.num_workers=0", "model.width=8", "train.batch_size=32", "train.device=cpu",
-            "train.eval_on_end=false", f"train.out_dir={out}"]
-    return load_config(sets=base + list(sets))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(run: Path) -> list[dict[str, str]]:
@@ -71,10 +51,10 @@ def snapshots(run_dir: Path) -> tuple[list[dict[str, torch.Tensor]], object]:
 # --------------------------------------------------------------------------------------------- freezing
 
 
-def test_freeze_epochs_keep_the_backbone_fixed_then_train_it(cache_dir: str, tmp_path: Path) -> None:
+def test_freeze_epochs_keep_the_backbone_fixed_then_train_it(synth_cache_dir: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     states, on_epoch = snapshots(run_dir)
-    fit(tiny(cache_dir, run_dir, "train.epochs=3", "train.freeze_epochs=2", "train.scheduler=none"),
+    fit(tiny(synth_cache_dir, run_dir, "train.epochs=3", "train.freeze_epochs=2", "train.scheduler=none"),
         on_epoch=on_epoch)
     (b1, h1), (b2, h2), (b3, h3) = (split(s) for s in states)
     # epoch 2 is frozen: no backbone weight and no BatchNorm statistic moved, the head did learn
@@ -89,10 +69,10 @@ def test_freeze_epochs_keep_the_backbone_fixed_then_train_it(cache_dir: str, tmp
 # --------------------------------------------------------------------------------------------- stopping
 
 
-def test_early_stop_patience_ends_the_run(cache_dir: str, tmp_path: Path) -> None:
+def test_early_stop_patience_ends_the_run(synth_cache_dir: str, tmp_path: Path) -> None:
     """lr 0 and a frozen backbone (eval-mode BatchNorm): the model never changes, so val_mae never
     improves after epoch 1 and patience 2 stops the run after epoch 3 of 8."""
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=8", "train.early_stop_patience=2",
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=8", "train.early_stop_patience=2",
                    "train.lr=0", "train.freeze_epochs=8", "train.scheduler=none"))
     got = rows(run)
     assert [int(r["epoch"]) for r in got] == [1, 2, 3]
@@ -101,8 +81,8 @@ def test_early_stop_patience_ends_the_run(cache_dir: str, tmp_path: Path) -> Non
     assert load_checkpoint(run / "best.pt")["epoch"] == 1
 
 
-def test_without_patience_the_same_run_goes_to_the_end(cache_dir: str, tmp_path: Path) -> None:
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=4", "train.early_stop_patience=0",
+def test_without_patience_the_same_run_goes_to_the_end(synth_cache_dir: str, tmp_path: Path) -> None:
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=4", "train.early_stop_patience=0",
                    "train.lr=0", "train.freeze_epochs=4", "train.scheduler=none"))
     assert [int(r["epoch"]) for r in rows(run)] == [1, 2, 3, 4]
     assert load_checkpoint(run / "best.pt")["epoch"] == 1  # ties are no improvement
@@ -121,9 +101,9 @@ def _best_epoch(got: list[dict[str, str]], column: str, direction: str) -> int:
 # (seed 5: val_accuracy peaks at epoch 3 and ties it at epoch 5, val_mae is best at epoch 2; for
 # val_loss, seed 5 gives its minimum at epoch 1, val_mae's at epoch 2 and its maximum at epoch 5)
 @pytest.mark.parametrize("monitor, direction, seed", [("val_accuracy", "max", 5), ("val_loss", "min", 5)])
-def test_best_checkpoint_follows_the_monitored_metric(monitor: str, direction: str, seed: int, cache_dir: str,
+def test_best_checkpoint_follows_the_monitored_metric(monitor: str, direction: str, seed: int, synth_cache_dir: str,
                                                       tmp_path: Path) -> None:
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=5", f"train.monitor={monitor}", "train.lr=0.01",
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=5", f"train.monitor={monitor}", "train.lr=0.01",
                    "train.warmup_epochs=0", "train.scheduler=none", "data.groups=0-15,16-30,31-45,46-60,61+",
                    f"train.seed={seed}"))
     got = rows(run)
@@ -141,8 +121,8 @@ def test_best_checkpoint_follows_the_monitored_metric(monitor: str, direction: s
 # --------------------------------------------------------------------------------------------- optimiser
 
 
-def test_sgd_optimiser_with_nesterov_momentum(cache_dir: str, tmp_path: Path) -> None:
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=1", "train.optimizer=sgd", "train.lr=0.05",
+def test_sgd_optimiser_with_nesterov_momentum(synth_cache_dir: str, tmp_path: Path) -> None:
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=1", "train.optimizer=sgd", "train.lr=0.05",
                    "train.momentum=0.8", "train.weight_decay=0.001"))
     ck = load_checkpoint(run / "last.pt")
     groups = ck["optimizer"]["param_groups"]
@@ -158,8 +138,8 @@ def test_sgd_optimiser_with_nesterov_momentum(cache_dir: str, tmp_path: Path) ->
 # --------------------------------------------------------------------------------------------- schedules
 
 
-def test_step_scheduler_decays_every_step_size_epochs(cache_dir: str, tmp_path: Path) -> None:
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=5", "train.scheduler=step", "train.lr=0.01",
+def test_step_scheduler_decays_every_step_size_epochs(synth_cache_dir: str, tmp_path: Path) -> None:
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=5", "train.scheduler=step", "train.lr=0.01",
                    "train.step_size=2", "train.gamma=0.5", "train.warmup_epochs=1"))
     # metrics.csv records the rate after each epoch's last step: lr * gamma ** (epochs done // step_size)
     # (warm-up belongs to the cosine schedule only)
@@ -168,8 +148,8 @@ def test_step_scheduler_decays_every_step_size_epochs(cache_dir: str, tmp_path: 
     assert ck["scheduler"]["last_epoch"] == ck["step"] > 0  # stepped once per optimiser step
 
 
-def test_none_scheduler_keeps_the_rate(cache_dir: str, tmp_path: Path) -> None:
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=3", "train.scheduler=none", "train.lr=0.004",
+def test_none_scheduler_keeps_the_rate(synth_cache_dir: str, tmp_path: Path) -> None:
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=3", "train.scheduler=none", "train.lr=0.004",
                    "train.warmup_epochs=1", "train.backbone_lr_mult=0.5"))
     assert [float(r["lr"]) for r in rows(run)] == pytest.approx([0.004] * 3)
     lrs = {g["name"]: g["lr"] for g in load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]}
@@ -179,15 +159,15 @@ def test_none_scheduler_keeps_the_rate(cache_dir: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- precision
 
 
-def test_fp16_with_grad_scaler_on_cpu(cache_dir: str, tmp_path: Path) -> None:
+def test_fp16_with_grad_scaler_on_cpu(synth_cache_dir: str, tmp_path: Path) -> None:
     if not fp16_supported(torch.device("cpu")):
         pytest.skip(f"torch {torch.__version__} has no CPU fp16 autocast with a GradScaler")
-    run = fit(tiny(cache_dir, tmp_path / "fp16", "train.epochs=1", "train.precision=fp16"))
+    run = fit(tiny(synth_cache_dir, tmp_path / "fp16", "train.epochs=1", "train.precision=fp16"))
     scaler = load_checkpoint(run / "last.pt")["scaler"]
     assert scaler["scale"] > 0 and scaler["growth_factor"] == 2.0  # an enabled GradScaler's state
     row = rows(run)[0]
     assert float(row["train_loss"]) < 100 and float(row["val_mae"]) < 100
-    fp32 = fit(tiny(cache_dir, tmp_path / "fp32", "train.epochs=1", "train.precision=fp32"))
+    fp32 = fit(tiny(synth_cache_dir, tmp_path / "fp32", "train.epochs=1", "train.precision=fp32"))
     assert load_checkpoint(fp32 / "last.pt")["scaler"] == {}  # disabled: no scaler state at all
     # fp16 trains the same model as fp32, up to rounding
     assert float(row["train_loss"]) == pytest.approx(float(rows(fp32)[0]["train_loss"]), rel=0.05)
@@ -197,10 +177,10 @@ def test_fp16_with_grad_scaler_on_cpu(cache_dir: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compile_on_cpu_saves_a_plain_model(cache_dir: str, tmp_path: Path) -> None:
+def test_compile_on_cpu_saves_a_plain_model(synth_cache_dir: str, tmp_path: Path) -> None:
     """torch.compile (inductor, C++ on the CPU): trains, and the checkpoint loads into an
     uncompiled model (no `_orig_mod.` prefixes). Slow-ish: compiling takes tens of seconds."""
-    run = fit(tiny(cache_dir, tmp_path / "run", "train.epochs=1", "train.compile=true"))
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", "train.epochs=1", "train.compile=true"))
     ck = load_checkpoint(run / "best.pt")
     assert ck["config"]["train"]["compile"] is True
     assert not any(k.startswith("_orig_mod") for k in ck["model"])
@@ -214,13 +194,13 @@ def test_compile_on_cpu_saves_a_plain_model(cache_dir: str, tmp_path: Path) -> N
 # --------------------------------------------------------------------------------------------- EMA
 
 
-def test_ema_weights_are_validated_kept_as_best_and_resumed(cache_dir: str, tmp_path: Path) -> None:
+def test_ema_weights_are_validated_kept_as_best_and_resumed(synth_cache_dir: str, tmp_path: Path) -> None:
     """train.ema_decay: swa_utils' EMA is updated every step, validated, saved beside the raw weights
     in last.pt and as the model of best.pt; a resumed run ends with the same averaged weights."""
     from ordinalage.evaluation.evaluate import evaluate_run
 
     sets = ("train.epochs=2", "train.ema_decay=0.5", "data.augment.enabled=false")
-    run = fit(tiny(cache_dir, tmp_path / "run", *sets))
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", *sets))
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
     ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert int(last["ema"]["n_averaged"]) == last["step"]  # updated once per optimiser step
@@ -230,17 +210,17 @@ def test_ema_weights_are_validated_kept_as_best_and_resumed(cache_dir: str, tmp_
         assert all(torch.equal(best["model"][k], ema[k]) for k in ema)
     assert evaluate_run(run, split="val", show=False)["n"] > 0  # best.pt loads and evaluates as a plain model
 
-    part = fit(tiny(cache_dir, tmp_path / "part", *sets), stop_after_epochs=1)
+    part = fit(tiny(synth_cache_dir, tmp_path / "part", *sets), stop_after_epochs=1)
     fit(None, resume=part)
     resumed = load_checkpoint(part / "last.pt")["ema"]
     for k, v in last["ema"].items():
         torch.testing.assert_close(resumed[k], v, msg=k)
 
 
-def test_eval_tta_evaluates_the_test_split_with_flip_tta(cache_dir: str, tmp_path: Path) -> None:
+def test_eval_tta_evaluates_the_test_split_with_flip_tta(synth_cache_dir: str, tmp_path: Path) -> None:
     from ordinalage.evaluation.evaluate import evaluate_after_training
 
-    run = fit(tiny(cache_dir, tmp_path / "tta", "train.epochs=1", "train.eval_on_end=true", "train.eval_tta=true"),
+    run = fit(tiny(synth_cache_dir, tmp_path / "tta", "train.epochs=1", "train.eval_on_end=true", "train.eval_tta=true"),
               quiet=True)
     result = evaluate_after_training(run, show=False, device="cpu")
     assert result is not None and result["tta"] == "flip"
