@@ -128,7 +128,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
     """(seconds per training step, seconds per validation pass, seconds of fixed cost per epoch, steps
     timed) for this model, its loaders, precision and optimiser, measured on a copy of `model` so the
     run itself is untouched. The fixed cost is the loaders' start and two checkpoint writes."""
-    from ordinalage.training.fit import _batch_to
+    from ordinalage.training.fit import _batch_to, backward_and_step
     from ordinalage.training.optim import build_optimizer
 
     channels_last = config.train.channels_last
@@ -143,13 +143,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
         x, age, group = _batch_to(batch, device, spec, channels_last)
         with precision.autocast(device):
             loss = model.head.loss(called(x), age, group)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.train.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        backward_and_step(loss, model, optimizer, scaler, config.train.grad_clip)
         float(loss.detach())  # wait for the device
 
     @torch.no_grad()

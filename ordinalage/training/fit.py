@@ -54,7 +54,7 @@ from ordinalage.training.runtime import Precision, resolve_precision, seed_every
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 __all__ = ["MONITORS", "TrainState", "TrainingDiverged", "TrainingInterrupted", "build_optimizer",
-           "build_scheduler", "build_state", "build_training", "fit", "run_epochs", "train_one_epoch", "validate"]
+           "backward_and_step", "build_scheduler", "build_state", "build_training", "fit", "run_epochs", "train_one_epoch", "validate"]
 
 
 class TrainingDiverged(UsageError):
@@ -490,6 +490,18 @@ def train_one_epoch(state: TrainState, loader: Any, progress: Progress | None = 
             "train_images": int(total_n)}
 
 
+def backward_and_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler, grad_clip: float) -> None:
+    """One optimiser step from `loss`: scaled backward, gradient clipping (when > 0), step, scaler update."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task: Any, start: float,
                  stop_after_steps: int | None) -> tuple[float, int]:
     model, opt, cfg = state.train_model, state.optimizer, state.config.train
@@ -505,13 +517,7 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {state.epoch + 1}, step {i + 1}; stopped. "
                 f"The last good checkpoint is {state.run.last_pt} (try a lower train.lr)")
-        opt.zero_grad(set_to_none=True)
-        state.scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            state.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
-        state.scaler.step(opt)
-        state.scaler.update()
+        backward_and_step(loss, state.model, opt, state.scaler, cfg.grad_clip)
         state.scheduler.step()
         if state.ema is not None:
             state.ema.update_parameters(state.model)
