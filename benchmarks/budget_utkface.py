@@ -9,11 +9,18 @@ Every run is `ordinalage train` (in this process, through `ordinalage.training.f
 `train.time_budget_min` set to the budget: the run measures its own step time, trains the epochs
 that fit and evaluates the test split (split_seed 0, 20%), all inside the budget. Models:
 
-- `recipe`: configs/experiments/utkface_30min.yaml, the recipe chosen on validation MAE;
+- `recipe`: configs/experiments/utkface_30min.yaml, the recipe chosen on validation MAE: an
+  ensemble of three models (`train.members: 3`), each trained for a third of the budget;
+- `single`: the same settings as one model using the whole budget (`train.members=1`);
 - `start`: configs/experiments/utkface_improved.yaml, the best model before time budgets;
-- `ordinal`: the recipe with the CORAL head (an ordinal head at equal time).
+- `ordinal`: the single model with the CORAL head (an ordinal head at equal time).
 
-Each finished run folder is kept and reused, so an interrupted grid continues where it stopped.
+Each finished run folder is kept and reused, so an interrupted grid continues where it stopped;
+a run recorded in the JSON whose folder is gone is reported from the JSON (`--fresh` retrains it).
+An ensemble whose members were all trained already as `single` runs (member i of seed s is the
+single run of seed s*N+i at budget/N: the same config but for its folder) is assembled from them
+(`assembled_from` in its row; its wall time is the members' wall times plus the ensemble's own
+evaluation) instead of trained again.
 Writes benchmarks/results/budget_utkface.json (every run: budget, seed, epochs, wall seconds,
 the machine's load average before and after, val and test MAE), docs/img/mae_vs_minutes.png and the
 table between the `budget:` markers of docs/results.md.
@@ -24,24 +31,27 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import fit_or_reuse, mean_std, parser, write_result  # noqa: E402
+from common import RESULTS, fit_or_reuse, mean_std, parser, write_result  # noqa: E402
 
 from ordinalage.config import load_config  # noqa: E402
 
 EXPERIMENTS = ROOT / "configs" / "experiments"
 MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
     "recipe": (EXPERIMENTS / "utkface_30min.yaml", {}),
+    "single": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1}),
     "start": (EXPERIMENTS / "utkface_improved.yaml", {}),
-    "ordinal": (EXPERIMENTS / "utkface_30min.yaml", {"model.head": "coral", "model.label_sigma": 0.0}),
+    "ordinal": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, "model.head": "coral",
+                                                     "model.label_sigma": 0.0}),
 }
-LABELS = {"recipe": "recipe (utkface_30min.yaml)", "start": "start (utkface_improved.yaml)",
-          "ordinal": "recipe with the CORAL head"}
+LABELS = {"recipe": "recipe: 3-model ensemble (utkface_30min.yaml)", "single": "one model, same settings",
+          "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 
@@ -49,18 +59,69 @@ def _load() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] | None:
+def run_dir_of(args: Any, model: str, minutes: float, seed: int) -> Path:
+    return Path(args.runs) / f"{model}-{minutes:g}min-seed{seed}"
+
+
+def config_of(args: Any, model: str, minutes: float, seed: int) -> Any:
     config_path, sets = MODELS[model]
-    run_dir = Path(args.runs) / f"{model}-{minutes:g}min-seed{seed}"
     extra = [f"{k}={v}" for k, v in sets.items()] + [f"train.time_budget_min={minutes}", f"train.seed={seed}",
-                                                     f"train.out_dir={run_dir}", *args.set]
+                                                     f"train.out_dir={run_dir_of(args, model, minutes, seed)}",
+                                                     *args.set]
     if args.smoke:
         extra += ["data.sources=[synth]", "data.synth_n=240", "data.synth_size=48", "data.image_size=32",
                   "model.width=8", "data.num_workers=0", f"data.cache_dir={args.runs}/cache"]
-    old = run_dir / "summary.json"
-    fresh = not (old.is_file() and "test" in json.loads(old.read_text()))
+    return load_config(config_path, sets=extra)
+
+
+def _tested(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    return summary if summary.get("finished") and "test" in summary else None
+
+
+def assemble(args: Any, model: str, minutes: float, seed: int) -> list[str] | None:
+    """Build ensemble run `model` from finished `single` runs of its members' seeds and budget share
+    (symbolic links to their folders), then finish it as `ordinalage train --resume` would: the
+    members are done, so only the ensemble's evaluation runs. None when a member run is missing."""
+    from ordinalage.training.ensemble import MEMBER_PREFIX
+    from ordinalage.training.fit import fit
+    from ordinalage.training.rundir import RunDir
+
+    config = config_of(args, model, minutes, seed)
+    n = config.train.members
+    sources = [run_dir_of(args, "single", minutes / n, seed * n + i) for i in range(n)]
+    if n < 2 or MODELS[model][0] != MODELS["single"][0] or not all(_tested(s) for s in sources):
+        return None
+    run = RunDir(run_dir_of(args, model, minutes, seed))
+    run.path.mkdir(parents=True, exist_ok=False)
+    run.write_config(config)
+    for i, src in enumerate(sources):
+        (run.path / f"{MEMBER_PREFIX}{i}").symlink_to(src.resolve(), target_is_directory=True)
+    members_wall = sum(float(_tested(s)["wall_seconds"]) for s in sources)  # type: ignore[index]
+    run.write_summary({"members": [f"{MEMBER_PREFIX}{i}" for i in range(n)], "finished": False,
+                       "wall_seconds": members_wall})
+    print(f"[assemble] {run.path.name} from {', '.join(s.name for s in sources)}", file=sys.stderr)
+    start = time.perf_counter()
+    fit(None, resume=run.path, quiet=True)
+    from ordinalage.evaluation.evaluate import evaluate_after_training
+
+    evaluate_after_training(run.path)
+    run.update_summary(wall_seconds=members_wall + time.perf_counter() - start,
+                       assembled_from=[str(s) for s in sources])
+    return [s.name for s in sources]
+
+
+def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] | None:
+    run_dir = run_dir_of(args, model, minutes, seed)
+    recorded = args.recorded.get((model, minutes, seed))
+    if recorded is not None and not run_dir.exists() and not args.fresh:
+        return {**recorded, "recorded": True}  # measured before; its folder is gone
+    fresh = _tested(run_dir) is None
     load_before = _load()
-    summary = fit_or_reuse(run_dir, lambda: load_config(config_path, sets=extra), args.report_only, run_dir.name)
+    if fresh and not args.report_only and not run_dir.exists():
+        assemble(args, model, minutes, seed)
+    summary = fit_or_reuse(run_dir, lambda: config_of(args, model, minutes, seed), args.report_only, run_dir.name)
     if summary is None:
         return None
     if fresh:  # the machine's load around this run, kept with it
@@ -69,12 +130,22 @@ def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] 
         summary = RunDir(run_dir).update_summary(load_avg_before=load_before, load_avg_after=_load())
     val = json.loads((run_dir / "val_best.json").read_text())
     budget = summary.get("budget") or {}
-    return {"model": model, "minutes": minutes, "seed": seed, "run_dir": str(run_dir),
-            "epochs": summary.get("epochs_done"), "wall_seconds": summary.get("wall_seconds"),
-            "within_budget": (summary.get("wall_seconds") or 0) <= minutes * 60,
-            "stopped_at_deadline": budget.get("stopped_at_deadline"), "step_s": budget.get("step_s"),
-            "load_avg_before": summary.get("load_avg_before"), "load_avg_after": summary.get("load_avg_after"),
-            "val_mae": val.get("mae"), "test_mae": summary["test"]["mae"]}
+    row = {"model": model, "minutes": minutes, "seed": seed, "run_dir": str(run_dir),
+           "epochs": summary.get("epochs_done"), "wall_seconds": summary.get("wall_seconds"),
+           "within_budget": (summary.get("wall_seconds") or 0) <= minutes * 60,
+           "stopped_at_deadline": budget.get("stopped_at_deadline"), "step_s": budget.get("step_s"),
+           "load_avg_before": summary.get("load_avg_before"), "load_avg_after": summary.get("load_avg_after"),
+           "val_mae": val.get("mae"), "test_mae": summary["test"]["mae"]}
+    if summary.get("assembled_from"):
+        row["assembled_from"] = summary["assembled_from"]
+    return row
+
+
+def recorded_rows(path: Path) -> dict[tuple[str, float, int], dict[str, Any]]:
+    """The runs recorded in an earlier JSON, by (model, minutes, seed)."""
+    if not path.is_file():
+        return {}
+    return {(r["model"], float(r["minutes"]), int(r["seed"])): r for r in json.loads(path.read_text()).get("runs", [])}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +191,8 @@ def write_docs(path: Path, cells: list[dict[str, Any]], rows: list[dict[str, Any
              "| model | budget (min) | seeds | epochs | test MAE (mean ± std) | val MAE | longest run (min) |",
              "|---|---|---|---|---|---|---|"]
     for c in cells:
-        lines.append(f"| {LABELS[c['model']]} | {c['minutes']:g} | {c['n']} | {', '.join(map(str, c['epochs']))} | "
+        epochs = ", ".join("+".join(map(str, e)) if isinstance(e, list) else str(e) for e in c["epochs"])
+        lines.append(f"| {LABELS[c['model']]} | {c['minutes']:g} | {c['n']} | {epochs} | "
                      f"**{c['test_mae_mean']:.2f} ± {c['test_mae_std']:.2f}** | {c['val_mae_mean']:.2f} | "
                      f"{c['wall_minutes_max']:.1f} |")
     loads = [r["load_avg_before"] for r in rows if r["load_avg_before"] is not None]
@@ -146,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], help="extra config override for every run")
     p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     p.add_argument("--smoke", action="store_true", help="synthetic faces and tiny budgets (for the tests)")
+    p.add_argument("--fresh", action="store_true", help="retrain runs that the JSON records but whose folders are gone")
     p.add_argument("--docs", default=str(ROOT / "docs" / "results.md"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "mae_vs_minutes.png"))
     args = p.parse_args(argv)
@@ -154,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         p.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    recorded = Path(args.json) if args.json else None if args.smoke else RESULTS / "budget_utkface.json"
+    args.recorded = recorded_rows(recorded) if recorded else {}
     rows: list[dict[str, Any]] = []
     for seed in range(args.seeds):  # every cell gets a first seed before any gets a third
         for minutes in budgets:

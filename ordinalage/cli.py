@@ -378,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_budget_minutes, metavar="TIME",
                    help="wall time for the whole run (e.g. 30m, 90s, 1.5h): sets the epochs from a measured "
                         "step time (train.time_budget_min)")
+    p.add_argument("--members", type=int, metavar="N",
+                   help="train an ensemble of N models, each with its own seed and 1/N of the budget, into one "
+                        "run folder that evaluate, predict, live and serve average (train.members)")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float)
     p.add_argument("--image-size", type=int, dest="image_size")

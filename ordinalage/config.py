@@ -131,6 +131,7 @@ class TrainConfig:
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
     ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
     time_budget_min: float | None = None  # wall minutes for the whole run: sets train.epochs (training/budget.py)
+    members: int = 1  # N > 1: an ensemble of N models, each with budget / N (training/ensemble.py)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -138,6 +139,8 @@ class TrainConfig:
         if self.time_budget_min is not None and not self.time_budget_min > 0:
             raise UsageError(f"config key 'train.time_budget_min': must be more than 0 minutes, or null, "
                              f"got {self.time_budget_min}")
+        if self.members < 1:
+            raise UsageError(f"config key 'train.members': must be at least 1, got {self.members}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UsageError(f"config key 'train.layer_decay': must be in (0, 1] or null, got {self.layer_decay}")
         if self.backbone_lr_mult < 0:
@@ -268,7 +271,7 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 SHORT_KEYS = {"head": "model.head", "backbone": "model.backbone", "weights": "model.weights", "init": "model.init",
               "target": "model.target", "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
               "out": "train.out_dir", "device": "train.device", "precision": "train.precision", "seed": "train.seed",
-              "budget": "train.time_budget_min",
+              "budget": "train.time_budget_min", "members": "train.members",
               "groups": "data.groups", "image_size": "data.image_size", "workers": "data.num_workers",
               "data": "data.sources"}
 

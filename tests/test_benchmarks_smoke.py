@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -221,6 +222,28 @@ def test_budget_utkface_smoke(tmp_path):
     assert budget_utkface.main(["--smoke", "--budgets", "0.3", "--models", "start", "--seeds", "1",
                                 "--runs", str(tmp_path / "runs"), "--json", str(out), "--report-only"]) == 0
     assert load(out)["runs"][0]["wall_seconds"] == run["wall_seconds"]
+
+
+def test_budget_utkface_assembles_ensembles_and_keeps_recorded_runs(tmp_path):
+    import budget_utkface
+
+    out, runs = tmp_path / "bu.json", tmp_path / "runs"
+    common = ["--smoke", "--runs", str(runs), "--json", str(out), "--seeds", "1"]
+    assert budget_utkface.main([*common, "--budgets", "0.15", "--models", "single", "--seeds", "3"]) == 0
+    assert budget_utkface.main([*common, "--budgets", "0.45", "--models", "recipe"]) == 0
+    (row,) = load(out)["runs"]
+    assert [Path(p).name for p in row["assembled_from"]] == [f"single-0.15min-seed{i}" for i in range(3)]
+    assert len(row["epochs"]) == 3 and row["test_mae"] > 0
+    assert row["wall_seconds"] > sum(load_summary(runs / f"single-0.15min-seed{i}")["wall_seconds"] for i in range(3))
+    # a run that the JSON records but whose folder is gone is reported from the JSON, not trained again
+    shutil.rmtree(runs / "recipe-0.45min-seed0")
+    assert budget_utkface.main([*common, "--budgets", "0.45", "--models", "recipe", "--report-only"]) == 0
+    (again,) = load(out)["runs"]
+    assert again["recorded"] and again["test_mae"] == row["test_mae"]
+
+
+def load_summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
 
 
 def test_accuracy_utkface_equal_time_smoke(tmp_path, faces, monkeypatch):

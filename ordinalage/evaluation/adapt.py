@@ -8,6 +8,7 @@ refused with a message (docs/evaluation.md, "Prior correction").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,24 @@ def decode_labels(p: np.ndarray, label_ages: np.ndarray, groups: AgeGroups, targ
         return p @ groups.midpoints(), group.astype(np.int64), p
     age = decode_age(p, label_ages, how)
     return age, groups.clip_indices(age).astype(np.int64), group_proba_from_labels(p, label_ages, groups)
+
+
+def average_outputs(label_probas: Sequence[np.ndarray | None], ages: Sequence[np.ndarray],
+                    group_probas: Sequence[np.ndarray], loaded: Any
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """An ensemble's (age, group, group_proba, label_proba) from its members' outputs on the same
+    images: the mean label distribution decoded by the first member's rule (`loaded`: its
+    LoadedModel), or, when a member has no distribution (regression), the mean age and group
+    distribution with the age's group."""
+    if all(p is not None for p in label_probas):
+        proba = np.mean(np.stack(label_probas), axis=0)  # type: ignore[arg-type]
+        cfg = loaded.config.model
+        age, group, group_proba = decode_labels(proba, loaded.label_ages, loaded.groups, cfg.target,
+                                                age_decoder(cfg.head, cfg.decode))
+        return age, group.astype(np.int64), group_proba.astype(np.float32), proba.astype(np.float32)
+    age = np.mean(np.stack(ages), axis=0)
+    return (age, loaded.groups.clip_indices(age).astype(np.int64),
+            np.mean(np.stack(group_probas), axis=0).astype(np.float32), None)
 
 
 def adapt_predictions(label_proba: np.ndarray | None, loaded: Any, spec: str, smooth: float = DEFAULT_SMOOTH,

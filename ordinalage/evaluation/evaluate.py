@@ -230,6 +230,12 @@ def evaluate_run(
     target = Path(target)
     if not target.exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
+    from ordinalage.training.ensemble import member_dirs
+
+    members_of_target = member_dirs(target)
+    if members_of_target:  # an ensemble run: its members, written beside the ensemble's folder
+        out = out or eval_dir(target, split, data, tta)
+        target, ensemble = members_of_target[0], [*members_of_target[1:], *ensemble]
     loaded = load_model(target, select_device(device))
     checkpoint = Path(loaded.checkpoint_path)
     groups = loaded.groups
@@ -319,22 +325,12 @@ def combine_predictions(parts: Sequence[Predictions], loaded: LoadedModel) -> Pr
     first = parts[0]
     if any(p.paths != first.paths for p in parts):
         raise UsageError("ensemble: the models could not read the same images (see the skipped ones above)")
-    groups = loaded.groups
-    if all(p.label_proba is not None for p in parts):
-        from ordinalage.config import age_decoder
-        from ordinalage.evaluation.adapt import decode_labels
+    from ordinalage.evaluation.adapt import average_outputs
 
-        proba = np.mean([p.label_proba for p in parts], axis=0)
-        cfg = loaded.config.model
-        age, group, group_proba = decode_labels(proba, loaded.label_ages, groups, cfg.target,
-                                                age_decoder(cfg.head, cfg.decode))
-        return dataclasses.replace(first, pred_age=age, pred_group=group.astype(np.int64),
-                                   group_proba=group_proba.astype(np.float32), rank_proba=None,
-                                   label_proba=proba.astype(np.float32))
-    age = np.mean([p.pred_age for p in parts], axis=0)
-    return dataclasses.replace(first, pred_age=age, pred_group=groups.clip_indices(age).astype(np.int64),
-                               group_proba=np.mean([p.group_proba for p in parts], axis=0), rank_proba=None,
-                               label_proba=None)
+    age, group, group_proba, proba = average_outputs([p.label_proba for p in parts], [p.pred_age for p in parts],
+                                                     [p.group_proba for p in parts], loaded)
+    return dataclasses.replace(first, pred_age=age, pred_group=group, group_proba=group_proba, rank_proba=None,
+                               label_proba=proba)
 
 
 def _metrics(preds: Predictions, groups: AgeGroups) -> dict[str, Any]:

@@ -81,11 +81,23 @@ class FacePredictor:
                  tta: bool = False, prior: str | None = None, interval: float | None = None) -> None:
         """`prior`: train | uniform | em | a prior file (`em`: the mix of each batch of faces predicted
         together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`)."""
+        from ordinalage.evaluation.evaluate import check_compatible
         from ordinalage.training.checkpoint import load_model
+        from ordinalage.training.ensemble import member_dirs
         from ordinalage.training.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
-        self.loaded = load_model(checkpoint, self.device)
+        members = member_dirs(checkpoint) or [Path(checkpoint)]  # an ensemble run: every member
+        self.loaded = load_model(members[0], self.device)
+        self.others = [load_model(m, self.device) for m in members[1:]]  # averaged with `loaded`
+        for other in self.others:
+            check_compatible(self.loaded, other)
+            if (other.input_spec.size, other.config.data.geometry) != (self.loaded.input_spec.size,
+                                                                      self.loaded.config.data.geometry):
+                raise UsageError(f"{checkpoint}: members see faces at other sizes or crops ({other.checkpoint_path})")
+        if self.others and interval is not None:
+            raise UsageError(f"{checkpoint}: intervals are calibrated per model; give one member "
+                             f"({members[0]}) for --interval")
         self.model = self.loaded.model
         self.spec = self.loaded.input_spec
         self.groups = self.loaded.groups
@@ -126,10 +138,18 @@ class FacePredictor:
         if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {batch.shape}")
         x = torch.from_numpy(batch).permute(0, 3, 1, 2)
-        out = infer(self.model, [{"image": x}], input_spec=self.spec, device=self.device, precision=self.precision,
-                    tta=self.tta)
-        res = FaceResults(age=out.age, group=out.group, group_proba=out.group_proba.astype(float),
-                          label_proba=out.label_proba)
+        outs = [infer(m.model, [{"image": x}], input_spec=m.input_spec, device=self.device, precision=self.precision,
+                      tta=self.tta) for m in (self.loaded, *self.others)]
+        if len(outs) > 1:
+            from ordinalage.evaluation.adapt import average_outputs
+
+            age, group, group_proba, label_proba = average_outputs(
+                [o.label_proba for o in outs], [o.age for o in outs], [o.group_proba for o in outs], self.loaded)
+            res = FaceResults(age=age, group=group, group_proba=group_proba.astype(float), label_proba=label_proba)
+        else:
+            out = outs[0]
+            res = FaceResults(age=out.age, group=out.group, group_proba=out.group_proba.astype(float),
+                              label_proba=out.label_proba)
         if self.prior is not None and len(res.age):
             from ordinalage.evaluation.adapt import adapt_predictions
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,8 +123,15 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
 
     `on_epoch(epoch, row)` is called after each epoch with the metrics row (the tuner reports
     to Optuna there and may raise `optuna.TrialPruned`). `stop_after_epochs` ends the run early
-    as if interrupted (for tests and for splitting work); `resume` continues it.
+    as if interrupted (for tests and for splitting work); `resume` continues it. With
+    `train.members` N > 1 the run is an ensemble of N models (`training.ensemble.fit_ensemble`).
     """
+    from ordinalage.training.ensemble import fit_ensemble, is_ensemble_run
+
+    if (resume is not None and is_ensemble_run(resume)) or (config is not None and config.train.members > 1):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("train.members > 1 (an ensemble) runs in one process; under torchrun train one model")
+        return fit_ensemble(config, resume=resume, quiet=quiet, on_epoch=on_epoch, stop_after_epochs=stop_after_epochs)
     started = time.monotonic()
     ckpt = None
     if resume is not None:  # every rank reads last.pt (the run folder must be on a shared file system)

@@ -1,0 +1,130 @@
+"""Ensemble runs: `train.members: N` trains N models one after the other into one run folder and
+evaluates the mean of their predictions.
+
+    <run>/config.yaml       the ensemble's config (train.members = N)
+    <run>/member-<i>/       an ordinary run folder per member: seed `seed * N + i`, and, with
+                            train.time_budget_min, an equal share (budget / N) of the minutes
+    <run>/val_best.json     the ensemble's validation metrics
+    <run>/summary.json      `members`, the per-member epochs and seconds, and `test` once evaluated
+
+Equal shares keep the members alike. Each member's budget plan reserves time for one test
+evaluation that a member does not run: the N reserves pay for the ensemble's evaluation, which
+runs every member once. `evaluate`, `predict`, `live`, `serve` and the Python API take the
+ensemble's folder and average its members (`member_dirs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from ordinalage.config import Config, load_config
+from ordinalage.errors import UsageError
+from ordinalage.training.rundir import RunDir, RunExists, write_json
+
+MEMBER_PREFIX = "member-"
+
+
+def member_dirs(run_dir: str | Path) -> list[Path]:
+    """The member folders of an ensemble run, in order; [] for any other folder or file."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir() or not run.config_yaml.is_file():
+        return []
+    members = run.read_summary(tolerant=True).get("members")
+    if isinstance(members, list) and members:
+        return [run.path / str(m) for m in members]
+    found = sorted((p for p in run.path.glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()),
+                   key=lambda p: int(p.name[len(MEMBER_PREFIX):]) if p.name[len(MEMBER_PREFIX):].isdigit() else 0)
+    return found
+
+
+def is_ensemble_run(path: str | Path) -> bool:
+    return bool(member_dirs(path))
+
+
+def member_config(config: Config, index: int, run_dir: Path) -> Config:
+    """Member `index`'s config: one model, its own seed and folder, an equal share of the budget."""
+    t, n = config.train, config.train.members
+    budget = None if t.time_budget_min is None else t.time_budget_min / n
+    return dataclasses.replace(config, train=dataclasses.replace(
+        t, members=1, seed=t.seed * n + index, out_dir=str(run_dir / f"{MEMBER_PREFIX}{index}"),
+        time_budget_min=budget))
+
+
+def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, quiet: bool = False,
+                 **fit_kwargs: Any) -> Path:
+    """Train (or, with `resume`, finish) every member of an ensemble run and return its folder.
+
+    A member that has finished is kept, one with a last.pt is resumed, the others start. When a
+    member stops unfinished (`stop_after_epochs`), the ensemble stops there too; `resume` goes on.
+    `fit_kwargs` (on_epoch, stop_after_epochs) go to every member's `fit`.
+    """
+    from ordinalage.training.fit import TrainingInterrupted, fit
+    started = time.monotonic()
+    if resume is not None:
+        run = RunDir(resume)
+        if not run.config_yaml.is_file():
+            raise UsageError(f"{resume}: no config.yaml in this folder (is it an ensemble run?)")
+        config = load_config(run.config_yaml)
+    else:
+        if config is None:
+            raise UsageError("fit: a config, or a run folder to resume, is needed")
+        config, run = _create(config)
+    n = config.train.members
+    members = [run.path / f"{MEMBER_PREFIX}{i}" for i in range(n)]
+    before = run.read_summary(tolerant=True)  # on resume: the seconds spent so far
+    spent = float(before.get("wall_seconds") or before.get("wall_seconds_before_resume") or 0.0)
+    run.write_summary({"members": [m.name for m in members], "finished": False,
+                       "wall_seconds_before_resume": spent})
+    rows = []
+    for i, folder in enumerate(members):
+        member = RunDir(folder)
+        done = member.read_summary(tolerant=True)
+        try:
+            if not done.get("finished"):
+                if member.last_pt.is_file():
+                    fit(None, resume=folder, quiet=quiet, **fit_kwargs)
+                else:
+                    fit(member_config(config, i, run.path), quiet=quiet, **fit_kwargs)
+        except TrainingInterrupted as exc:
+            raise TrainingInterrupted(run.path, exc.epochs_done) from None
+        done = member.read_summary(tolerant=True)
+        rows.append({"member": folder.name, "seed": config.train.seed * n + i,
+                     "epochs_done": done.get("epochs_done"), "best_value": done.get("best_value"),
+                     "finished": bool(done.get("finished")), "budget": done.get("budget")})
+        if not done.get("finished"):
+            break
+    finished = len(rows) == n and all(r["finished"] for r in rows)
+    summary = {"run_dir": str(run.path), "members": [m.name for m in members], "member_runs": rows,
+               "head": config.model.head, "backbone": config.model.backbone, "target": config.model.target,
+               "data": list(config.data.sources), "finished": finished,
+               "epochs_done": [r["epochs_done"] for r in rows],
+               "n_test": RunDir(members[0]).read_summary(tolerant=True).get("n_test", 0),
+               "time_budget_min": config.train.time_budget_min,
+               "wall_seconds": round(spent + time.monotonic() - started, 2)}
+    if finished:
+        from ordinalage.evaluation.evaluate import evaluate_run
+
+        val = evaluate_run(run.path, split="val", show=False, tta=config.train.eval_tta)
+        write_json(run.val_best_json, {k: val[k] for k in ("n", "mae", "accuracy", "one_off", "ca3", "ca5")
+                                       if k in val})
+        summary["val"] = {k: val.get(k) for k in ("mae", "accuracy", "one_off")}
+        summary["wall_seconds"] = round(spent + time.monotonic() - started, 2)
+    run.write_summary(summary)
+    return run.path
+
+
+def _create(config: Config) -> tuple[Config, RunDir]:
+    """The ensemble's own folder (RunDir.create names it), refusing one that holds a run already."""
+    if config.train.members < 2:
+        raise UsageError(f"config key 'train.members': an ensemble needs at least 2, got {config.train.members}")
+    config, run = RunDir.create(config)
+    if run.summary_json.exists() or any(run.path.glob(f"{MEMBER_PREFIX}*")):
+        raise RunExists(run.path)
+    run.write_config(config)
+    return config, run
+
+
+__all__ = ["MEMBER_PREFIX", "fit_ensemble", "is_ensemble_run", "member_config", "member_dirs"]
