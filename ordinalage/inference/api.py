@@ -221,7 +221,8 @@ class AgeEstimator:
 
 def load(path: str | Path, device: str = "auto", tta: bool = False, prior: str | None = None,
          interval: float | None = None) -> AgeEstimator:
-    """An AgeEstimator from a run folder (best.pt preferred) or a checkpoint file.
+    """An AgeEstimator from a run folder (best.pt preferred), a checkpoint file, or an ensemble run
+    folder (`train --members N`: its members averaged).
 
     `prior`: adapt to an age mix (train | uniform | a prior file; em: the mix of each batch);
     `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json)."""

@@ -103,6 +103,7 @@ class TrainState:
     budget: Any = None  # training.budget.BudgetPlan when train.time_budget_min is set
     deadline: float | None = None  # time.monotonic() after which training stops (the time budget)
     budget_stopped: bool = False  # the deadline cut an epoch short
+    resumed: bool = False  # this process continued a run from its last.pt
     started: float = field(default_factory=time.monotonic)  # when the run (this process) started
 
     @property
@@ -267,7 +268,7 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
                                 seed=t.seed + ctx.rank, sampler=sampler, drop_last=False, cache=cache)
     val_loader = build_loader(data.val, data.groups, config.data, spec.size, batch, train=False, seed=t.seed,
                               sampler=ShardSampler(len(data.val), ctx, shuffle=False), cache=cache)
-    plan = None
+    plan = _saved_plan(ckpt)  # a resumed budget run keeps its plan (its epochs are in its config already)
     if t.time_budget_min and ckpt is None:  # fix the epochs before the schedule is built for them
         plan = _plan_budget(config, ctx, model, device, spec, train_loader, val_loader, started, data, quiet)
         config = dataclasses.replace(config, train=dataclasses.replace(t, epochs=plan.epochs))
@@ -277,8 +278,9 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
                        train_model=train_model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        input_spec=spec, groups=data.groups, reference=_reference(data), ctx=ctx, data=data,
                        train_loader=train_loader, val_loader=val_loader, train_sampler=sampler, quiet=quiet,
-                       train_prior=train_prior(config, model, data), budget=plan, started=started)
-    if plan is not None:
+                       train_prior=train_prior(config, model, data), budget=plan, started=started,
+                       resumed=ckpt is not None)
+    if plan is not None and ckpt is None:  # a resumed run has no deadline: its first start is not known here
         from ordinalage.training.budget import deadline
 
         state.deadline = deadline(started, plan)
@@ -308,6 +310,15 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
             f"train {len(data.train)} / val {len(data.val)} / test {len(data.test)} images at {spec.size} px | "
             + (f"{ctx.world_size} processes | " if ctx.enabled else "") + f"run folder {run_dir}")
     return state
+
+
+def _saved_plan(ckpt: dict[str, Any] | None) -> Any:
+    """The budget plan kept in a checkpoint (None without one)."""
+    if not ckpt or not ckpt.get("budget"):
+        return None
+    from ordinalage.training.budget import BudgetPlan
+
+    return BudgetPlan(**ckpt["budget"])
 
 
 def _plan_budget(config: Config, ctx: DistContext, model: torch.nn.Module, device: torch.device, spec: Any,
@@ -443,6 +454,7 @@ def _checkpoint(state: TrainState) -> dict[str, Any]:
         "reference": state.reference,
         "train_prior": None if state.train_prior is None else [float(v) for v in state.train_prior],
         "ema": None if state.ema is None else state.ema.state_dict(),  # raw weights in "model", averaged here
+        "budget": None if state.budget is None else state.budget.to_dict(),
         "versions": versions(),
     }
 
@@ -456,6 +468,7 @@ def _summary(state: TrainState, stopped_early: bool) -> dict[str, Any]:
             "reference": state.reference, "data_report": jsonable(data.report), "dropped": data.dropped,
             "n_test": len(data.test), "device": str(state.device), "precision": state.precision.name,
             **({"budget": {**state.budget.to_dict(), "stopped_at_deadline": state.budget_stopped,
+                           "resumed": state.resumed,
                            "seconds_before_test": round(time.monotonic() - state.started, 2)}}
                if state.budget is not None else {})}
 
