@@ -217,7 +217,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
                          annotate=args.annotate, device=args.device, batch_size=args.batch_size,
-                         show=not args.json, tta=args.tta, prior=args.prior, interval=args.interval)
+                         show=not args.json, tta=args.tta, prior=args.prior, interval=args.interval,
+                         ensemble=args.ensemble or ())
     if args.json:
         _print_json(result)
     return 0
@@ -237,7 +238,7 @@ def _live(args: argparse.Namespace) -> int:
     from ordinalage.inference.live import run_live
 
     run_live(args.checkpoint, source=args.source, output=args.output, every=args.every,
-             device=args.device, max_frames=args.max_frames, tta=args.tta)
+             device=args.device, max_frames=args.max_frames, tta=args.tta, ensemble=args.ensemble or ())
     return 0
 
 
@@ -468,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prior_args(p, "em: estimated from each batch of faces (better: a file from `prior estimate`)")
     p.add_argument("--interval", type=_level, metavar="LEVEL",
                    help="add age_lo/age_hi at this coverage (needs `evaluate --interval` run once on the run)")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="more models averaged with CHECKPOINT (an ensemble run folder needs no flag)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -479,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, dest="max_frames")
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror's (2x model time)")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="more models averaged with CHECKPOINT (an ensemble run folder needs no flag)")
     p.set_defaults(func=_live)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked on the spot")

@@ -79,6 +79,19 @@ def test_predicting_with_the_folder_averages_the_members(ensemble_run: Path) -> 
     assert not np.allclose(both.age, members[0].age)
 
 
+def test_predict_ensemble_flag_equals_the_ensemble_folder(ensemble_run: Path, tmp_path: Path) -> None:
+    import cv2
+
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    flags = ["--detect", "none", "--device", "cpu", "--json"]
+    out_folder, out_flag = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["predict", str(ensemble_run), str(image), "--csv", str(out_folder), *flags]) == 0
+    assert main(["predict", str(ensemble_run / "member-0"), str(image), "--ensemble", str(ensemble_run / "member-1"),
+                 "--csv", str(out_flag), *flags]) == 0
+    assert out_folder.read_text() == out_flag.read_text()
+
+
 def test_commands_that_need_one_model_name_the_members(ensemble_run: Path) -> None:
     with pytest.raises(UsageError, match="member-0"):
         load_model(ensemble_run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,11 @@ def run_live(
     device: str = "auto",
     max_frames: int | None = None,
     tta: bool = False,
+    ensemble: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
-    `tta` averages each face's logits with its mirror's (twice the model time).
+    `tta` averages each face's logits with its mirror's (twice the model time); `ensemble` averages
+    more models with this one (FacePredictor).
 
     Returns a summary: frames read and written, frames run through the model, face detections,
     distinct tracks, mean frames per second, and the output path.
@@ -145,7 +148,7 @@ def run_live(
         raise UsageError(f"--every: must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UsageError(f"--max-frames: must be at least 1, got {max_frames}")
-    predictor = FacePredictor(checkpoint, device, tta=tta)
+    predictor = FacePredictor(checkpoint, device, tta=tta, ensemble=ensemble)
     detector = HaarFaceDetector()
     cap = open_source(source)
     writer: cv2.VideoWriter | None = None

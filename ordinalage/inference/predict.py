@@ -78,16 +78,19 @@ class FacePredictor:
     """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP,
-                 tta: bool = False, prior: str | None = None, interval: float | None = None) -> None:
+                 tta: bool = False, prior: str | None = None, interval: float | None = None,
+                 ensemble: Sequence[str | Path] = ()) -> None:
         """`prior`: train | uniform | em | a prior file (`em`: the mix of each batch of faces predicted
-        together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`)."""
+        together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`).
+        `ensemble`: more runs or checkpoints averaged with this one (as an ensemble run folder's
+        members are: their label distributions, or ages for regression heads)."""
         from ordinalage.evaluation.evaluate import check_compatible
         from ordinalage.training.checkpoint import load_model
         from ordinalage.training.ensemble import member_dirs
         from ordinalage.training.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
-        members = member_dirs(checkpoint) or [Path(checkpoint)]  # an ensemble run: every member
+        members = [m for path in (checkpoint, *ensemble) for m in (member_dirs(path) or [Path(path)])]
         self.loaded = load_model(members[0], self.device)
         self.others = [load_model(m, self.device) for m in members[1:]]  # averaged with `loaded`
         for other in self.others:
@@ -238,6 +241,7 @@ def run_predict(
     tta: bool = False,
     prior: str | None = None,
     interval: float | None = None,
+    ensemble: Sequence[str | Path] = (),
 ) -> list[dict[str, Any]]:
     """Predict every face in `inputs` (images or folders); return one record per face.
 
@@ -246,14 +250,15 @@ def run_predict(
     `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
     the image could not be read), and `age_lo`/`age_hi` with `interval`. `csv_path` writes the same
     as CSV; `annotate` writes copies of the images with boxes and labels into that folder. `tta`
-    averages each crop's logits with its mirror's; `prior` adapts to an age mix (see FacePredictor).
+    averages each crop's logits with its mirror's; `prior` adapts to an age mix; `ensemble` averages
+    more models with this one (see FacePredictor).
     """
     if detect not in DETECTORS:
         raise UsageError(f"--detect: unknown detector {detect!r} (choose from {', '.join(DETECTORS)})")
     if batch_size < 1:
         raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
     paths = collect_images(inputs)
-    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval)
+    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval, ensemble=ensemble)
     detector = HaarFaceDetector() if detect == "haar" else None
     out_dir = Path(annotate) if annotate else None
     if out_dir is not None:
