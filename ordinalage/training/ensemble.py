@@ -16,6 +16,7 @@ ensemble's folder and average its members (`member_dirs`).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
     for i, folder in enumerate(members):
         member = RunDir(folder)
         done = member.read_summary(tolerant=True)
+        if not quiet:
+            state = "done" if done.get("finished") else "resuming" if member.last_pt.is_file() else "training"
+            print(f"ensemble {run.path}: member {i + 1}/{n} ({folder.name}, seed {config.train.seed * n + i}): {state}",
+                  file=sys.stderr)
         try:
             if not done.get("finished"):
                 if member.last_pt.is_file():
