@@ -63,6 +63,7 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
     `fit_kwargs` (on_epoch, stop_after_epochs) go to every member's `fit`.
     """
     from ordinalage.training.fit import TrainingInterrupted, fit
+
     started = time.monotonic()
     if resume is not None:
         run = RunDir(resume)
