@@ -235,6 +235,15 @@ def test_budget_utkface_assembles_ensembles_and_keeps_recorded_runs(tmp_path):
     assert [Path(p).name for p in row["assembled_from"]] == [f"single-0.15min-seed{i}" for i in range(3)]
     assert len(row["epochs"]) == 3 and row["test_mae"] > 0
     assert row["wall_seconds"] > sum(load_summary(runs / f"single-0.15min-seed{i}")["wall_seconds"] for i in range(3))
+    # re-decoding the ensemble: the run's own rule (the recipe's median) repeats its test MAE (flip TTA)
+    import decode_ensembles
+
+    dec = tmp_path / "dec.json"
+    assert decode_ensembles.main([str(runs / "recipe-0.45min-seed0"), "--json", str(dec)]) == 0
+    by_split = {r["split"]: r for r in load(dec)["rows"]}
+    assert by_split["test"]["run_decoder"] == "median"
+    assert by_split["test"]["median"] == pytest.approx(row["test_mae"], abs=1e-4)
+    assert len(by_split["val"]["members_mean"]) == 3 and by_split["val"]["mean"] != by_split["val"]["median"]
     # a run that the JSON records but whose folder is gone is reported from the JSON, not trained again
     shutil.rmtree(runs / "recipe-0.45min-seed0")
     assert budget_utkface.main([*common, "--budgets", "0.45", "--models", "recipe", "--report-only"]) == 0

@@ -1,0 +1,80 @@
+"""Ensembles' MAE under each age decoder: the mean, median and mode of the averaged distribution.
+
+    python benchmarks/decode_ensembles.py benchmarks/runs/budget_utkface/recipe-30min-seed{0,1,2}
+
+For every ensemble run folder (`train.members`), each member predicts the validation and test
+splits (with flip TTA when the run's `train.eval_tta` is on, as its own evaluation did); the
+members' label distributions are averaged and decoded by each rule of `model.decode`; the column
+of the run's own rule (`run_decoder`; a class head's `auto` is the mean) repeats its own figures;
+the median is the point that minimises the expected absolute error under the distribution.
+Choose on validation; the test column is for the record. Writes
+benchmarks/results/decode_ensembles.json (per run and split, and the mean over runs).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import mean_std, parser, write_result  # noqa: E402
+
+RULES = ("mean", "median", "mode")
+
+
+def decoded_maes(run: Path, split: str) -> dict[str, Any]:
+    """MAE of ensemble `run` on `split` under each decoding rule, and each member's own (mean)."""
+    from ordinalage.evaluation.evaluate import predict_records
+    from ordinalage.evaluation.prior import decode_age
+    from ordinalage.training.checkpoint import load_model
+    from ordinalage.training.ensemble import member_dirs
+    from ordinalage.training.rundir import RunDir
+
+    members = member_dirs(run)
+    if not members:
+        sys.exit(f"{run}: not an ensemble run folder (no member-* folders)")
+    from ordinalage.config import age_decoder
+
+    probas, truth, label_ages, own_rule = [], None, None, None
+    for member in members:
+        loaded = load_model(member, "cpu")
+        if loaded.config.model.target != "age" or loaded.label_ages is None:
+            sys.exit(f"{member}: its head has no age distribution to decode")
+        preds = predict_records(loaded, RunDir(member).read_split(split), tta=loaded.config.train.eval_tta, workers=0)
+        if truth is not None and not np.array_equal(truth, preds.true_age):
+            sys.exit(f"{member}: predicted other images than the first member")
+        probas.append(preds.label_proba)
+        own_rule = own_rule or age_decoder(loaded.config.model.head, loaded.config.model.decode)
+        truth, label_ages = np.asarray(preds.true_age, dtype=float), np.asarray(loaded.label_ages, dtype=float)
+    mae = lambda proba, rule: float(np.mean(np.abs(decode_age(proba, label_ages, rule) - truth)))  # noqa: E731
+    return {**{rule: mae(np.mean(np.stack(probas), axis=0), rule) for rule in RULES},
+            "members_mean": [mae(p, "mean") for p in probas], "n": int(len(truth)),
+            "run_decoder": own_rule}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("runs", nargs="+", help="ensemble run folders")
+    p.add_argument("--splits", default="val,test")
+    args = p.parse_args(argv)
+    splits = args.splits.split(",")
+    rows = []
+    for run in map(Path, args.runs):
+        for split in splits:
+            row = {"run": str(run), "split": split, **decoded_maes(run, split)}
+            rows.append(row)
+            print(f"{run.name} {split}: " + ", ".join(f"{r} {row[r]:.3f}" for r in RULES), file=sys.stderr)
+    summary = {split: {rule: mean_std([r[rule] for r in rows if r["split"] == split]) for rule in RULES}
+               for split in splits}
+    write_result("decode_ensembles", {"settings": {"runs": args.runs, "splits": splits}, "rows": rows,
+                                      "mean_over_runs": summary}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
