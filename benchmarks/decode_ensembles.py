@@ -28,8 +28,10 @@ RULES = ("mean", "median", "mode")
 
 
 def decoded_maes(run: Path, split: str) -> dict[str, Any]:
-    """MAE of ensemble `run` on `split` under each decoding rule, and each member's own (mean)."""
-    from ordinalage.evaluation.evaluate import predict_records
+    """MAE of ensemble `run` on `split` under each decoding rule, and each member's own (mean).
+    The members are averaged as `ordinalage evaluate` averages them (`combine_predictions`)."""
+    from ordinalage.config import age_decoder
+    from ordinalage.evaluation.evaluate import check_compatible, combine_predictions, predict_records
     from ordinalage.evaluation.prior import decode_age
     from ordinalage.training.checkpoint import load_model
     from ordinalage.training.ensemble import member_dirs
@@ -38,23 +40,20 @@ def decoded_maes(run: Path, split: str) -> dict[str, Any]:
     members = member_dirs(run)
     if not members:
         sys.exit(f"{run}: not an ensemble run folder (no member-* folders)")
-    from ordinalage.config import age_decoder
-
-    probas, truth, label_ages, own_rule = [], None, None, None
-    for member in members:
-        loaded = load_model(member, "cpu")
-        if loaded.config.model.target != "age" or loaded.label_ages is None:
-            sys.exit(f"{member}: its head has no age distribution to decode")
-        preds = predict_records(loaded, RunDir(member).read_split(split), tta=loaded.config.train.eval_tta, workers=0)
-        if truth is not None and not np.array_equal(truth, preds.true_age):
-            sys.exit(f"{member}: predicted other images than the first member")
-        probas.append(preds.label_proba)
-        own_rule = own_rule or age_decoder(loaded.config.model.head, loaded.config.model.decode)
-        truth, label_ages = np.asarray(preds.true_age, dtype=float), np.asarray(loaded.label_ages, dtype=float)
+    models = [load_model(m, "cpu") for m in members]
+    first = models[0]
+    for other in models[1:]:
+        check_compatible(first, other)
+    records = RunDir(members[0]).read_split(split)
+    parts = [predict_records(m, records, tta=m.config.train.eval_tta, workers=0) for m in models]
+    ensemble = combine_predictions(parts, first)
+    if ensemble.label_proba is None or first.label_ages is None:
+        sys.exit(f"{run}: its heads have no age distribution to decode")
+    truth, label_ages = np.asarray(ensemble.true_age, dtype=float), np.asarray(first.label_ages, dtype=float)
     mae = lambda proba, rule: float(np.mean(np.abs(decode_age(proba, label_ages, rule) - truth)))  # noqa: E731
-    return {**{rule: mae(np.mean(np.stack(probas), axis=0), rule) for rule in RULES},
-            "members_mean": [mae(p, "mean") for p in probas], "n": int(len(truth)),
-            "run_decoder": own_rule}
+    return {**{rule: mae(ensemble.label_proba, rule) for rule in RULES},
+            "members_mean": [mae(p.label_proba, "mean") for p in parts], "n": int(len(truth)),
+            "run_decoder": age_decoder(first.config.model.head, first.config.model.decode)}
 
 
 def main(argv: list[str] | None = None) -> int:
