@@ -245,7 +245,7 @@ def _live(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ordinalage.inference.export import run_export
 
-    result = run_export(args.checkpoint, fmt=args.format, out=args.out)
+    result = run_export(args.checkpoint, fmt=args.format, out=args.out, ensemble=args.ensemble or ())
     if args.json:
         _print_json(result)
     return 0
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "step time (train.time_budget_min)")
     p.add_argument("--members", type=int, metavar="N",
                    help="train an ensemble of N models, each with its own seed and 1/N of the budget, into one "
-                        "run folder that evaluate, predict, live and serve average (train.members)")
+                        "run folder that evaluate, predict, live, serve and export average (train.members)")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--lr", type=float)
     p.add_argument("--image-size", type=int, dest="image_size")
@@ -490,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--format", choices=("onnx", "torchscript"), required=True)
     p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_OR_CHECKPOINT",
+                   help="more models averaged with CHECKPOINT in one graph (an ensemble run folder needs no flag)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_export)
 

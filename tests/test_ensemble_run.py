@@ -110,3 +110,19 @@ def test_a_stopped_ensemble_resumes_where_it_stopped(tmp_path: Path, synth_cache
     fit(None, resume=run, quiet=True)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["epochs_done"] == [2, 2]
+
+
+def test_exporting_the_folder_writes_the_averaged_members(ensemble_run: Path, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    import torch
+
+    out = tmp_path / "ensemble.onnx"
+    assert main(["export", str(ensemble_run), "--format", "onnx", "--out", str(out)]) == 0
+    predictor = FacePredictor(ensemble_run, device="cpu")
+    crops = np.random.default_rng(5).integers(0, 256, (3, predictor.size, predictor.size, 3), dtype=np.uint8)
+    faces = predictor.spec.normalize(torch.from_numpy(crops).permute(0, 3, 1, 2)).numpy()
+    _, age, group = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        ["group_proba", "age", "group"], {"faces": faces})
+    expected = predictor(crops)
+    np.testing.assert_allclose(age, expected.age, atol=1e-3)
+    assert (group == expected.group).all()

@@ -108,3 +108,76 @@ def test_cli_export_json(tiny_run, tmp_path: Path, capsys) -> None:
     result = json.loads(captured.out)
     assert result["out"] == str(out) and result["ok"] and result["opset"] == OPSET
     assert "max |difference| to PyTorch" in captured.err
+
+
+def _onnx_outputs(path: Path, faces: torch.Tensor) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["group_proba", "age", "group"], {"faces": faces.numpy()})
+
+
+@pytest.mark.parametrize("second", ["coral", "regression"])
+def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(tiny_run, second: str, tmp_path: Path) -> None:
+    """class + CORAL average label distributions; class + regression average ages: either way the
+    ONNX graph gives what FacePredictor (evaluate's and serve's averaging) gives for the same faces."""
+    from ordinalage.inference.predict import FacePredictor
+
+    torch.set_num_threads(1)
+    first, other = tiny_run("class"), tiny_run(second)
+    out = tmp_path / "ensemble.onnx"
+    result = run_export(first, fmt="onnx", out=out, ensemble=[other])
+    assert result["ok"] and result["members"] == 2
+    predictor = FacePredictor(first, device="cpu", ensemble=[other])
+    crops = np.random.default_rng(2).integers(0, 256, (4, predictor.size, predictor.size, 3), dtype=np.uint8)
+    expected = predictor(crops)
+    faces = predictor.spec.normalize(torch.from_numpy(crops).permute(0, 3, 1, 2))
+    proba, age, group = _onnx_outputs(out, faces)
+    np.testing.assert_allclose(age, expected.age, atol=1e-3)
+    np.testing.assert_allclose(proba, expected.group_proba, atol=1e-4)
+    assert (group == expected.group).all()
+    alone = FacePredictor(first, device="cpu")(crops)
+    assert not np.allclose(alone.age, expected.age, atol=1e-3)  # the second member counts
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert meta["heads"] == ["class", second] and len(meta["members"]) == 2
+
+
+def test_an_ensemble_of_one_model_twice_exports_the_model(tiny_run, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    run = tiny_run("corn")
+    run_export(run, fmt="torchscript", out=tmp_path / "one.pt")
+    run_export(run, fmt="torchscript", out=tmp_path / "two.pt", ensemble=[run])
+    faces = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    one, two = torch.jit.load(str(tmp_path / "one.pt")), torch.jit.load(str(tmp_path / "two.pt"))
+    for a, b in zip(one(faces), two(faces), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_members_with_another_normalisation_see_their_own(tiny_run) -> None:
+    from ordinalage.inference.export import EnsembleExportModule
+    from ordinalage.models.input_spec import InputSpec
+    from ordinalage.training.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    loaded = load_model(tiny_run("class"), "cpu")
+    model = loaded.model.eval()
+    own, other = loaded.input_spec, InputSpec(loaded.input_spec.size, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))
+    module = EnsembleExportModule([model, model], [own, other]).eval()
+    images = torch.randint(0, 256, (2, 3, own.size, own.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        proba, age, _ = module(own.normalize(images))
+        expected = torch.stack([model.predict(own.normalize(images)).label_proba,
+                                model.predict(other.normalize(images)).label_proba]).mean(0)
+    torch.testing.assert_close(age, model.head.age_from(expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(proba, model.head.years_to_groups(expected), atol=1e-5, rtol=0)
+
+
+def test_members_that_cannot_be_averaged_are_refused(tiny_run, tmp_path: Path, capsys) -> None:
+    torch.set_num_threads(1)
+    smaller = tiny_run("class", "data.image_size=32")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_run("class")), "--ensemble", str(smaller), "--format", "onnx",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "members see faces at other sizes or crops" in err and str(smaller) in err and not out.exists()
+    grouped = tiny_run("class", "model.target=group")
+    with pytest.raises(UsageError, match="predicts other labels"):
+        run_export(tiny_run("class"), fmt="onnx", out=out, ensemble=[grouped])

@@ -4,6 +4,12 @@ The exported graph is `ExportModule`: the AgeModel and its head's decoding, from
 batch `faces` (N, 3, S, S) float32 (uint8 RGB / 255, minus mean, over std: see the metadata) to
 `group_proba` (N, G), `age` (N,) and `group` (N,) int64. The batch axis is dynamic.
 
+An ensemble (an ensemble run folder, or `--ensemble` runs) is exported as one graph,
+`EnsembleExportModule`: every member sees the faces (renormalised to its own mean and std when
+they differ from the first member's), their label distributions are averaged and decoded by the
+first member's rule, or, when a member has no distribution (regression), their ages and group
+distributions are averaged: what `evaluate`, `predict` and `serve` do with the same members.
+
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`): in torch 2.14 the default dynamo
 exporter needs the extra `onnxscript` package and still cannot convert CORN's `cumprod`. Two aten
 ops get exact ONNX translations here, registered only for the length of the export: `cumprod`
@@ -19,7 +25,7 @@ import contextlib
 import json
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +57,41 @@ class ExportModule(nn.Module):
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dec = self.model.decode(self.model(faces))
         return dec.group_proba, dec.age, dec.group
+
+
+class EnsembleExportModule(nn.Module):
+    """Several AgeModels on the same faces, averaged as `evaluation.adapt.average_outputs` averages
+    them: faces (normalised for the first member) -> (group_proba, age, group)."""
+
+    def __init__(self, models: Sequence[nn.Module], specs: Sequence[Any]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+        first = specs[0]
+        # member i sees (x * std0 + mean0 - mean_i) / std_i = x * scale_i + shift_i
+        scale = [[a / b for a, b in zip(first.std, s.std, strict=True)] for s in specs]
+        shift = [[(m0 - m) / sd for m0, m, sd in zip(first.mean, s.mean, s.std, strict=True)] for s in specs]
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(len(specs), 1, 3, 1, 1))
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(len(specs), 1, 3, 1, 1))
+        self.renormalise = [s.mean != first.mean or s.std != first.std for s in specs]
+
+    def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        decoded = []
+        for i, model in enumerate(self.members):
+            x = faces * self.scale[i] + self.shift[i] if self.renormalise[i] else faces
+            decoded.append(model.decode(model(x)))
+        head = self.members[0].head
+        if all(d.label_proba is not None for d in decoded):
+            proba = torch.stack([d.label_proba for d in decoded]).mean(0)
+            if head.target == "age":
+                age = head.age_from(proba)
+                return head.years_to_groups(proba), age, head.group_of_age(age)
+            if head.decoder == "median":
+                group = (proba.cumsum(1) < 0.5 - 1e-6).sum(1).clamp_max(proba.shape[1] - 1)
+            else:
+                group = proba.argmax(1)
+            return proba, proba @ head.midpoints, group.long()
+        age = torch.stack([d.age for d in decoded]).mean(0)
+        return torch.stack([d.group_proba for d in decoded]).mean(0), age, head.group_of_age(age)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,14 +221,15 @@ def compare_outputs(reference: list[np.ndarray], exported: list[np.ndarray]) -> 
 
 
 def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "model.onnx",
-               device: str = "cpu") -> dict[str, Any]:
+               device: str = "cpu", ensemble: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Export `checkpoint` (file or run folder) to `out` and check it; return the check as a dict.
 
-    `device` is where the TorchScript trace is made (the trace is fixed to that device type);
-    ONNX files are device-neutral. Raises ExportMismatch (a UsageError) when the export differs
-    from PyTorch by more than `TOLERANCE`.
+    An ensemble run folder, or more runs in `ensemble`, are written as one averaged graph
+    (`EnsembleExportModule`). `device` is where the TorchScript trace is made (the trace is fixed
+    to that device type); ONNX files are device-neutral. Raises ExportMismatch (a UsageError) when
+    the export differs from PyTorch by more than `TOLERANCE`.
     """
-    from ordinalage.training.checkpoint import load_model
+    from ordinalage.training.ensemble import load_members
     from ordinalage.training.runtime import select_device
 
     if fmt not in FORMATS:
@@ -195,8 +237,13 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     if fmt == "onnx":
         _require_onnx()
     dev = select_device(device)
-    loaded = load_model(checkpoint, dev)
-    module = ExportModule(loaded.model).to(dev).eval()
+    members = load_members(checkpoint, ensemble, dev)
+    loaded = members[0]
+    if len(members) == 1:
+        module: nn.Module = ExportModule(loaded.model)
+    else:
+        module = EnsembleExportModule([m.model for m in members], [m.input_spec for m in members])
+    module = module.to(dev).eval()
     spec = loaded.input_spec
     size = int(spec.size)
     out = Path(out)
@@ -211,6 +258,9 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
         "head": loaded.config.model.head, "target": loaded.config.model.target,
         "checkpoint": str(loaded.checkpoint_path),
     }
+    if len(members) > 1:
+        metadata["members"] = [str(m.checkpoint_path) for m in members]
+        metadata["heads"] = [m.config.model.head for m in members]
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(TRACE_BATCH, 3, size, size, generator=gen).to(dev)
     check = torch.randn(CHECK_BATCH, 3, size, size, generator=gen).to(dev)
@@ -223,13 +273,15 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     exported = run_onnx(out, check) if fmt == "onnx" else run_torchscript(out, check)
     diffs = compare_outputs(reference, exported)
     ok = all(diffs[k] <= TOLERANCE[k] for k in OUTPUT_NAMES)
-    result = {"format": fmt, "out": str(out), "checkpoint": str(loaded.checkpoint_path), "input_size": size,
+    result = {"format": fmt, "out": str(out), "checkpoint": str(loaded.checkpoint_path), "members": len(members),
+              "input_size": size,
               "groups": list(loaded.groups.labels), "checked_batch": CHECK_BATCH, "max_abs_diff": diffs,
               "max_diff": max(diffs.values()), "tolerance": dict(TOLERANCE), "ok": ok}
     if fmt == "onnx":
         result["opset"] = OPSET
     shown = ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
-    print(f"exported {fmt} to {out}; max |difference| to PyTorch on a batch of {CHECK_BATCH}: {shown}",
+    what = f"an ensemble of {len(members)} models as {fmt}" if len(members) > 1 else fmt
+    print(f"exported {what} to {out}; max |difference| to PyTorch on a batch of {CHECK_BATCH}: {shown}",
           file=sys.stderr)
     if not ok:
         raise ExportMismatch(f"{out}: the export differs from PyTorch beyond the tolerance {TOLERANCE} ({shown})")

@@ -84,23 +84,14 @@ class FacePredictor:
         together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`).
         `ensemble`: more runs or checkpoints averaged with this one (as an ensemble run folder's
         members are: their label distributions, or ages for regression heads)."""
-        from ordinalage.evaluation.evaluate import check_compatible
-        from ordinalage.training.checkpoint import load_model
-        from ordinalage.training.ensemble import member_dirs
+        from ordinalage.training.ensemble import load_members
         from ordinalage.training.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
-        members = [m for path in (checkpoint, *ensemble) for m in (member_dirs(path) or [Path(path)])]
-        self.loaded = load_model(members[0], self.device)
-        self.others = [load_model(m, self.device) for m in members[1:]]  # averaged with `loaded`
-        for other in self.others:
-            check_compatible(self.loaded, other)
-            if (other.input_spec.size, other.config.data.geometry) != (self.loaded.input_spec.size,
-                                                                      self.loaded.config.data.geometry):
-                raise UsageError(f"{checkpoint}: members see faces at other sizes or crops ({other.checkpoint_path})")
+        self.loaded, *self.others = load_members(checkpoint, ensemble, self.device)  # others: averaged with `loaded`
         if self.others and interval is not None:
             raise UsageError(f"{checkpoint}: intervals are calibrated per model; give one member "
-                             f"({members[0]}) for --interval")
+                             f"({self.loaded.checkpoint_path.parent}) for --interval")
         self.model = self.loaded.model
         self.spec = self.loaded.input_spec
         self.groups = self.loaded.groups

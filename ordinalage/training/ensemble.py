@@ -10,7 +10,7 @@ evaluates the mean of their predictions.
 Equal shares keep the members alike. Each member's budget plan reserves time for one test
 evaluation that a member does not run: the N reserves pay for the ensemble's evaluation, which
 runs every member once. `evaluate`, `predict`, `live`, `serve` and the Python API take the
-ensemble's folder and average its members (`member_dirs`).
+ensemble's folder and average its members (`member_dirs`); `export` writes them as one graph.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,28 @@ def member_dirs(run_dir: str | Path) -> list[Path]:
     found = sorted((p for p in run.path.glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()),
                    key=lambda p: int(p.name[len(MEMBER_PREFIX):]) if p.name[len(MEMBER_PREFIX):].isdigit() else 0)
     return found
+
+
+def expand_members(checkpoint: str | Path, extra: Sequence[str | Path] = ()) -> list[Path]:
+    """The models of a CHECKPOINT and `--ensemble` list, in order: an ensemble run folder stands for its members."""
+    return [m for path in (checkpoint, *extra) for m in (member_dirs(path) or [Path(path)])]
+
+
+def load_members(checkpoint: str | Path, extra: Sequence[str | Path] = (), device: Any = "cpu") -> list[Any]:
+    """Load every model of `expand_members` (LoadedModel each) and check that they can be averaged:
+    the same labels (`check_compatible`) and the same input size and face crop."""
+    from ordinalage.evaluation.evaluate import check_compatible
+    from ordinalage.training.checkpoint import load_model
+
+    loaded = [load_model(m, device) for m in expand_members(checkpoint, extra)]
+    first = loaded[0]
+    for other in loaded[1:]:
+        check_compatible(first, other)
+        if (other.input_spec.size, other.config.data.geometry) != (first.input_spec.size, first.config.data.geometry):
+            raise UsageError(f"{checkpoint}: members see faces at other sizes or crops ({other.checkpoint_path}: "
+                             f"{other.input_spec.size} px, {other.config.data.geometry}; {first.checkpoint_path}: "
+                             f"{first.input_spec.size} px, {first.config.data.geometry})")
+    return loaded
 
 
 def is_ensemble_run(path: str | Path) -> bool:
@@ -133,4 +156,5 @@ def _create(config: Config) -> tuple[Config, RunDir]:
     return config, run
 
 
-__all__ = ["MEMBER_PREFIX", "fit_ensemble", "is_ensemble_run", "member_config", "member_dirs"]
+__all__ = ["MEMBER_PREFIX", "expand_members", "fit_ensemble", "is_ensemble_run", "load_members", "member_config",
+           "member_dirs"]

@@ -115,8 +115,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 return path / name
         members = sorted(p.parent.name for p in path.glob("member-*/config.yaml"))
         if members:
-            raise UsageError(f"{path}: an ensemble run ({', '.join(members)}); evaluate, predict, live and serve "
-                             f"take it whole, other commands one member's folder, e.g. {path / members[0]}")
+            raise UsageError(f"{path}: an ensemble run ({', '.join(members)}); evaluate, predict, live, serve and "
+                             f"export take it whole, other commands one member's folder, e.g. {path / members[0]}")
         raise UsageError(f"{path}: no best.pt or last.pt in this folder (is it a run folder?)")
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
