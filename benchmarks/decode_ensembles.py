@@ -31,19 +31,16 @@ def decoded_maes(run: Path, split: str) -> dict[str, Any]:
     """MAE of ensemble `run` on `split` under each decoding rule, and each member's own (mean).
     The members are averaged as `ordinalage evaluate` averages them (`combine_predictions`)."""
     from ordinalage.config import age_decoder
-    from ordinalage.evaluation.evaluate import check_compatible, combine_predictions, predict_records
+    from ordinalage.evaluation.evaluate import combine_predictions, predict_records
     from ordinalage.evaluation.prior import decode_age
-    from ordinalage.training.checkpoint import load_model
-    from ordinalage.training.ensemble import member_dirs
+    from ordinalage.training.ensemble import load_members, member_dirs
     from ordinalage.training.rundir import RunDir
 
     members = member_dirs(run)
     if not members:
         sys.exit(f"{run}: not an ensemble run folder (no member-* folders)")
-    models = [load_model(m, "cpu") for m in members]
+    models = load_members(run, device="cpu")
     first = models[0]
-    for other in models[1:]:
-        check_compatible(first, other)
     records = RunDir(members[0]).read_split(split)
     parts = [predict_records(m, records, tta=m.config.train.eval_tta, workers=0) for m in models]
     ensemble = combine_predictions(parts, first)
