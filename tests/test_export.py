@@ -115,14 +115,17 @@ def _onnx_outputs(path: Path, faces: torch.Tensor) -> list[np.ndarray]:
     return session.run(["group_proba", "age", "group"], {"faces": faces.numpy()})
 
 
-@pytest.mark.parametrize("second", ["coral", "regression"])
-def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(tiny_run, second: str, tmp_path: Path) -> None:
-    """class + CORAL average label distributions; class + regression average ages: either way the
-    ONNX graph gives what FacePredictor (evaluate's and serve's averaging) gives for the same faces."""
+@pytest.mark.parametrize(("first_head", "second", "extra"), [("class", "coral", ()), ("class", "regression", ()),
+                                                             ("coral", "class", ("model.target=group",))])
+def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(tiny_run, first_head: str, second: str,
+                                                                        extra: tuple[str, ...], tmp_path: Path) -> None:
+    """class + CORAL average label distributions; class + regression average ages; CORAL + class over
+    age groups decode the averaged groups by CORAL's median: each way the ONNX graph gives what
+    FacePredictor (evaluate's and serve's averaging) gives for the same faces."""
     from ordinalage.inference.predict import FacePredictor
 
     torch.set_num_threads(1)
-    first, other = tiny_run("class"), tiny_run(second)
+    first, other = tiny_run(first_head, *extra), tiny_run(second, *extra)
     out = tmp_path / "ensemble.onnx"
     result = run_export(first, fmt="onnx", out=out, ensemble=[other])
     assert result["ok"] and result["members"] == 2
@@ -137,7 +140,7 @@ def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(tiny_run
     alone = FacePredictor(first, device="cpu")(crops)
     assert not np.allclose(alone.age, expected.age, atol=1e-3)  # the second member counts
     meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
-    assert meta["heads"] == ["class", second] and len(meta["members"]) == 2
+    assert meta["heads"] == [first_head, second] and len(meta["members"]) == 2
 
 
 def test_an_ensemble_of_one_model_twice_exports_the_model(tiny_run, tmp_path: Path) -> None:

@@ -72,24 +72,19 @@ class EnsembleExportModule(nn.Module):
         shift = [[(m0 - m) / sd for m0, m, sd in zip(first.mean, s.mean, s.std, strict=True)] for s in specs]
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(len(specs), 1, 3, 1, 1))
         self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(len(specs), 1, 3, 1, 1))
-        self.renormalise = [s.mean != first.mean or s.std != first.std for s in specs]
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        decoded = []
-        for i, model in enumerate(self.members):
-            x = faces * self.scale[i] + self.shift[i] if self.renormalise[i] else faces
-            decoded.append(model.decode(model(x)))
+        # scale 1 and shift 0 (exactly) for members normalised like the first
+        decoded = [model.decode(model(faces * self.scale[i] + self.shift[i])) for i, model in enumerate(self.members)]
         head = self.members[0].head
         if all(d.label_proba is not None for d in decoded):
             proba = torch.stack([d.label_proba for d in decoded]).mean(0)
             if head.target == "age":
                 age = head.age_from(proba)
                 return head.years_to_groups(proba), age, head.group_of_age(age)
-            if head.decoder == "median":
-                group = (proba.cumsum(1) < 0.5 - 1e-6).sum(1).clamp_max(proba.shape[1] - 1)
-            else:
-                group = proba.argmax(1)
-            return proba, proba @ head.midpoints, group.long()
+            # groups: the median's group (age_from's rule over the group labels), else the most probable
+            group = head.age_from(proba).long() if head.decoder == "median" else proba.argmax(1)
+            return proba, proba @ head.midpoints, group
         age = torch.stack([d.age for d in decoded]).mean(0)
         return torch.stack([d.group_proba for d in decoded]).mean(0), age, head.group_of_age(age)
 
@@ -274,8 +269,7 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     diffs = compare_outputs(reference, exported)
     ok = all(diffs[k] <= TOLERANCE[k] for k in OUTPUT_NAMES)
     result = {"format": fmt, "out": str(out), "checkpoint": str(loaded.checkpoint_path), "members": len(members),
-              "input_size": size,
-              "groups": list(loaded.groups.labels), "checked_batch": CHECK_BATCH, "max_abs_diff": diffs,
+              "input_size": size, "groups": list(loaded.groups.labels), "checked_batch": CHECK_BATCH, "max_abs_diff": diffs,
               "max_diff": max(diffs.values()), "tolerance": dict(TOLERANCE), "ok": ok}
     if fmt == "onnx":
         result["opset"] = OPSET
