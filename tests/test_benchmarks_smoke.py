@@ -251,6 +251,13 @@ def test_budget_utkface_assembles_ensembles_and_keeps_recorded_runs(tmp_path):
     assert again["recorded"] and again["test_mae"] == row["test_mae"]
 
 
+def test_budget_utkface_plot_legend_gives_the_seed_range():
+    import budget_utkface
+
+    assert budget_utkface._seeds_label([{"n": 3}, {"n": 3}]) == "n=3"
+    assert budget_utkface._seeds_label([{"n": 3}, {"n": 2}, {"n": 3}]) == "n=2-3"
+
+
 def load_summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
