@@ -1,6 +1,6 @@
 """Test MAE against wall-clock minutes on UTKFace: the best model for the minutes you have.
 
-    python benchmarks/budget_utkface.py                                   # the full grid (about 10 hours)
+    python benchmarks/budget_utkface.py                                   # the full grid (about 16 hours)
     python benchmarks/budget_utkface.py --budgets 5,10 --models recipe --seeds 3
     python benchmarks/budget_utkface.py --report-only                     # JSON, plot and table from finished runs
     python benchmarks/budget_utkface.py --smoke                           # seconds, synthetic faces (tests)
