@@ -19,10 +19,12 @@ demo: install
 	$(BIN)/ordinalage train --head coral
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check ordinalage tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs studies .pytest_cache

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from common import fit_or_reuse, mean_std  # noqa: E402
 
 from ordinalage.config import load_config  # noqa: E402
-from ordinalage.training.checkpoint import versions  # noqa: E402
+from ordinalage.runs.checkpoint import versions  # noqa: E402
 
 # name -> config overrides; "years" targets rank/classify single years, "decades" the age groups
 SETTINGS: dict[str, dict[str, Any]] = {

@@ -88,9 +88,9 @@ def assemble(args: Any, model: str, minutes: float, seed: int) -> list[str] | No
     """Build ensemble run `model` from finished `single` runs of its members' seeds and budget share
     (symbolic links to their folders), then finish it as `ordinalage train --resume` would: the
     members are done, so only the ensemble's evaluation runs. None when a member run is missing."""
-    from ordinalage.training.ensemble import MEMBER_PREFIX
-    from ordinalage.training.fit import fit
-    from ordinalage.training.rundir import RunDir
+    from ordinalage.runs.members import MEMBER_PREFIX
+    from ordinalage.runs.rundir import RunDir
+    from ordinalage.training.train import train as fit
 
     config = config_of(args, model, minutes, seed)
     n = config.train.members
@@ -129,7 +129,7 @@ def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] 
     if summary is None:
         return None
     if fresh:  # the machine's load around this run, kept with it
-        from ordinalage.training.rundir import RunDir
+        from ordinalage.runs.rundir import RunDir
 
         summary = RunDir(run_dir).update_summary(load_avg_before=load_before, load_avg_after=_load())
     val = json.loads((run_dir / "val_best.json").read_text())

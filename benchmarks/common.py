@@ -119,8 +119,8 @@ def fit_or_reuse(run_dir: Path, make_config: Callable[[], Any], report_only: boo
     import shutil
 
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.fit import fit
-    from ordinalage.training.rundir import RunDir
+    from ordinalage.runs.rundir import RunDir
+    from ordinalage.training.train import train as fit
 
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

@@ -32,9 +32,9 @@ def decoded_maes(run: Path, split: str) -> dict[str, Any]:
     The members are averaged as `ordinalage evaluate` averages them (`combine_predictions`)."""
     from ordinalage.config import age_decoder
     from ordinalage.evaluation.evaluate import combine_predictions, predict_records
-    from ordinalage.evaluation.prior import decode_age
-    from ordinalage.training.ensemble import load_members, member_dirs
-    from ordinalage.training.rundir import RunDir
+    from ordinalage.posterior.prior import decode_age
+    from ordinalage.runs.members import load_members, member_dirs
+    from ordinalage.runs.rundir import RunDir
 
     members = member_dirs(run)
     if not members:

@@ -42,7 +42,7 @@ def _test_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def _fit(config: Config) -> Path:
-    from ordinalage.training.fit import fit
+    from ordinalage.training.train import train as fit
 
     return fit(config, quiet=True)
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from common import fit_or_reuse, mean_std  # noqa: E402
 
 from ordinalage.config import load_config, parse_set, set_dotted  # noqa: E402
-from ordinalage.training.checkpoint import versions  # noqa: E402
+from ordinalage.runs.checkpoint import versions  # noqa: E402
 
 BASE_CONFIG = "configs/experiments/utkface_bakeoff.yaml"
 # the bake-off's best setting (docs/results.md): softmax over single years, expected value

@@ -26,10 +26,10 @@ import numpy as np
 from common import ROOT, parser, write_result
 
 from ordinalage.config import age_decoder
-from ordinalage.evaluation.adapt import adapt
-from ordinalage.evaluation.calibration import apply_temperature, fit_temperature, to_logproba
-from ordinalage.evaluation.prior import DEFAULT_SMOOTH, em_prior, em_seconds_per_10k
-from ordinalage.training.rundir import RunDir
+from ordinalage.posterior.adapt import adapt
+from ordinalage.posterior.calibration import apply_temperature, fit_temperature, to_logproba
+from ordinalage.posterior.prior import DEFAULT_SMOOTH, em_prior, em_seconds_per_10k
+from ordinalage.runs.rundir import RunDir
 
 #: target age mixes (unnormalised densities over whole years)
 MIXES: dict[str, Any] = {
@@ -47,7 +47,7 @@ def predictions(run: Path, device: str) -> dict[str, Any]:
         data = np.load(cache)
         return {k: data[k] for k in data.files}
     from ordinalage.evaluation.evaluate import predict_records
-    from ordinalage.training.checkpoint import load_model
+    from ordinalage.runs.checkpoint import load_model
 
     loaded = load_model(run, device)
     out: dict[str, Any] = {"train_prior": train_prior_of(run, loaded)}

@@ -47,7 +47,7 @@ def train(sets: list[str], out: Path, init: Path | None) -> dict[str, Any]:
     """One run through `fit` (which applies `model.init`), then the test evaluation."""
     from ordinalage.config import load_config
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.fit import fit
+    from ordinalage.training.train import train as fit
 
     config = load_config(CONFIG, sets=[*sets, f"train.out_dir={out}"] + ([f"model.init={init}"] if init else []))
     start = time.perf_counter()

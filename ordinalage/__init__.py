@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ordinalage.version import __version__
 
 _LAZY = {"load": "ordinalage.inference.api", "AgeEstimator": "ordinalage.inference.api",
          "Face": "ordinalage.inference.api", "fit": "ordinalage.api", "evaluate": "ordinalage.api",

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ordinalage.config import SHORT_KEYS, Config, load_config, set_dotted, to_dict, validate
+from ordinalage.config import SHORT_KEYS, Config, load_config, set_dotted, to_dict
 from ordinalage.config import config_from_dict as _from_dict
 from ordinalage.errors import UsageError
+from ordinalage.training.choices import validate
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,14 @@ class Run:
 
     @property
     def summary(self) -> dict[str, Any]:
-        from ordinalage.training.rundir import RunDir
+        from ordinalage.runs.rundir import RunDir
 
         return RunDir(self.path).read_summary()
 
     @property
     def metrics(self) -> list[dict[str, str]]:
         """metrics.csv rows (one per epoch)."""
-        from ordinalage.training.rundir import RunDir
+        from ordinalage.runs.rundir import RunDir
 
         return RunDir(self.path).read_metrics()
 
@@ -74,7 +75,7 @@ def _value(name: str, value: Any) -> Any:
 def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **overrides: Any) -> Run:
     """Train: `config` is a Config, a YAML path or None (defaults); keyword overrides as
     `head="corn"`, `epochs=2` or `train__lr=0.001` (section__key). Returns the finished Run."""
-    from ordinalage.training.fit import fit as _fit
+    from ordinalage.training.train import train as _fit
 
     dotted = {_key(k): _value(k, v) for k, v in overrides.items()}
     if isinstance(config, Config):
@@ -95,3 +96,4 @@ def evaluate(run: Run | str | Path, data: str | Sequence[str] | None = None, spl
 
     target = run.path if isinstance(run, Run) else Path(run)
     return evaluate_run(target, data=[data] if isinstance(data, str) else data, split=split, show=show, **kwargs)
+

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ordinalage import __version__
 from ordinalage.errors import UsageError
+from ordinalage.version import __version__
 
 
 class RegistryChoices:
@@ -24,7 +24,7 @@ class RegistryChoices:
         self.key = key
 
     def _names(self) -> tuple[str, ...]:
-        from ordinalage.config import registries
+        from ordinalage.training.choices import registries
 
         return tuple(registries()[self.key])
 
@@ -40,7 +40,7 @@ class RegistryChoices:
 
 
 def _level(text: str) -> float:
-    from ordinalage.evaluation.intervals import parse_level
+    from ordinalage.posterior.intervals import parse_level
 
     try:
         return parse_level(text)
@@ -115,14 +115,16 @@ def _train(args: argparse.Namespace) -> int:
 
     from ordinalage.config import load_config
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.fit import TrainingInterrupted, fit
-    from ordinalage.training.rundir import RunExists
+    from ordinalage.runs.rundir import RunExists
+    from ordinalage.training.choices import validate
+    from ordinalage.training.fit import TrainingInterrupted
+    from ordinalage.training.train import train as fit
 
     try:
         if args.resume:
             run_dir = fit(None, resume=args.resume)
         else:
-            config = load_config(args.config, _train_overrides(args), args.set)
+            config = validate(load_config(args.config, _train_overrides(args), args.set))
             n_folds = _folds_to_run(config)
             if n_folds is not None:  # folds:K, loso, or a source's own folds: every fold, then mean +- std
                 return _train_folds(config, args, n_folds)
@@ -155,8 +157,8 @@ def _folds_to_run(config: Any) -> int | None:
 
 def _train_folds(config: Any, args: argparse.Namespace, n_folds: int) -> int:
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.fit import fit
     from ordinalage.training.folds import run_folds
+    from ordinalage.training.train import train as fit
 
     def evaluate(run_dir: Any) -> dict[str, Any]:
         # every fold's test part is evaluated: that is what cross-validation reports
@@ -291,7 +293,7 @@ def _add_weights_parser(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# serve (issue 17): the browser page and HTTP API over checkpoints
+# serve: the browser page and HTTP API over checkpoints
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -495,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_export)
 
-    _add_serve_parser(sub)  # serve (issue 17)
+    _add_serve_parser(sub)
     _add_weights_parser(sub)
     return parser
 

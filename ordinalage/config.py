@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ordinalage.errors import UsageError
+from ordinalage.protocols import parse_protocol
 
 T = TypeVar("T")
 
@@ -74,8 +75,6 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        from ordinalage.data.splits import parse_protocol  # the data layer imports config, not the reverse
-
         parse_protocol(self.protocol)
         if self.fold < 0:
             raise UsageError(f"config key 'data.fold': {self.fold} is negative")
@@ -327,7 +326,7 @@ def load_config(
         raw = set_dotted(raw, key, value)
     where = f" in {path}" if path else ""
     try:
-        return validate(from_dict(Config, raw))
+        return check_ranges(from_dict(Config, raw))
     except UsageError as exc:
         raise UsageError(f"{exc}{where}") from None
 
@@ -361,21 +360,6 @@ def age_decoder(head: str, decode: str = "auto") -> str:
     return "mean" if head == "class" else "median"
 
 
-def registries() -> dict[str, Any]:
-    """Config key -> the valid names, read from the registries that define them (imports torch)."""
-    from ordinalage.data.decode import GEOMETRIES
-    from ordinalage.data.sampling import SAMPLING_MODES
-    from ordinalage.models.backbones import BACKBONES
-    from ordinalage.models.heads import CORAL_IMPORTANCE, HEADS, REGRESSION_LOSSES, TARGETS
-    from ordinalage.training.optim import MONITORS, OPTIMIZERS, SCHEDULERS
-    from ordinalage.training.runtime import PRECISIONS
-
-    return {"data.geometry": GEOMETRIES, "data.sampling": SAMPLING_MODES, "model.backbone": tuple(BACKBONES),
-            "model.head": tuple(HEADS), "model.target": TARGETS, "model.regression_loss": REGRESSION_LOSSES,
-            "model.coral_importance": CORAL_IMPORTANCE, "model.decode": DECODE_RULES, "train.optimizer": tuple(OPTIMIZERS),
-            "train.scheduler": tuple(SCHEDULERS), "train.monitor": tuple(MONITORS), "train.precision": PRECISIONS}
-
-
 def _get(config: Config, dotted: str) -> Any:
     obj: Any = config
     for part in dotted.split("."):
@@ -383,20 +367,9 @@ def _get(config: Config, dotted: str) -> Any:
     return obj
 
 
-def validate(config: Config) -> Config:
-    """Check every choice-valued key against its registry and the numeric ranges; the error names the key.
-
-    Called when a config is loaded and when training starts, before any image is read or run
-    folder made."""
-    for key, names in registries().items():
-        value = _get(config, key)
-        if key == "model.backbone":
-            from ordinalage.models.backbones import is_known_backbone
-
-            if is_known_backbone(value):  # a registered name or any timm:NAME (checked when built)
-                continue
-        if value not in names:
-            raise UsageError(f"config key '{key}': unknown value {value!r} ({', '.join(map(str, names))})")
+def check_ranges(config: Config) -> Config:
+    """The numeric ranges that need no registry (epochs, fractions, ...); the error names the key.
+    Choice-valued keys (heads, backbones, ...) are checked by `training.choices.validate`."""
     t, d = config.train, config.data
     for key, ok in [("train.epochs", t.epochs >= 1), ("train.batch_size", t.batch_size >= 1),
                     ("train.lr", t.lr >= 0), ("train.freeze_epochs", t.freeze_epochs >= 0),
@@ -405,11 +378,6 @@ def validate(config: Config) -> Config:
                     ("data.num_workers", d.num_workers >= 0), ("model.max_age", config.model.max_age >= 1)]:
         if not ok:
             raise UsageError(f"config key '{key}': value {_get(config, key)!r} is out of range")
-    from ordinalage.data.cache import check_cache_mode
-    from ordinalage.training.loggers import check_loggers
-
-    check_cache_mode(d.cache)
-    check_loggers(t.loggers)
     if d.val_fraction + d.test_fraction >= 1:
         raise UsageError("config keys 'data.val_fraction' + 'data.test_fraction' must be below 1")
     return config

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from ordinalage import atomic as rundir_mod
 from ordinalage.config import Config, ModelConfig, to_dict
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 from ordinalage.models.model import build_model
-from ordinalage.training import checkpoint as ckpt_mod
-from ordinalage.training import rundir as rundir_mod
-from ordinalage.training.checkpoint import FORMAT, VERSION, atomic_torch_save, load_checkpoint, load_model
-from ordinalage.training.runtime import fp16_supported, resolve_precision, seed_everything, select_device
+from ordinalage.runs import checkpoint as ckpt_mod
+from ordinalage.runs.checkpoint import FORMAT, VERSION, atomic_torch_save, load_checkpoint, load_model
+from ordinalage.runs.runtime import fp16_supported, resolve_precision, seed_everything, select_device
 
 GROUPS = AgeGroups.parse("0-20,21-40,41+")
 CPU = torch.device("cpu")
@@ -87,7 +87,7 @@ def test_atomic_save_failing_rename_leaves_no_temp_file(tmp_path: Path, monkeypa
     def no_rename(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(rundir_mod.os, "replace", no_rename)  # the one atomic writer (training/rundir.py)
+    monkeypatch.setattr(rundir_mod.os, "replace", no_rename)  # the one atomic writer (ordinalage/atomic.py)
     with pytest.raises(OSError, match="No space left"):
         atomic_torch_save({"a": 1}, target)
     assert _files(tmp_path) == []

@@ -20,16 +20,23 @@ from ordinalage.evaluation.breakdown import (
     select_attributes,
     utkface_attributes,
 )
-from ordinalage.evaluation.calibration import (
+from ordinalage.evaluation.decision_report import decision_metrics, decision_plots, headline, print_decisions
+from ordinalage.evaluation.report import plot_reliability
+from ordinalage.evaluation.thresholds import (
+    THRESHOLD_KEYS,
+    parse_thresholds,
+    plot_threshold_curve,
+    threshold_table,
+)
+from ordinalage.groups import AgeGroups
+from ordinalage.posterior.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
-    plot_reliability,
     reliability_bins,
     to_logproba,
 )
-from ordinalage.evaluation.decision_report import decision_metrics, decision_plots, headline, print_decisions
-from ordinalage.evaluation.intervals import (
+from ordinalage.posterior.intervals import (
     Calibration,
     conformal_rank,
     conformity_scores,
@@ -39,13 +46,6 @@ from ordinalage.evaluation.intervals import (
     predict_interval,
     predicted_cdf,
 )
-from ordinalage.evaluation.thresholds import (
-    THRESHOLD_KEYS,
-    parse_thresholds,
-    plot_threshold_curve,
-    threshold_table,
-)
-from ordinalage.groups import AgeGroups
 
 AGES = np.arange(101.0)  # single-year labels 0..100
 

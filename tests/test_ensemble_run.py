@@ -15,9 +15,10 @@ from ordinalage.cli import main
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.evaluate import evaluate_run
 from ordinalage.inference.predict import FacePredictor
-from ordinalage.training.checkpoint import load_model
-from ordinalage.training.ensemble import is_ensemble_run, member_config, member_dirs
-from ordinalage.training.fit import fit
+from ordinalage.runs.checkpoint import load_model
+from ordinalage.runs.members import is_ensemble_run, member_dirs
+from ordinalage.training.ensemble import member_config
+from ordinalage.training.train import train as fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ordinalage.cli import main
-from ordinalage.evaluation.metrics import METRIC_NAMES
 from ordinalage.groups import AgeGroups
+from ordinalage.posterior.metrics import METRIC_NAMES
 
 ALL_KEYS = set(METRIC_NAMES) | {"baseline"}
 
@@ -177,7 +177,7 @@ def _fake_build_loader(records, groups, cfg, size, batch_size, train, seed, num_
 
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
-    import ordinalage.training.checkpoint as checkpoint
+    import ordinalage.runs.checkpoint as checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
@@ -239,7 +239,7 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror(fake_run, monkeypa
     """The model reads the left column only; images hold the age there and 0 elsewhere, so the mirror
     says 0 + 2 years and the flip-averaged age is (age + 2 + 2) / 2."""
 
-    import ordinalage.training.checkpoint as checkpoint
+    import ordinalage.runs.checkpoint as checkpoint
     from ordinalage.evaluation.evaluate import evaluate_run
 
     loaded = _fake_loaded(fake_run, fake_run / "best.pt")

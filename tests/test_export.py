@@ -66,7 +66,7 @@ def test_every_head_exports_and_matches_pytorch(tiny_run, head: str, tmp_path: P
         for name, diff in result["max_abs_diff"].items():
             assert diff <= TOLERANCE[name], (fmt, name, diff)
     # the ONNX file on its own: batch of 1 (the trace used 2), metadata, same answers as AgeModel.predict
-    from ordinalage.training.checkpoint import load_model
+    from ordinalage.runs.checkpoint import load_model
 
     loaded = load_model(run, "cpu")
     images = torch.randint(0, 256, (1, 3, loaded.input_spec.size, loaded.input_spec.size), dtype=torch.uint8,
@@ -157,7 +157,7 @@ def test_an_ensemble_of_one_model_twice_exports_the_model(tiny_run, tmp_path: Pa
 def test_members_with_another_normalisation_see_their_own(tiny_run) -> None:
     from ordinalage.inference.export import EnsembleExportModule
     from ordinalage.models.input_spec import InputSpec
-    from ordinalage.training.checkpoint import load_model
+    from ordinalage.runs.checkpoint import load_model
 
     torch.set_num_threads(1)
     loaded = load_model(tiny_run("class"), "cpu")

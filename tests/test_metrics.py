@@ -19,14 +19,14 @@ from sklearn.metrics import (
 )
 
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.metrics import (
+from ordinalage.groups import AgeGroups
+from ordinalage.posterior.metrics import (
     METRIC_NAMES,
     baseline_metrics,
     compute_metrics,
     rank_inconsistency,
     reference_from_truth,
 )
-from ordinalage.groups import AgeGroups
 
 G3 = AgeGroups.parse("0-10,11-20,21-30")
 

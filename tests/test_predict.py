@@ -130,8 +130,8 @@ def test_detect_none_matches_the_training_pipeline(tiny_run, tta: bool) -> None:
     """detect=none decodes each file as training did: ages equal evaluate.predict_records on the same
     files, with and without flip test-time augmentation."""
     from ordinalage.evaluation.evaluate import predict_records
-    from ordinalage.training.checkpoint import load_model
-    from ordinalage.training.rundir import read_split_csv
+    from ordinalage.runs.checkpoint import load_model
+    from ordinalage.runs.rundir import read_split_csv
 
     run = tiny_run("class")
     recs = read_split_csv(run / "split.csv", "test")[:12]
@@ -152,7 +152,7 @@ def test_detect_none_matches_the_training_pipeline(tiny_run, tta: bool) -> None:
 
 
 def test_bad_images_are_reported_and_the_rest_go_on(tiny_run, tmp_path: Path, capsys) -> None:
-    from ordinalage.training.rundir import read_split_csv
+    from ordinalage.runs.rundir import read_split_csv
 
     run = tiny_run("coral")
     good = read_split_csv(run / "split.csv", "test")[0].path

@@ -25,10 +25,10 @@ from ordinalage.models.backbones import (
     fold_input_normalisation,
     is_known_backbone,
 )
-from ordinalage.models.init import init_from
 from ordinalage.models.input_spec import IMAGENET_MEAN, InputSpec
 from ordinalage.models.model import AgeModel, build_model
 from ordinalage.models.param_groups import param_groups
+from ordinalage.runs.init import init_from
 
 GROUPS = AgeGroups.parse(None)
 TIMM = "timm:test_resnet"  # timm's own tiny test network: 0.4 M parameters, mean/std 0.5, 160 px
@@ -75,7 +75,7 @@ def test_known_backbones() -> None:
 
 
 def test_timm_input_spec_survives_save_and_load(tiny_run: Callable[..., Path]) -> None:
-    from ordinalage.training.checkpoint import load_model
+    from ordinalage.runs.checkpoint import load_model
 
     run = tiny_run("coral", f"model.backbone={TIMM}")
     loaded = load_model(run)
@@ -189,7 +189,7 @@ def test_cli_train_with_imagenet_offline_exits_2(monkeypatch: pytest.MonkeyPatch
 
 
 def test_init_from_a_run_with_matching_and_other_heads(tiny_run: Callable[..., Path]) -> None:
-    from ordinalage.training.checkpoint import load_checkpoint
+    from ordinalage.runs.checkpoint import load_checkpoint
 
     run = tiny_run("coral")
     trained = load_checkpoint(run)["model"]

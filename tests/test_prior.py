@@ -9,14 +9,15 @@ import pytest
 
 from ordinalage.data.sampling import class_weights, sampler_weights
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.prior import (
+from ordinalage.evaluation.estimate import estimate_prior_for
+from ordinalage.evaluation.report import plot_prior
+from ordinalage.groups import AgeGroups
+from ordinalage.posterior.prior import (
     decode_age,
     effective_train_prior,
     em_prior,
     em_seconds_per_10k,
-    estimate_prior_for,
     group_proba_from_labels,
-    plot_prior,
     read_prior,
     residual_distribution,
     reweight,
@@ -24,7 +25,6 @@ from ordinalage.evaluation.prior import (
     synthetic_shift,
     write_prior,
 )
-from ordinalage.groups import AgeGroups
 
 AGES = np.arange(0, 81, dtype=float)
 

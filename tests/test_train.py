@@ -14,7 +14,7 @@ from ordinalage.cli import main
 from ordinalage.config import load_config
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.evaluate import evaluate_after_training
-from ordinalage.training.checkpoint import load_checkpoint, load_model
+from ordinalage.runs.checkpoint import load_checkpoint, load_model
 from ordinalage.training.fit import TrainingDiverged, fit
 
 HEADS = ["class", "coral", "corn", "regression"]

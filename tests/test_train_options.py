@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny_training import tiny
 
-from ordinalage.training.checkpoint import load_checkpoint, load_model
+from ordinalage.runs.checkpoint import load_checkpoint, load_model
+from ordinalage.runs.runtime import fp16_supported
 from ordinalage.training.fit import fit
-from ordinalage.training.runtime import fp16_supported
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

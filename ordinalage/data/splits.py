@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
+from ordinalage.protocols import PROTOCOLS, Protocol, parse_protocol  # noqa: F401 (re-exported)
 
 _PRIORITY = {"test": 0, "val": 1, "train": 2}
 
@@ -90,31 +90,7 @@ def assign_splits(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
 # ---------------------------------------------------------------------------------------------
 # protocols: data.protocol = random | subject | folds:K | loso | source
 
-PROTOCOLS = ("random", "subject", "folds:K", "loso", "source")
 Fold = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, val, test record indices
-
-
-@dataclass(frozen=True)
-class Protocol:
-    kind: str  # random | subject | folds | loso | source
-    k: int = 0  # folds:K
-
-    @property
-    def fixed_folds(self) -> int | None:
-        """The number of folds known without reading the data (None: one per subject or source fold)."""
-        return {"random": 1, "subject": 1, "folds": self.k}.get(self.kind)
-
-
-def parse_protocol(text: str) -> Protocol:
-    """`random`, `subject`, `folds:K` (K >= 2), `loso` or `source`; errors name the config key."""
-    kind, sep, arg = str(text).strip().partition(":")
-    if kind == "folds" and sep:
-        if arg.isdigit() and int(arg) >= 2:
-            return Protocol("folds", int(arg))
-        raise UsageError(f"config key 'data.protocol': {text!r} needs a whole number of folds >= 2, e.g. folds:5")
-    if kind in ("random", "subject", "loso", "source") and not sep:
-        return Protocol(kind)
-    raise UsageError(f"config key 'data.protocol': {text!r} is not one of {', '.join(PROTOCOLS)}")
 
 
 def _subjects(records: Sequence[Record], protocol: str) -> list[str]:

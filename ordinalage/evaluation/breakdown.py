@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.metrics import paired_ages
+from ordinalage.posterior.metrics import paired_ages
 
 RESERVED = ("by_age", "gaps")
 GENDERS = {"0": "male", "1": "female"}
@@ -198,13 +198,13 @@ def breakdown(true_age: Any, pred_age: Any, attributes: Mapping[str, Sequence[An
 def plot_error_by_age(png: str | Path, rows: Sequence[Mapping[str, Any]], title: str = "error by true age") -> Path:
     """PNG from `by_age` rows: signed error and MAE vs true age with their 95% bands, and the image
     count per year below."""
-    from ordinalage.evaluation.report import _new_figure
+    from ordinalage.figures import new_figure
 
     def col(key: str) -> np.ndarray:
         return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
     age = col("age")
-    fig = _new_figure(8.0, 5.5)
+    fig = new_figure(8.0, 5.5)
     ax, axn = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     for key, color, label in (("bias", "tab:red", "signed error (estimate - truth)"), ("mae", "tab:blue", "MAE")):
         ax.plot(age, col(key), color=color, label=label, linewidth=1.2)

@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.metrics import LOWER_IS_BETTER, SCALAR_METRICS
 from ordinalage.evaluation.report import compare_table, plot_compare, print_wide, stderr_console
-from ordinalage.training.rundir import RunDir, read_json_object
+from ordinalage.posterior.metrics import LOWER_IS_BETTER, SCALAR_METRICS
+from ordinalage.runs.rundir import RunDir, read_json_object
 
 INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
 RANKED_METRICS = tuple(m for m in SCALAR_METRICS if m != "n")  # n is a count, not a score
@@ -118,3 +118,4 @@ def compare_runs(runs: Sequence[str], plot: str | None = None, show: bool = True
         if plot:
             console.print(f"wrote {plot}")
     return result
+

@@ -15,18 +15,17 @@ from rich.console import Console
 from rich.table import Table
 
 from ordinalage.evaluation.breakdown import breakdown, plot_error_by_age
-from ordinalage.evaluation.calibration import (
+from ordinalage.evaluation.report import fmt, plot_reliability
+from ordinalage.evaluation.thresholds import plot_threshold_curve, threshold_table
+from ordinalage.groups import AgeGroups
+from ordinalage.posterior.calibration import (
     N_BINS,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
-    plot_reliability,
     to_logproba,
 )
-from ordinalage.evaluation.intervals import Calibration, interval_report, predict_interval
-from ordinalage.evaluation.report import fmt
-from ordinalage.evaluation.thresholds import plot_threshold_curve, threshold_table
-from ordinalage.groups import AgeGroups
+from ordinalage.posterior.intervals import Calibration, interval_report, predict_interval
 
 METHOD_TITLES = {"cdf": "predicted age distribution (CDF score)", "residual": "absolute residual"}
 

@@ -11,17 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.report import plot_prior
+from ordinalage.posterior.prior import DEFAULT_SMOOTH, PriorEstimate, em_prior, write_prior
 
 
 def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str | Path = "prior.json",
                    split: str = "all", device: str = "auto", show: bool = True) -> dict[str, Any]:
     """Estimate and write the age mix of `data` (or of the run's own `split`); returns a summary."""
-    from ordinalage.evaluation.adapt import check_distribution
     from ordinalage.evaluation.evaluate import _select_records, predict_records
-    from ordinalage.evaluation.prior import estimate_prior_for
-    from ordinalage.training.checkpoint import load_model
-    from ordinalage.training.runtime import select_device
+    from ordinalage.posterior.adapt import check_distribution
+    from ordinalage.runs.checkpoint import load_model
+    from ordinalage.runs.runtime import select_device
 
     if not Path(run).exists():
         raise UsageError(f"{run}: no such run folder or checkpoint")
@@ -42,3 +45,21 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
         stderr_console().print(f"estimated the age mix of {len(preds)} images in {est.n_iter} EM iterations"
                                f"{'' if est.converged else ' (not converged)'}: wrote {out}")
     return result
+
+
+def estimate_prior_for(label_proba: np.ndarray, label_ages: np.ndarray | Sequence[float], train_prior: np.ndarray,
+                       out_json: str | Path, out_png: str | Path | None = None, smooth: float = DEFAULT_SMOOTH,
+                       meta: dict[str, Any] | None = None, **em_kwargs: Any) -> PriorEstimate:
+    """`ordinalage prior estimate`: EM on the images' label probabilities, the mix written as JSON
+    (`write_prior`; meta holds the EM details and the training prior) and a PNG against the training mix."""
+    ages = np.asarray(label_ages, dtype=np.float64)
+    est = em_prior(label_proba, train_prior, smooth=smooth, label_ages=ages, **em_kwargs)
+    train = np.asarray(train_prior, dtype=np.float64)
+    train = train / train.sum()
+    info = {"method": "em", "n_images": int(np.shape(label_proba)[0]), "smooth": smooth, "n_iter": est.n_iter,
+            "converged": est.converged, "log_likelihood": est.log_likelihood[-1] if est.log_likelihood else None,
+            "train_prior": train.tolist(), **(meta or {})}
+    write_prior(out_json, est.prior, ages, info)
+    if out_png is not None:
+        plot_prior(out_png, ages, est.prior, train=train)
+    return est

@@ -19,15 +19,15 @@ import numpy as np
 
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.metrics import baseline_metrics, compute_metrics, reference_from_truth
 from ordinalage.evaluation.report import plot_confusion, print_evaluation, stderr_console
 from ordinalage.groups import AgeGroups
-from ordinalage.training.rundir import RunDir, eval_dir, parse_number, write_json
+from ordinalage.posterior.metrics import baseline_metrics, compute_metrics, reference_from_truth
+from ordinalage.runs.rundir import RunDir, eval_dir, parse_number, write_json
 
 if TYPE_CHECKING:
     import torch
 
-    from ordinalage.training.checkpoint import LoadedModel
+    from ordinalage.runs.checkpoint import LoadedModel
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -74,7 +74,7 @@ def predict_records(
     from ordinalage.config import replace
     from ordinalage.data.dataset import build_loader
     from ordinalage.inference.infer import infer
-    from ordinalage.training.runtime import resolve_precision, select_device
+    from ordinalage.runs.runtime import resolve_precision, select_device
 
     if not records:
         raise UsageError("evaluate: no images to predict")
@@ -220,8 +220,8 @@ def evaluate_run(
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
     """
-    from ordinalage.training.checkpoint import load_model
-    from ordinalage.training.runtime import select_device
+    from ordinalage.runs.checkpoint import load_model
+    from ordinalage.runs.runtime import select_device
 
     if split not in SPLIT_CHOICES:
         raise UsageError(f"split {split!r}: choose one of {', '.join(SPLIT_CHOICES)}")
@@ -230,7 +230,7 @@ def evaluate_run(
     target = Path(target)
     if not target.exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
-    from ordinalage.training.ensemble import member_dirs
+    from ordinalage.runs.members import check_compatible, member_dirs
 
     members_of_target = member_dirs(target)
     if members_of_target:  # an ensemble run: its members, written beside the ensemble's folder
@@ -307,15 +307,6 @@ def evaluate_run(
     return result
 
 
-def check_compatible(first: LoadedModel, other: LoadedModel) -> None:
-    """Ensemble members must predict the same labels: same target, groups and label range."""
-    a, b = first.config.model, other.config.model
-    if (a.target, a.max_age, list(first.groups.labels)) != (b.target, b.max_age, list(other.groups.labels)):
-        raise UsageError(f"ensemble: {other.checkpoint_path} predicts other labels than {first.checkpoint_path} "
-                         f"(target {b.target} vs {a.target}, max_age {b.max_age} vs {a.max_age}, "
-                         f"groups {other.groups.spec} vs {first.groups.spec})")
-
-
 def combine_predictions(parts: Sequence[Predictions], loaded: LoadedModel) -> Predictions:
     """The ensemble of several models' predictions on the same images: the mean of their label
     distributions decoded by the first model's rule (`model.decode`), or, when a member has no
@@ -325,7 +316,7 @@ def combine_predictions(parts: Sequence[Predictions], loaded: LoadedModel) -> Pr
     first = parts[0]
     if any(p.paths != first.paths for p in parts):
         raise UsageError("ensemble: the models could not read the same images (see the skipped ones above)")
-    from ordinalage.evaluation.adapt import average_outputs
+    from ordinalage.posterior.adapt import average_outputs
 
     age, group, group_proba, proba = average_outputs([p.label_proba for p in parts], [p.pred_age for p in parts],
                                                      [p.group_proba for p in parts], loaded)
@@ -356,14 +347,14 @@ def _adapt(preds: Predictions, loaded: LoadedModel, prior: str | None, other_dat
            val: Predictions | None) -> dict[str, Any] | None:
     """Predictions adapted to `prior` (or, on other data without a prior, to the EM-estimated mix):
     the replaced Predictions fields plus a `summary`; None when there is nothing to adapt."""
-    from ordinalage.evaluation.adapt import adapt_predictions, prior_summary
+    from ordinalage.posterior.adapt import adapt_predictions, prior_summary
 
     spec = prior if prior is not None else ("em" if other_data else None)
     if spec is None or (prior is None and (preds.label_proba is None or loaded.train_prior is None)):
         return None  # nothing asked, or (only the automatic EM row) a model without a distribution
     temperature = None
     if val is not None and val.label_proba is not None:
-        from ordinalage.evaluation.calibration import fit_temperature, to_logproba
+        from ordinalage.posterior.calibration import fit_temperature, to_logproba
 
         labels = np.clip(np.round(val.true_age), 0, loaded.config.model.max_age).astype(np.int64) \
             if loaded.config.model.target == "age" else val.true_group
@@ -384,7 +375,7 @@ def _decisions(preds: Predictions, loaded: LoadedModel, run_dir: Path | None, re
     """metrics.json keys `interval`, `threshold`, `breakdown` and `calibration` (docs/evaluation.md)."""
     from ordinalage.evaluation.breakdown import utkface_attributes
     from ordinalage.evaluation.decision_report import decision_metrics
-    from ordinalage.evaluation.intervals import fit_conformal
+    from ordinalage.posterior.intervals import fit_conformal
 
     cal = None
     ages = loaded.label_ages
@@ -422,7 +413,8 @@ def _write_extras(out_dir: Path, result: dict[str, Any], preds: Predictions, loa
                    true_group=preds.true_group, thresholds=list(thresholds), challenges=list(challenges))
     info = result.get("prior")
     if info is not None:
-        from ordinalage.evaluation.prior import plot_prior, write_prior
+        from ordinalage.evaluation.report import plot_prior
+        from ordinalage.posterior.prior import write_prior
 
         ages = np.asarray(info["label_ages"])
         true = np.bincount(np.clip(np.round(preds.true_age), 0, len(ages) - 1).astype(int), minlength=len(ages)) \
@@ -555,8 +547,19 @@ def evaluate_after_training(run_dir: str | Path, *, show: bool = True, device: s
     from ordinalage.config import load_config
 
     config = load_config(run.config_yaml)
+    from ordinalage.runs.members import is_ensemble_run
+
+    if summary.get("finished") and is_ensemble_run(run.path) and not run.val_best_json.is_file():
+        _ensemble_validation(run, config)
     if not ((config.train.eval_on_end or force) and summary.get("finished") and summary.get("n_test", 1)):
         return None
     result = evaluate_run(run.path, split="test", show=show, device=device, tta=config.train.eval_tta)
     run.update_summary(test=result)
     return result
+
+
+def _ensemble_validation(run: RunDir, config: Any) -> None:
+    """An ensemble's validation metrics (its members averaged) into val_best.json and summary.json `val`."""
+    val = evaluate_run(run.path, split="val", show=False, tta=config.train.eval_tta)
+    write_json(run.val_best_json, {k: val[k] for k in ("n", "mae", "accuracy", "one_off", "ca3", "ca5") if k in val})
+    run.update_summary(val={k: val.get(k) for k in ("mae", "accuracy", "one_off")})

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ordinalage.data.records import Record
-from ordinalage.evaluation.metrics import SCALAR_METRICS, compute_metrics
 from ordinalage.groups import AgeGroups
+from ordinalage.posterior.metrics import SCALAR_METRICS, compute_metrics
 
 ALL = "all"
 
@@ -66,10 +66,10 @@ def mae_matrix(results: Mapping[str, Sequence[Mapping[str, Any]]], metric: str =
 def plot_mae_matrix(runs: Sequence[str], datasets: Sequence[str], values: np.ndarray, path: str | Path,
                     title: str = "test MAE (years) per run and dataset") -> Path:
     """A heat-map PNG of the matrix (lower is better: darker), each cell labelled, 'n/a' where missing."""
-    from ordinalage.evaluation.report import _new_figure
+    from ordinalage.figures import new_figure
 
     values = np.asarray(values, dtype=float)
-    fig = _new_figure(max(5.0, 1.3 * len(datasets) + 3.0), max(3.0, 0.6 * len(runs) + 2.0))
+    fig = new_figure(max(5.0, 1.3 * len(datasets) + 3.0), max(3.0, 0.6 * len(runs) + 2.0))
     ax = fig.add_subplot()
     finite = values[np.isfinite(values)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)

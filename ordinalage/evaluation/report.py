@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from ordinalage.evaluation.metrics import SCALAR_METRICS
+from ordinalage.console import stderr_console  # noqa: F401 (re-exported for evaluation modules)
+from ordinalage.figures import confusion_figure, new_figure
+from ordinalage.posterior.calibration import N_BINS, expected_calibration_error, reliability_bins
+from ordinalage.posterior.metrics import SCALAR_METRICS
 
 METRIC_TITLES = {
     "n": "images",
@@ -36,11 +39,6 @@ SHORT_TITLES = {
     "accuracy": "acc", "one_off": "1-off", "adjacent_accuracy": "adj", "mae": "MAE", "rmse": "RMSE",
     "ca3": "CA3", "ca5": "CA5", "mae_groups": "MAEg", "macro_f1": "mF1", "qwk": "QWK", "rank_inconsistency": "rinc",
 }
-
-
-def stderr_console() -> Console:
-    """A console on stderr, so stdout stays free for `--json`."""
-    return Console(stderr=True)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -141,40 +139,6 @@ def print_wide(table: Table, console: Console | None = None) -> None:
 # matplotlib (Figure + Agg canvas: no pyplot, no global backend switch)
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str], normalize: bool = False,
-                     title: str = "confusion matrix") -> Figure:
-    """A confusion-matrix figure (Agg canvas): counts, or shares of each true group (rows sum to 1;
-    '-' in a row whose group has no true image)."""
-    cm = np.asarray(confusion, dtype=float)
-    totals = cm.sum(axis=1, keepdims=True)
-    values = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0) if normalize else cm
-    k = len(labels)
-    side = max(4.0, 0.7 * k + 2.0)
-    fig = _new_figure(side + 1.0, side)
-    ax = fig.add_subplot()
-    vmax = 1.0 if normalize else max(float(values.max()), 1.0)
-    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax)
-    fig.colorbar(im, ax=ax, label="share of true group" if normalize else "images")
-    ax.set_xticks(range(k), labels=list(labels), rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=list(labels))
-    ax.set_xlabel("predicted age group")
-    ax.set_ylabel("true age group")
-    ax.set_title(title)
-    for i in range(k):
-        for j in range(k):
-            v = values[i, j]
-            text = str(int(v)) if not normalize else f"{v:.2f}" if totals[i, 0] > 0 else "-"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if v > 0.6 * vmax else "black")
-    return fig
-
-
 def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path,
                    normalize: bool = False, title: str = "confusion matrix") -> Path:
     """Write `confusion_figure` as a PNG."""
@@ -189,7 +153,7 @@ def plot_compare(names: Sequence[str], mae: Sequence[float | None], accuracy: Se
                  path: str | Path) -> Path:
     """Write a PNG with two bar charts: MAE (years) and accuracy per run ('n/a' where missing)."""
     n = len(names)
-    fig = _new_figure(max(6.0, 1.2 * n + 3.0), 4.5)
+    fig = new_figure(max(6.0, 1.2 * n + 3.0), 4.5)
     for pos, (values, label, title) in enumerate([(mae, "MAE (years, lower is better)", "test MAE"),
                                                   (accuracy, "accuracy (higher is better)", "test accuracy")]):
         ax = fig.add_subplot(1, 2, pos + 1)
@@ -204,6 +168,58 @@ def plot_compare(names: Sequence[str], mae: Sequence[float | None], accuracy: Se
         if pos == 1:
             ax.set_ylim(0, 1.05)
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_prior(path_png: str | Path, label_ages: np.ndarray | Sequence[float], estimated: np.ndarray,
+               train: np.ndarray | None = None, true: np.ndarray | None = None,
+               title: str = "age mix: estimated vs training") -> Path:
+    """PNG of the estimated label mix (bars) against the training mix (and the true mix when known)."""
+
+    ages = np.asarray(label_ages, dtype=np.float64)
+    fig = Figure(figsize=(8.0, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = float(np.min(np.diff(ages))) if len(ages) > 1 else 1.0
+    ax.bar(ages, np.asarray(estimated, dtype=float), width=0.9 * width, color="tab:blue", alpha=0.6,
+           label="estimated (EM)")
+    if train is not None:
+        ax.plot(ages, np.asarray(train, dtype=float), color="tab:orange", lw=2, label="training (as the model saw it)")
+    if true is not None:
+        ax.plot(ages, np.asarray(true, dtype=float), color="black", lw=1.5, ls="--", label="true")
+    ax.set_xlabel("age (label)")
+    ax.set_ylabel("share of images")
+    ax.set_title(title)
+    ax.legend()
+    path = Path(path_png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_reliability(png: str | Path, proba: Any, labels: Any, proba_after: Any = None, n_bins: int = N_BINS,
+                     title: str = "reliability (age-group probabilities)") -> Path:
+    """Reliability diagram PNG: accuracy vs mean confidence per bin (before, and after temperature
+    scaling when `proba_after` is given), the diagonal = perfect calibration, ECE in the legend."""
+    fig = new_figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfect")
+    series = [("before", proba, "tab:red")] + ([("after", proba_after, "tab:blue")] if proba_after is not None else [])
+    for name, p, color in series:
+        rows = [r for r in reliability_bins(p, labels, n_bins) if r["n"]]
+        ece = expected_calibration_error(p, labels, n_bins)
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color=color,
+                label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean confidence (largest probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    path = Path(png)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.metrics import paired_ages
+from ordinalage.posterior.metrics import paired_ages
 
 THRESHOLD_KEYS = ("threshold", "challenge", "n_under", "n_over", "false_accept", "false_reject")
 
@@ -96,7 +96,7 @@ def plot_threshold_curve(png: str | Path, true_age: Any, pred_age: Any, threshol
                          challenges: Sequence[int]) -> Path:
     """PNG: false-accept and false-reject rate vs challenge age (every whole age over the span of
     `challenges` and `threshold`, the requested challenge ages marked)."""
-    from ordinalage.evaluation.report import _new_figure
+    from ordinalage.figures import new_figure
 
     t, p = _pair(true_age, pred_age)
     lo = min(int(threshold), *map(int, challenges)) - 3
@@ -105,7 +105,7 @@ def plot_threshold_curve(png: str | Path, true_age: Any, pred_age: Any, threshol
     n_under, n_over, fa, fr = threshold_rates(t, p, threshold, dense)
     marks = np.asarray(challenges, dtype=float)
     _, _, fa_m, fr_m = threshold_rates(t, p, threshold, marks)
-    fig = _new_figure(6.5, 4.2)
+    fig = new_figure(6.5, 4.2)
     ax = fig.add_subplot()
     ax.plot(dense, fa, color="tab:red", label=f"false accept (true < {threshold}, n={n_under})")
     ax.plot(dense, fr, color="tab:blue", label=f"false reject (true >= {threshold}, n={n_over})")

@@ -208,7 +208,7 @@ class AgeEstimator:
 
     def _summary(self) -> dict[str, Any]:
         """The run's summary.json ({} when missing or unreadable: describing a model never fails)."""
-        from ordinalage.training.rundir import RunDir
+        from ordinalage.runs.rundir import RunDir
 
         return RunDir(self.predictor.loaded.run_dir or self.predictor.loaded.checkpoint_path.parent
                       ).read_summary(tolerant=True)

@@ -224,8 +224,8 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     to that device type); ONNX files are device-neutral. Raises ExportMismatch (a UsageError) when
     the export differs from PyTorch by more than `TOLERANCE`.
     """
-    from ordinalage.training.ensemble import load_members
-    from ordinalage.training.runtime import select_device
+    from ordinalage.runs.members import load_members
+    from ordinalage.runs.runtime import select_device
 
     if fmt not in FORMATS:
         raise UsageError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")

@@ -16,7 +16,7 @@ import torch
 from ordinalage.models.model import predict_logits
 
 if TYPE_CHECKING:
-    from ordinalage.training.runtime import Precision
+    from ordinalage.runs.runtime import Precision
 
 #: Batch keys copied through to `Inferred.batch` (true labels and the record index, when present).
 CARRIED = ("index", "age", "group")

@@ -84,8 +84,8 @@ class FacePredictor:
         together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`).
         `ensemble`: more runs or checkpoints averaged with this one (as an ensemble run folder's
         members are: their label distributions, or ages for regression heads)."""
-        from ordinalage.training.ensemble import load_members
-        from ordinalage.training.runtime import resolve_precision, select_device
+        from ordinalage.runs.members import load_members
+        from ordinalage.runs.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
         self.loaded, *self.others = load_members(checkpoint, ensemble, self.device)  # others: averaged with `loaded`
@@ -103,13 +103,13 @@ class FacePredictor:
         self.tta = tta  # also predict the mirrored crop and average the logits
         self.prior = prior
         if prior is not None:
-            from ordinalage.evaluation.adapt import check_prior_support
+            from ordinalage.posterior.adapt import check_prior_support
 
             # refuse at once (regression head, or a checkpoint without a training prior), not per batch
             check_prior_support(self.loaded.train_prior, self.loaded.config.model.head)
         self.calibration = None
         if interval is not None:
-            from ordinalage.evaluation.intervals import Calibration
+            from ordinalage.posterior.intervals import Calibration
 
             cal = Calibration.load(self.loaded.checkpoint_path.parent)
             self.calibration = cal if abs(cal.level - interval) < 1e-9 else cal.at_level(interval)
@@ -135,7 +135,7 @@ class FacePredictor:
         outs = [infer(m.model, [{"image": x}], input_spec=m.input_spec, device=self.device, precision=self.precision,
                       tta=self.tta) for m in (self.loaded, *self.others)]
         if len(outs) > 1:
-            from ordinalage.evaluation.adapt import average_outputs
+            from ordinalage.posterior.adapt import average_outputs
 
             age, group, group_proba, label_proba = average_outputs(
                 [o.label_proba for o in outs], [o.age for o in outs], [o.group_proba for o in outs], self.loaded)
@@ -145,12 +145,12 @@ class FacePredictor:
             res = FaceResults(age=out.age, group=out.group, group_proba=out.group_proba.astype(float),
                               label_proba=out.label_proba)
         if self.prior is not None and len(res.age):
-            from ordinalage.evaluation.adapt import adapt_predictions
+            from ordinalage.posterior.adapt import adapt_predictions
 
             a = adapt_predictions(res.label_proba, self.loaded, self.prior)
             res = FaceResults(age=a.age, group=a.group, group_proba=a.group_proba, label_proba=a.label_proba)
         if self.calibration is not None and len(res.age):
-            from ordinalage.evaluation.intervals import predict_interval
+            from ordinalage.posterior.intervals import predict_interval
 
             res.age_lo, res.age_hi = predict_interval(self.calibration, pred_age=res.age, label_proba=res.label_proba,
                                                       label_ages=self.loaded.label_ages)
@@ -338,7 +338,7 @@ def write_predictions_csv(path: str | Path, records: list[dict[str, Any]], label
 
 
 def _summarise(records: list[dict[str, Any]], n_images: int, show: bool) -> None:
-    from ordinalage.evaluation.report import stderr_console
+    from ordinalage.console import stderr_console
 
     faces = sum(r["face"] is not None for r in records)
     no_face = sum(r["reason"] == NO_FACE for r in records)

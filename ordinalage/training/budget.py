@@ -28,7 +28,7 @@ import torch
 
 from ordinalage.config import Config
 from ordinalage.errors import UsageError
-from ordinalage.training.runtime import Precision
+from ordinalage.runs.runtime import Precision
 
 #: seconds kept aside for checkpoints, the summary and the test evaluation's plots and reports
 RESERVE_S = 15.0
@@ -128,8 +128,8 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
     """(seconds per training step, seconds per validation pass, seconds of fixed cost per epoch, steps
     timed) for this model, its loaders, precision and optimiser, measured on a copy of `model` so the
     run itself is untouched. The fixed cost is the loaders' start and two checkpoint writes."""
-    from ordinalage.training.fit import _batch_to, backward_and_step
     from ordinalage.training.optim import build_optimizer
+    from ordinalage.training.steps import backward_and_step, batch_to
 
     channels_last = config.train.channels_last
     model = copy.deepcopy(model).to(device)
@@ -140,7 +140,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
 
     def train_step(batch: dict[str, torch.Tensor]) -> None:
-        x, age, group = _batch_to(batch, device, spec, channels_last)
+        x, age, group = batch_to(batch, device, spec, channels_last)
         with precision.autocast(device):
             loss = model.head.loss(called(x), age, group)
         backward_and_step(loss, model, optimizer, scaler, config.train.grad_clip)
@@ -148,7 +148,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
 
     @torch.no_grad()
     def val_step(batch: dict[str, torch.Tensor]) -> None:
-        x, age, group = _batch_to(batch, device, spec, channels_last)
+        x, age, group = batch_to(batch, device, spec, channels_last)
         with precision.autocast(device):
             float(model.head.loss(called(x), age, group))
 

@@ -1,10 +1,10 @@
 """Ensemble runs: `train.members: N` trains N models one after the other into one run folder and
-evaluates the mean of their predictions.
+is judged, like any run, by whoever asked for it (`evaluation.evaluate.evaluate_after_training`).
 
     <run>/config.yaml       the ensemble's config (train.members = N)
     <run>/member-<i>/       an ordinary run folder per member: seed `seed * N + i`, and, with
                             train.time_budget_min, an equal share (budget / N) of the minutes
-    <run>/val_best.json     the ensemble's validation metrics
+    <run>/val_best.json     the ensemble's validation metrics (written by evaluate_after_training)
     <run>/summary.json      `members`, the per-member epochs and seconds, and `test` once evaluated
 
 Equal shares keep the members alike. Each member's budget plan reserves time for one test
@@ -18,54 +18,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ordinalage.config import Config, load_config
 from ordinalage.errors import UsageError
-from ordinalage.training.rundir import RunDir, RunExists, write_json
-
-MEMBER_PREFIX = "member-"
-
-
-def member_dirs(run_dir: str | Path) -> list[Path]:
-    """The member folders of an ensemble run, in order; [] for any other folder or file."""
-    run = RunDir(run_dir)
-    if not run.path.is_dir() or not run.config_yaml.is_file():
-        return []
-    members = run.read_summary(tolerant=True).get("members")
-    if isinstance(members, list) and members:
-        return [run.path / str(m) for m in members]
-    found = sorted((p for p in run.path.glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()),
-                   key=lambda p: int(p.name[len(MEMBER_PREFIX):]) if p.name[len(MEMBER_PREFIX):].isdigit() else 0)
-    return found
-
-
-def expand_members(checkpoint: str | Path, extra: Sequence[str | Path] = ()) -> list[Path]:
-    """The models of a CHECKPOINT and `--ensemble` list, in order: an ensemble run folder stands for its members."""
-    return [m for path in (checkpoint, *extra) for m in (member_dirs(path) or [Path(path)])]
-
-
-def load_members(checkpoint: str | Path, extra: Sequence[str | Path] = (), device: Any = "cpu") -> list[Any]:
-    """Load every model of `expand_members` (LoadedModel each) and check that they can be averaged:
-    the same labels (`check_compatible`) and the same input size and face crop."""
-    from ordinalage.evaluation.evaluate import check_compatible
-    from ordinalage.training.checkpoint import load_model
-
-    loaded = [load_model(m, device) for m in expand_members(checkpoint, extra)]
-    first = loaded[0]
-    for other in loaded[1:]:
-        check_compatible(first, other)
-        if (other.input_spec.size, other.config.data.geometry) != (first.input_spec.size, first.config.data.geometry):
-            raise UsageError(f"{checkpoint}: members see faces at other sizes or crops ({other.checkpoint_path}: "
-                             f"{other.input_spec.size} px, {other.config.data.geometry}; {first.checkpoint_path}: "
-                             f"{first.input_spec.size} px, {first.config.data.geometry})")
-    return loaded
-
-
-def is_ensemble_run(path: str | Path) -> bool:
-    return bool(member_dirs(path))
+from ordinalage.runs.members import MEMBER_PREFIX
+from ordinalage.runs.rundir import RunDir, RunExists
+from ordinalage.training.fit import TrainingInterrupted, fit
 
 
 def member_config(config: Config, index: int, run_dir: Path) -> Config:
@@ -85,8 +45,6 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
     member stops unfinished (`stop_after_epochs`), the ensemble stops there too; `resume` goes on.
     `fit_kwargs` (on_epoch, stop_after_epochs) go to every member's `fit`.
     """
-    from ordinalage.training.fit import TrainingInterrupted, fit
-
     started = time.monotonic()
     if resume is not None:
         run = RunDir(resume)
@@ -133,14 +91,6 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
                "n_test": RunDir(members[0]).read_summary(tolerant=True).get("n_test", 0),
                "time_budget_min": config.train.time_budget_min,
                "wall_seconds": round(spent + time.monotonic() - started, 2)}
-    if finished:
-        from ordinalage.evaluation.evaluate import evaluate_run
-
-        val = evaluate_run(run.path, split="val", show=False, tta=config.train.eval_tta)
-        write_json(run.val_best_json, {k: val[k] for k in ("n", "mae", "accuracy", "one_off", "ca3", "ca5")
-                                       if k in val})
-        summary["val"] = {k: val.get(k) for k in ("mae", "accuracy", "one_off")}
-        summary["wall_seconds"] = round(spent + time.monotonic() - started, 2)
     run.write_summary(summary)
     return run.path
 
@@ -156,5 +106,4 @@ def _create(config: Config) -> tuple[Config, RunDir]:
     return config, run
 
 
-__all__ = ["MEMBER_PREFIX", "expand_members", "fit_ensemble", "is_ensemble_run", "load_members", "member_config",
-           "member_dirs"]
+__all__ = ["fit_ensemble", "member_config"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ordinalage.atomic import jsonable, write_json
 from ordinalage.config import Config, config_from_dict, to_dict
-from ordinalage.config import validate as validate_config
 from ordinalage.errors import UsageError
-from ordinalage.training.checkpoint import (
+from ordinalage.runs.checkpoint import (
     FORMAT,
     VERSION,
     atomic_torch_save,
@@ -37,6 +36,10 @@ from ordinalage.training.checkpoint import (
     resolve_input_spec,
     versions,
 )
+from ordinalage.runs.members import is_ensemble_run
+from ordinalage.runs.rundir import RunDir
+from ordinalage.runs.runtime import Precision, resolve_precision, seed_everything, select_device
+from ordinalage.training.choices import validate as validate_config
 from ordinalage.training.distributed import (
     DistContext,
     ShardSampler,
@@ -50,8 +53,7 @@ from ordinalage.training.distributed import (
     sync_buffers,
 )
 from ordinalage.training.optim import MONITORS, build_optimizer, build_scheduler
-from ordinalage.training.rundir import RunDir, jsonable, write_json
-from ordinalage.training.runtime import Precision, resolve_precision, seed_everything, select_device
+from ordinalage.training.steps import backward_and_step, batch_to
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 __all__ = ["MONITORS", "TrainState", "TrainingDiverged", "TrainingInterrupted", "build_optimizer",
@@ -125,14 +127,11 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     `on_epoch(epoch, row)` is called after each epoch with the metrics row (the tuner reports
     to Optuna there and may raise `optuna.TrialPruned`). `stop_after_epochs` ends the run early
     as if interrupted (for tests and for splitting work); `resume` continues it. With
-    `train.members` N > 1 the run is an ensemble of N models (`training.ensemble.fit_ensemble`).
+    `train.members` N > 1 use `training.train.train` (an ensemble calls `fit` once per member).
     """
-    from ordinalage.training.ensemble import fit_ensemble, is_ensemble_run
-
     if (resume is not None and is_ensemble_run(resume)) or (config is not None and config.train.members > 1):
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError("train.members > 1 (an ensemble) runs in one process; under torchrun train one model")
-        return fit_ensemble(config, resume=resume, quiet=quiet, on_epoch=on_epoch, stop_after_epochs=stop_after_epochs)
+        raise UsageError("fit trains one model; an ensemble (train.members > 1) is trained by "
+                         "ordinalage.training.train.train, which calls fit for each member")
     started = time.monotonic()
     ckpt = None
     if resume is not None:  # every rank reads last.pt (the run folder must be on a shared file system)
@@ -189,7 +188,7 @@ def _rank0_first(ctx: DistContext, fn: Callable[[], Any]) -> Any:
 def train_prior(config: Config, model: Any, data: Any) -> np.ndarray | None:
     """The head's effective training distribution over its labels, as the loop saw it (after caps,
     sampling, the weighted sampler, class weights and label distributions); None for regression."""
-    from ordinalage.evaluation.prior import effective_train_prior
+    from ordinalage.posterior.prior import effective_train_prior
 
     if config.model.head == "regression":
         return None
@@ -250,7 +249,7 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     elif config.model.init:  # fine-tune from a trained run: its backbone, and its head when it fits
-        from ordinalage.models.init import init_from
+        from ordinalage.runs.init import init_from
 
         message = init_from(model, config.model.init)
         if not quiet:
@@ -295,7 +294,7 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
         state.run.write_config(config)
         state.run.write_split({"train": data.train, "val": data.val, "test": data.test}, data.groups)
         if state.train_prior is not None:
-            from ordinalage.evaluation.prior import write_prior
+            from ordinalage.posterior.prior import write_prior
 
             write_prior(state.run.train_prior_json, state.train_prior, np.arange(model.head.num_classes),
                         {"what": "effective training prior over the head's labels", "target": config.model.target,
@@ -476,16 +475,6 @@ def _summary(state: TrainState, stopped_early: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- loops
 
 
-def _batch_to(batch: dict[str, torch.Tensor], device: torch.device, spec: Any, channels_last: bool) -> tuple:
-    images = batch["image"].to(device, non_blocking=True)
-    x = spec.normalize(images)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    age = batch["age"].to(device, non_blocking=True).float()
-    group = batch["group"].to(device, non_blocking=True).long()
-    return x, age, group
-
-
 def train_one_epoch(state: TrainState, loader: Any, progress: Progress | None = None,
                     stop_after_steps: int | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss, seconds and images/s."""
@@ -511,18 +500,6 @@ def train_one_epoch(state: TrainState, loader: Any, progress: Progress | None = 
             "train_images": int(total_n)}
 
 
-def backward_and_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler, grad_clip: float) -> None:
-    """One optimiser step from `loss`: scaled backward, gradient clipping (when > 0), step, scaler update."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-
-
 def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task: Any, start: float,
                  stop_after_steps: int | None) -> tuple[float, int]:
     model, opt, cfg = state.train_model, state.optimizer, state.config.train
@@ -530,7 +507,7 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
     for i, batch in enumerate(loader):
         if batch is None:
             continue
-        x, age, group = _batch_to(batch, state.device, state.input_spec, cfg.channels_last)
+        x, age, group = batch_to(batch, state.device, state.input_spec, cfg.channels_last)
         with state.precision.autocast(state.device):
             logits = model(x)
         loss = state.model.head.loss(logits, age, group)
@@ -559,8 +536,8 @@ def _train_steps(state: TrainState, loader: Any, progress: Progress | None, task
 
 def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     """Loss and metrics over a whole loader (no augmentation), through the one inference path."""
-    from ordinalage.evaluation.metrics import compute_metrics
     from ordinalage.inference.infer import infer
+    from ordinalage.posterior.metrics import compute_metrics
 
     # with several processes, each rank runs the plain module on its shard: DDP's forward would
     # expect the same number of calls on every rank, and the shards may differ by one batch

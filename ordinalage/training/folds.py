@@ -20,7 +20,7 @@ import numpy as np
 
 from ordinalage.config import Config, replace
 from ordinalage.errors import UsageError
-from ordinalage.training.rundir import RunDir, write_json
+from ordinalage.runs.rundir import RunDir, write_json
 
 FitFn = Callable[[Config], Path]
 EvaluateFn = Callable[[Path], dict[str, Any]]

@@ -17,17 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
-
+from ordinalage.atomic import atomic_write_text, write_json
 from ordinalage.config import Config, save_config
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
@@ -43,49 +40,6 @@ class RunExists(UsageError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path}: already holds a run (continue it, or choose another output folder)")
         self.path = path
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False) -> Path:
-    """The package's one atomic writer: `write(fh)` into a temporary file beside `path`, fsync, then
-    rename it over `path`, so a reader (or a run killed mid-write) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """`text` written atomically to `path` (see `atomic_write`)."""
-    return atomic_write(path, lambda fh: fh.write(text))
-
-
-def jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays, tuples and non-string keys -> plain JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Atomic JSON (indented, numpy-safe)."""
-    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

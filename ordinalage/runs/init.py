@@ -48,7 +48,7 @@ def init_from(model: nn.Module, checkpoint_path: str | Path) -> str:
     `model` (an `AgeModel`, on the CPU, before it is wrapped or moved). Returns a one-line message
     saying what was loaded. A checkpoint whose backbone does not fit is a UsageError naming
     `model.init`, the file and the first mismatching tensors."""
-    from ordinalage.training.checkpoint import load_checkpoint
+    from ordinalage.runs.checkpoint import load_checkpoint
 
     try:
         ckpt = load_checkpoint(checkpoint_path)

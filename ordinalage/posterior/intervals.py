@@ -177,7 +177,7 @@ class Calibration:
         path = Path(path)
         if path.is_dir():
             path = path / CALIBRATION_FILE
-        from ordinalage.training.rundir import atomic_write_text
+        from ordinalage.atomic import atomic_write_text
 
         return atomic_write_text(path, json.dumps(self.to_json(), indent=1))
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from ordinalage.config import age_decoder
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.prior import (
+from ordinalage.groups import AgeGroups
+from ordinalage.posterior.prior import (
     DEFAULT_SMOOTH,
     PriorEstimate,
     decode_age,
@@ -26,7 +27,6 @@ from ordinalage.evaluation.prior import (
     read_prior,
     reweight,
 )
-from ordinalage.groups import AgeGroups
 
 PRIOR_MODES = ("train", "uniform", "em")
 
@@ -133,7 +133,7 @@ def adapt_predictions(label_proba: np.ndarray | None, loaded: Any, spec: str, sm
     ages = np.asarray(loaded.label_ages, dtype=float)
     est_input = label_proba
     if temperature is not None and spec == "em":
-        from ordinalage.evaluation.calibration import apply_temperature, to_logproba
+        from ordinalage.posterior.calibration import apply_temperature, to_logproba
 
         est_input = apply_temperature(to_logproba(label_proba), temperature)
     prior, mode, est = resolve_prior(spec, est_input, loaded.train_prior, ages, loaded.groups, cfg.target, smooth)

@@ -11,7 +11,7 @@ with `label_ages` (L,) the age of each label (single years, or group indices for
 - `effective_train_prior`: the label mix the model saw in training (sampler weights, class weights).
 - `residual_distribution`: a distribution over ages for regression heads, from validation residuals.
 - `decode_age`, `group_proba_from_labels`: mean / median / mode; years summed into age groups.
-- `read_prior`, `write_prior`, `plot_prior`, `estimate_prior_for`: prior files and the
+- `read_prior`, `write_prior`: prior files and the
   `prior estimate` command's work.
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ordinalage.atomic import atomic_write_text, jsonable
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
@@ -512,55 +513,4 @@ def write_prior(path: str | Path, prior: np.ndarray, label_ages: np.ndarray | Se
         raise ValueError(f"write_prior: {p.size} weights for {ages.size} ages")
     obj = {"ages": [int(a) if float(a).is_integer() else float(a) for a in ages],
            "weight": [float(w) for w in p], "meta": dict(meta or {})}
-    from ordinalage.training.rundir import atomic_write_text, jsonable
-
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=1) + "\n")
-
-
-# --------------------------------------------------------------------------------------------- plot, CLI piece
-
-
-def plot_prior(path_png: str | Path, label_ages: np.ndarray | Sequence[float], estimated: np.ndarray,
-               train: np.ndarray | None = None, true: np.ndarray | None = None,
-               title: str = "age mix: estimated vs training") -> Path:
-    """PNG of the estimated label mix (bars) against the training mix (and the true mix when known)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ages = np.asarray(label_ages, dtype=np.float64)
-    fig = Figure(figsize=(8.0, 4.0), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    width = float(np.min(np.diff(ages))) if len(ages) > 1 else 1.0
-    ax.bar(ages, np.asarray(estimated, dtype=float), width=0.9 * width, color="tab:blue", alpha=0.6,
-           label="estimated (EM)")
-    if train is not None:
-        ax.plot(ages, np.asarray(train, dtype=float), color="tab:orange", lw=2, label="training (as the model saw it)")
-    if true is not None:
-        ax.plot(ages, np.asarray(true, dtype=float), color="black", lw=1.5, ls="--", label="true")
-    ax.set_xlabel("age (label)")
-    ax.set_ylabel("share of images")
-    ax.set_title(title)
-    ax.legend()
-    path = Path(path_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def estimate_prior_for(label_proba: np.ndarray, label_ages: np.ndarray | Sequence[float], train_prior: np.ndarray,
-                       out_json: str | Path, out_png: str | Path | None = None, smooth: float = DEFAULT_SMOOTH,
-                       meta: dict[str, Any] | None = None, **em_kwargs: Any) -> PriorEstimate:
-    """`ordinalage prior estimate`: EM on the images' label probabilities, the mix written as JSON
-    (`write_prior`; meta holds the EM details and the training prior) and a PNG against the training mix."""
-    ages = np.asarray(label_ages, dtype=np.float64)
-    est = em_prior(label_proba, train_prior, smooth=smooth, label_ages=ages, **em_kwargs)
-    train = np.asarray(train_prior, dtype=np.float64)
-    train = train / train.sum()
-    info = {"method": "em", "n_images": int(np.shape(label_proba)[0]), "smooth": smooth, "n_iter": est.n_iter,
-            "converged": est.converged, "log_likelihood": est.log_likelihood[-1] if est.log_likelihood else None,
-            "train_prior": train.tolist(), **(meta or {})}
-    write_prior(out_json, est.prior, ages, info)
-    if out_png is not None:
-        plot_prior(out_png, ages, est.prior, train=train)
-    return est

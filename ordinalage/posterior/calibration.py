@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,29 +96,3 @@ def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=float) / float(temperature), axis=-1)
 
 
-def plot_reliability(png: str | Path, proba: Any, labels: Any, proba_after: Any = None, n_bins: int = N_BINS,
-                     title: str = "reliability (age-group probabilities)") -> Path:
-    """Reliability diagram PNG: accuracy vs mean confidence per bin (before, and after temperature
-    scaling when `proba_after` is given), the diagonal = perfect calibration, ECE in the legend."""
-    from ordinalage.evaluation.report import _new_figure
-
-    fig = _new_figure(5.5, 5.0)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfect")
-    series = [("before", proba, "tab:red")] + ([("after", proba_after, "tab:blue")] if proba_after is not None else [])
-    for name, p, color in series:
-        rows = [r for r in reliability_bins(p, labels, n_bins) if r["n"]]
-        ece = expected_calibration_error(p, labels, n_bins)
-        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", color=color,
-                label=f"{name} (ECE {ece:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean confidence (largest probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    path = Path(png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path

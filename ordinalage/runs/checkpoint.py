@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from ordinalage import __version__
 from ordinalage.config import Config, config_from_dict
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
+from ordinalage.version import __version__
 
 FORMAT = "ordinalage-checkpoint"
 VERSION = 1
@@ -39,14 +39,14 @@ def versions() -> dict[str, str]:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    from ordinalage.training.rundir import atomic_write
+    from ordinalage.atomic import atomic_write
 
     atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an ordinalage checkpoint safely; anything else is a UsageError naming the file."""
-    from ordinalage.training.rundir import resolve_checkpoint
+    from ordinalage.runs.rundir import resolve_checkpoint
 
     path = resolve_checkpoint(path)
     try:
