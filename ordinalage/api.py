@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,3 +97,28 @@ def evaluate(run: Run | str | Path, data: str | Sequence[str] | None = None, spl
     target = run.path if isinstance(run, Run) else Path(run)
     return evaluate_run(target, data=[data] if isinstance(data, str) else data, split=split, show=show, **kwargs)
 
+
+def bakeoff(grid: Mapping[str, Sequence[Any]] | Sequence[str] | None = None, *, seeds: int | None = None,
+            data: str | Sequence[str] | None = None, budget: str | float | None = None, epochs: int | None = None,
+            out: str | Path = "bakeoffs/bakeoff", config: str | Path | None = None, sets: Sequence[str] = (),
+            methods: Mapping[str, Mapping[str, Any]] | None = None, workers: int = 1, storage: str | None = None,
+            quiet: bool = False) -> dict[str, Any]:
+    """Compare methods on the same faces (`ordinalage bakeoff`); returns bakeoff.json's dict.
+
+        ordinalage.bakeoff(grid={"model.head": ["class", "coral"]}, seeds=3, data="synth", budget="2m")
+
+    `grid` maps config keys to values (their product is compared) or is a list of `KEY=V1,V2`
+    strings; `methods` adds named settings; `config` is a bake-off YAML (configs/bakeoff/)."""
+    from ordinalage.comparison.bakeoff import run_bakeoff
+    from ordinalage.comparison.spec import build_spec
+
+    if isinstance(grid, Mapping):
+        flags = [f"{k}={','.join(map(str, v))}" for k, v in grid.items()]
+    else:
+        flags = list(grid or [])
+    datasets = [data] if isinstance(data, str) else list(data or [])
+    spec = build_spec(config=config, grid=flags, seeds=seeds, data=datasets, budget=budget, epochs=epochs,
+                      sets=sets, methods=methods)
+    return run_bakeoff(spec, out, workers=workers, storage=storage, show=not quiet,
+                       command=f"ordinalage.bakeoff(grid={dict(grid) if isinstance(grid, Mapping) else grid!r}, "
+                               f"seeds={seeds!r}, data={data!r}, budget={budget!r}, epochs={epochs!r})")

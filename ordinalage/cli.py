@@ -195,12 +195,35 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ordinalage.evaluation.compare import compare_runs
+    from ordinalage.evaluation.compare import compare_paired, compare_runs
 
-    result = compare_runs(args.runs, plot=args.plot, show=not args.json)
+    if args.paired:
+        if len(args.runs) != 2:
+            raise UsageError(f"compare --paired takes two runs (or two quoted glob patterns), got {len(args.runs)}")
+        result = compare_paired(args.runs[0], args.runs[1], show=not args.json)
+    else:
+        result = compare_runs(args.runs, plot=args.plot, show=not args.json)
     if args.json:
         _print_json(result)
     return 0
+
+
+def _bakeoff(args: argparse.Namespace) -> int:
+    from ordinalage.comparison.bakeoff import command_line, run_bakeoff
+    from ordinalage.comparison.spec import build_spec
+
+    if args.storage and args.workers > 1 and args.storage.startswith("sqlite"):
+        raise UsageError("--storage sqlite is for one worker; use journal:FILE or a PostgreSQL URL with --workers")
+    spec = build_spec(config=args.config, grid=args.grid, seeds=args.seeds, data=args.data or (),
+                      budget=args.budget, epochs=args.epochs, sets=args.set)
+    result = run_bakeoff(spec, args.out, workers=args.workers, storage=args.storage, show=not args.json,
+                         command=command_line())
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"wrote {args.out}/bakeoff.json, bakeoff.md, cd_diagram.png, mae_by_group.png", file=sys.stderr)
+    missing = len(result["missing"])
+    return 0 if not missing else 3
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -443,8 +466,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one table of several runs, best value per column marked")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--plot", metavar="PNG", help="bar chart of MAE and accuracy (default: none)")
+    p.add_argument("--paired", action="store_true",
+                   help="RUN_A RUN_B (or two quoted glob patterns of runs paired in sorted order): the paired "
+                   "difference in test MAE on the same images, its 95%% CI and Wilcoxon test")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("bakeoff", help="compare methods on the same faces: a grid x seeds x folds x datasets, "
+                       "with paired statistics")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="compare these values of a config key (repeat for a product of keys)")
+    p.add_argument("--seeds", type=int, help="seeds per method (train.seed 0..N-1; default: the --config file's, or 1)")
+    p.add_argument("--data", action="append", metavar="SPEC", help="dataset (repeat to compare on several)")
+    p.add_argument("--budget", help="equal wall time per cell, e.g. 10m (or --epochs)")
+    p.add_argument("--epochs", type=int, help="equal epochs per cell")
+    p.add_argument("--config", help="bake-off YAML (configs/bakeoff/): run_config, data, seeds, budget, grid, methods")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a config key for every cell")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this host (a journal file study)")
+    p.add_argument("--storage", help="journal:FILE | postgresql://... shared by workers on many machines")
+    p.add_argument("--out", required=True, help="the bake-off folder (rerun to finish it)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_bakeoff)
 
     p = sub.add_parser("tune", help="Optuna study over augmentation, sampling and training knobs")
     p.add_argument("--config", required=True, help="tune YAML (see configs/tune/)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import glob
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import yaml
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.report import compare_table, plot_compare, print_wide, stderr_console
 from ordinalage.posterior.metrics import LOWER_IS_BETTER, SCALAR_METRICS
-from ordinalage.runs.rundir import RunDir, read_json_object
+from ordinalage.runs.rundir import RunDir, eval_dir, read_json_object
 
 INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
 RANKED_METRICS = tuple(m for m in SCALAR_METRICS if m != "n")  # n is a count, not a score
@@ -119,3 +121,80 @@ def compare_runs(runs: Sequence[str], plot: str | None = None, show: bool = True
             console.print(f"wrote {plot}")
     return result
 
+
+# --------------------------------------------------------------------------------------------- paired
+
+
+def test_predictions_csv(run: str | Path) -> Path:
+    """The per-image predictions of a run's test evaluation (eval-test-tta/ when the run evaluates
+    with TTA, else eval-test/); an error saying how to make it when there is none."""
+    run = Path(run)
+    cfg_path = run / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    tta = bool(((cfg or {}).get("train") or {}).get("eval_tta"))
+    for candidate in (eval_dir(run, "test", None, tta), eval_dir(run, "test", None, not tta)):
+        if (candidate / "predictions.csv").is_file():
+            return candidate / "predictions.csv"
+    raise UsageError(f"{run}: no test predictions (eval-test/predictions.csv); evaluate it first: "
+                     f"ordinalage evaluate {run}")
+
+
+def expand_runs(pattern: str) -> list[Path]:
+    """A run folder, or a glob pattern of run folders (quoted, so the shell leaves it), sorted."""
+    if any(ch in pattern for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_dir())
+        if not found:
+            raise UsageError(f"{pattern}: no run folder matches")
+        return found
+    path = Path(pattern)
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a run folder (no such folder)")
+    return [path]
+
+
+def read_abs_errors(predictions_csv: str | Path, prefix: str = "") -> dict[str, float]:
+    """`{prefix + file: |pred_age - true_age|}` from an evaluation's predictions.csv."""
+    path = Path(predictions_csv)
+    if not path.is_file():
+        raise UsageError(f"{path}: no predictions file (was the run evaluated on its test split?)")
+    out: dict[str, float] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out[prefix + row["file"]] = abs(float(row["pred_age"]) - float(row["true_age"]))
+    return out
+
+
+def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000) -> dict[str, Any]:
+    """The paired difference in test MAE between runs `a` and `b` (or two sets of runs, paired in
+    sorted order, e.g. seeds): per-image differences of absolute errors on the same test images,
+    a 95% bootstrap CI, the Wilcoxon test over the paired runs and a verdict in words.
+
+    Returns {a, b, runs_a, runs_b, mae_diff, ci, p_wilcoxon, n_images, n_runs, verdict}; the test
+    images of paired runs must be the same (a UsageError says how they differ)."""
+    from ordinalage.evaluation.paired import paired_comparison
+
+    runs_a, runs_b = expand_runs(a), expand_runs(b)
+    if len(runs_a) != len(runs_b):
+        raise UsageError(f"compare --paired: {len(runs_a)} run(s) match {a} but {len(runs_b)} match {b}; "
+                         "pair runs one to one (e.g. the same seeds)")
+    blocks_a = [read_abs_errors(test_predictions_csv(r)) for r in runs_a]
+    blocks_b = [read_abs_errors(test_predictions_csv(r)) for r in runs_b]
+    name_a = runs_a[0].name if len(runs_a) == 1 else a
+    name_b = runs_b[0].name if len(runs_b) == 1 else b
+    try:
+        result = paired_comparison(name_a, name_b, blocks_a, blocks_b, n_resamples=n_resamples)
+    except ValueError as exc:
+        raise UsageError(f"compare --paired: the test images differ ({exc}); a paired comparison needs runs "
+                         "evaluated on the same images (same data, split_seed and protocol)") from None
+    result["runs_a"] = [str(r) for r in runs_a]
+    result["runs_b"] = [str(r) for r in runs_b]
+    if show:
+        ci = result["ci"]
+        stderr_console().print(f"{result['verdict']}\n  {result['n_images']} test images, {result['n_runs']} paired "
+                               f"run(s); 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}] (bootstrap over images); "
+                               f"Wilcoxon p = {_p(result['p_wilcoxon'])}", highlight=False)
+    return result
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
