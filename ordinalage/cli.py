@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     # train
     p = sub.add_parser("train", help="train a model; writes a run folder")
     p.add_argument("--head", choices=RegistryChoices("model.head"), metavar="HEAD",
-                   help="a registered head: class | coral | corn | regression (default coral)")
+                   help="a registered head: %(choices)s (default coral; docs/heads.md)")
     p.add_argument("--backbone", choices=RegistryChoices("model.backbone"), metavar="BACKBONE",
                    help="a registered backbone (scratch, vgg16, resnet18/34/50) or timm:NAME (default scratch)")
     p.add_argument("--weights", help="imagenet | vggface | a file (.pth, .safetensors, VGGFace .h5)")

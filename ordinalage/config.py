@@ -351,13 +351,16 @@ DECODE_RULES = ("auto", "mean", "median", "mode")
 
 
 def age_decoder(head: str, decode: str = "auto") -> str:
-    """The age decoder of `model.decode`: `auto` is the head's own rule (class: the mean of its
-    distribution; CORAL/CORN: the median, i.e. the number of ranks with P(age > k) > 0.5)."""
+    """The age decoder of `model.decode`: `auto` is the head's own rule (class, mean_variance, dldl_v2,
+    sord: the mean of its distribution; regression: the mean, which is its age; unimodal: the mode,
+    its paper's argmax; CORAL/CORN/ORCNN: the median, i.e. the number of ranks with P(age > k) > 0.5)."""
     if decode not in DECODE_RULES:
         raise UsageError(f"config key 'model.decode': unknown value {decode!r} ({', '.join(DECODE_RULES)})")
     if decode != "auto":
         return decode
-    return "mean" if head == "class" else "median"
+    if head in ("class", "mean_variance", "dldl_v2", "sord", "regression"):
+        return "mean"
+    return "mode" if head == "unimodal" else "median"
 
 
 def _get(config: Config, dotted: str) -> Any:

@@ -2,7 +2,7 @@
 
 Each head is an `nn.Module` built from a `ModelConfig`, the number of input features and the
 `AgeGroups`: `forward(features (N, F)) -> logits`, `loss(logits, age, group) -> scalar` (float32),
-`decode(logits) -> Decoded(group, age, group_proba, rank_proba)`. See ordinalage/models/heads.py.
+`decode(logits) -> Decoded(group, age, group_proba, rank_proba, label_proba)`. See docs/heads.md.
 """
 
 from ordinalage.config import ModelConfig
@@ -12,10 +12,15 @@ from ordinalage.models.heads import (
     CoralHead,
     CornHead,
     Decoded,
+    DldlV2Head,
     Head,
+    MeanVarianceHead,
+    OrcnnHead,
     RegressionHead,
+    SordHead,
+    UnimodalHead,
     build_head,
 )
 
-__all__ = ["AgeGroups", "ClassHead", "CoralHead", "CornHead", "Decoded", "Head", "ModelConfig", "RegressionHead",
-           "build_head"]
+__all__ = ["AgeGroups", "ClassHead", "CoralHead", "CornHead", "Decoded", "DldlV2Head", "Head", "MeanVarianceHead",
+           "ModelConfig", "OrcnnHead", "RegressionHead", "SordHead", "UnimodalHead", "build_head"]

@@ -250,7 +250,7 @@ def test_balanced_importance_from_train_ages_changes_the_loss() -> None:
 
 
 def test_registry_and_config_errors() -> None:
-    assert set(HEADS) == {"class", "coral", "corn", "regression"}
+    assert set(HEADS) == {"class", "coral", "corn", "regression", "mean_variance", "dldl_v2", "sord", "unimodal", "orcnn"}
     with pytest.raises(UsageError, match="model.head.*'softmax'.*class, coral, corn, regression"):
         build_head(ModelConfig(head="softmax"), 4, DECADES)
     with pytest.raises(UsageError, match="model.target"):

@@ -1,9 +1,15 @@
 """Heads: a registry of output layers by name; each gives logits, a float32 loss and a decoding.
 
-    class        cross-entropy over single years (target age) or over the age groups (target group)
-    coral        CORAL ordinal regression (coral-pytorch `CoralLayer` + `coral_loss`)
-    corn         CORN ordinal regression (conditional binary tasks)
-    regression   one output, L1 / MSE / Huber on the age
+    class          cross-entropy over single years (target age) or over the age groups (target group)
+    coral          CORAL ordinal regression (coral-pytorch `CoralLayer` + `coral_loss`)
+    corn           CORN ordinal regression (conditional binary tasks)
+    regression     one output, L1 / MSE / Huber on the age
+  the field's methods (target age only; maths in `field_losses.py`, papers and defaults in docs/heads.md):
+    mean_variance  softmax; CE + 0.2 mean loss + 0.05 variance loss (Pan et al., CVPR 2018)
+    dldl_v2        softmax; KL to a Gaussian label distribution + |E[y] - y| (Gao et al., IJCAI 2018)
+    sord           softmax; KL to soft ordinal labels softmax(-(y - k)^2) (Diaz & Marathe, CVPR 2019)
+    unimodal       one binomial parameter and a learnt temperature (Beckham & Pal, ICML 2017)
+    orcnn          K-1 rank tasks with independent weights (Niu et al., CVPR 2016)
 
 Targets (`ModelConfig.target`): `age` uses labels clamp(round(age), 0, max_age), i.e. max_age + 1
 classes (max_age ranks for CORAL/CORN); `group` uses the age-group index (G classes, G - 1 ranks).
@@ -21,14 +27,20 @@ Decoding (`decode(logits) -> Decoded`), every head gives both a group and an age
   and age = the expected group midpoint.
 - class head: target age: age = the expected value of the softmax over years (DEX; smoother and
   lower MAE than the argmax); target group: group = argmax, age = the expected group midpoint.
-- regression: age = the output clamped to [0, max_age]; group_proba is one-hot.
+- regression: age = the output clamped to [0, max_age]; group_proba is one-hot; label_proba is a
+  nominal distribution with that exact mean (`REGRESSION_SIGMA`, see `RegressionHead`).
+- the field's heads: their softmax (mean_variance, dldl_v2, sord) or binomial (unimodal) over the
+  years decoded by `model.decode` (auto: the mean; unimodal: the mode), ORCNN as CORAL.
+Every head's label_proba is non-negative and sums to 1 (prior correction, intervals, ensembles).
 For target age the group is always `groups.clip_indices(age)` and group_proba sums the year
 probabilities of each group (years below the first group count for it, years above the last for
 the last), so the group may differ from the argmax of group_proba.
 
 Label distributions (class head, target age, `label_sigma` > 0): the cross-entropy target is a
 Gaussian over the years centred on the true age with std `label_sigma` (DLDL, Gao et al. 2017),
-so that a near miss costs less than a far one; 0 keeps one-hot labels.
+so that a near miss costs less than a far one; 0 keeps one-hot labels. `label_sigma` is the
+std of the soft labels for `dldl_v2` (0: its paper's 2 years) and `sord` too (0: its paper's
+phi = (y - k)^2, i.e. a std of 1/sqrt(2) years); other heads refuse it.
 
 Starting points: the class, CORAL and CORN heads initialise their output biases to a label prior,
 so that before training they predict its distribution (softmax bias = log p; CORAL bias_k =
@@ -44,6 +56,7 @@ task weights directly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -58,16 +71,19 @@ from torch import nn
 from ordinalage.config import ModelConfig, age_decoder
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
+from ordinalage.models import field_losses as fl
 
 TARGETS = ("age", "group")
 REGRESSION_LOSSES = ("l1", "mse", "huber")
 CORAL_IMPORTANCE = ("none", "balanced")
+SOFT_LABEL_HEADS = ("class", "dldl_v2", "sord")  # heads that read `model.label_sigma` (target age)
+REGRESSION_SIGMA = 4.0  # years: the spread of the regression head's nominal label distribution
 
 
 class Decoded(NamedTuple):
     """Predictions of one batch: group long (N,), age float (N,), group_proba (N, G), rank_proba (N, K-1)
     or None, and label_proba (N, K): the head's distribution over its labels (single years 0..max_age
-    for target age, groups for target group), None for the regression head, which has none."""
+    for target age, groups for target group); every registered head gives one (rows sum to 1)."""
 
     group: torch.Tensor
     age: torch.Tensor
@@ -101,13 +117,14 @@ def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weig
     """
     cls = HEADS.get(cfg.head)
     if cls is None:
-        raise UsageError(f"config key 'model.head': unknown head {cfg.head!r} (known: {', '.join(sorted(HEADS))})")
+        raise UsageError(f"config key 'model.head': unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
     if cfg.target not in TARGETS:
         raise UsageError(f"config key 'model.target': unknown target {cfg.target!r} ({', '.join(TARGETS)})")
     if cfg.max_age < 1:
         raise UsageError(f"config key 'model.max_age': must be at least 1, got {cfg.max_age}")
-    if cfg.label_sigma < 0 or (cfg.label_sigma > 0 and (cfg.head != "class" or cfg.target != "age")):
-        raise UsageError(f"config key 'model.label_sigma': soft labels need head 'class' with target 'age' and a "
+    if cfg.label_sigma < 0 or (cfg.label_sigma > 0 and (cfg.head not in SOFT_LABEL_HEADS or cfg.target != "age")):
+        heads = ", ".join(repr(h) for h in SOFT_LABEL_HEADS)
+        raise UsageError(f"config key 'model.label_sigma': soft labels need head {heads} with target 'age' and a "
                          f"sigma >= 0 in years; got {cfg.label_sigma} for head {cfg.head!r}, target {cfg.target!r}")
     head = cls(cfg, in_features, groups)
     if class_weights is not None:
@@ -404,6 +421,13 @@ class RegressionHead(Head):
     sets them to the median and standard deviation of the training ages. The output layer starts at
     zero, so the first prediction is the offset. Losses: `l1` (MAE / scale), `mse`, `huber` (delta 1,
     i.e. one scale unit). Target `group` is not supported: this head regresses the age.
+
+    label_proba: a nominal distribution over the years, not learnt: a discretised Gaussian of std
+    `REGRESSION_SIGMA` (4 years) around the decoded age whose mean is exactly that age
+    (`field_losses.mean_preserving_gaussian`: cut symmetrically near 0 and max_age). It lets
+    ensembles average a regression member with others (the mean decoder gives back the mean of the
+    members' ages) and intervals use it; prior correction still refuses the regression head (its
+    spread is a constant, not the model's uncertainty). group_proba stays one-hot on the age's group.
     """
 
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
@@ -453,4 +477,195 @@ class RegressionHead(Head):
     def _decode(self, logits: torch.Tensor) -> Decoded:
         age = self.ages_from(logits).clamp(0, self.max_age)
         group = self.group_of_age(age)
-        return Decoded(group, age, F.one_hot(group, len(self.groups)).float(), None)
+        label_proba = fl.mean_preserving_gaussian(age, self.num_classes, REGRESSION_SIGMA)
+        return Decoded(group, age, F.one_hot(group, len(self.groups)).float(), None, label_proba)
+
+
+# ------------------------------------------------------------------------------------------------
+# The field's methods (docs/heads.md): single years only, registered after the four heads above so
+# that the registry lists those first. Maths in field_losses.py.
+
+
+def _age_target_only(cfg: ModelConfig, name: str) -> None:
+    if cfg.target != "age":
+        raise UsageError(f"config key 'model.target': the {name} head predicts single years; use target 'age' "
+                         f"(got {cfg.target!r})")
+
+
+@register_head("mean_variance")
+class MeanVarianceHead(ClassHead):
+    """Mean-variance loss (Pan, Han, Shan, Chen, CVPR 2018, "Mean-Variance Loss for Deep Age Estimation
+    from a Face"): softmax p over the years 0..max_age,
+
+        L = CE(p, y) + lambda_mean * 0.5 (m - y)^2 + lambda_var * sum_k p_k (k - m)^2,   m = sum_k p_k k,
+
+    averaged over the batch; y is the true age clamped to [0, max_age] (years; CE uses its rounded label).
+    Defaults are the paper's: lambda_mean = 0.2, lambda_var = 0.05 (class attributes). Decoded by
+    `model.decode` (auto: the mean m, the paper's rule). Target age only.
+    """
+
+    lambda_mean = 0.2
+    lambda_var = 0.05
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        _age_target_only(cfg, self.name)
+        super().__init__(cfg, in_features, groups)
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        per = fl.mean_variance_loss(logits, labels, age.clamp(0, self.max_age), self.lambda_mean, self.lambda_var)
+        return (per * w).mean()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", lambda_mean={self.lambda_mean}, lambda_var={self.lambda_var}"
+
+
+@register_head("dldl_v2")
+class DldlV2Head(ClassHead):
+    """DLDL-v2 (Gao, Zhou, Wu, Geng, IJCAI 2018, "Age Estimation Using Expectation of Label Distribution
+    Learning"): softmax p over the years, q a Gaussian over the years centred on the true age
+    with std sigma (`gaussian_label_distribution`),
+
+        L = KL(q || p) + lambda |sum_k p_k k - y|,
+
+    sigma = `model.label_sigma` (0: the paper's 2 years), lambda = 1 (the paper's; class attribute).
+    Decoded by `model.decode` (auto: the expectation, the paper's rule). Target age only. (The
+    `class` head with `label_sigma` is DLDL without the expectation term.)
+    """
+
+    lam = 1.0
+    default_sigma = 2.0
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        _age_target_only(cfg, self.name)
+        super().__init__(cfg, in_features, groups)
+        self.label_sigma = float(cfg.label_sigma) or self.default_sigma
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        target = gaussian_label_distribution(age, self.num_classes, self.label_sigma)
+        per = fl.dldl_v2_loss(logits, target, age.clamp(0, self.max_age), self.lam)
+        return (per * w).mean()
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", lambda={self.lam}"
+
+
+@register_head("sord")
+class SordHead(ClassHead):
+    """SORD (Diaz & Marathe, CVPR 2019, "Soft Labels for Ordinal Regression"): softmax p over
+    the years, soft labels q_k = softmax_k(-phi(y, k)) for the true year y (its rounded label),
+
+        L = KL(q || p)   (the cross-entropy with soft targets, less the constant entropy of q),
+
+    phi(y, k) = (y - k)^2, the paper's squared distance, when `model.label_sigma` is 0; a sigma > 0
+    scales it to (y - k)^2 / (2 sigma^2), the same std in years as the other soft-label heads (the
+    default is sigma = 1/sqrt(2) years). With this metric the labels are a Gaussian, as in DLDL.
+    Decoded by `model.decode` (auto: the expectation). Target age only.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        _age_target_only(cfg, self.name)
+        super().__init__(cfg, in_features, groups)
+        # label_sigma: the soft labels' std in years, as on the class and dldl_v2 heads (the paper's phi: 1/sqrt(2))
+        self.phi_scale = 2.0 * float(cfg.label_sigma) ** 2 if cfg.label_sigma > 0 else 1.0
+        self.label_sigma = float(cfg.label_sigma) or math.sqrt(0.5)
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        target = fl.sord_labels(labels, self.num_classes, self.phi_scale)
+        return (fl.kl_divergence(target, logits) * w).mean()
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}, classes={self.num_classes}, groups={len(self.groups)}, phi=(y-k)^2/{self.phi_scale:g}"
+
+
+@register_head("unimodal")
+class UnimodalHead(Head):
+    """Binomial unimodal output (Beckham & Pal, ICML 2017, "Unimodal Probability Distributions for Deep
+    Ordinal Classification"): two outputs per image, z and t; p = sigmoid(z) is a binomial
+    parameter and tau = softplus(t) + 0.05 a temperature learnt per image,
+
+        P(y = k) = softmax_k(log Binomial(k; K - 1, p) / tau),  k = 0..K-1 = max_age,
+
+    loss: the cross-entropy of that distribution at the true year. The distribution is unimodal for
+    any p and tau. The log binomial coefficients are a buffer computed once (no lgamma in the graph).
+    Decoded by `model.decode` (auto: the mode, the paper's argmax; mean/median are often better for
+    MAE). Starts at tau = 1 and p = the prior's mean year / max_age. Target age only.
+    """
+
+    tau_min = 0.05
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        _age_target_only(cfg, self.name)
+        super().__init__(cfg, in_features, groups)
+        self.fc = nn.Linear(in_features, 2)
+        self.register_buffer("log_coef", fl.log_binomial_coefficients(self.num_classes - 1), persistent=False)
+        self.init_prior(self.default_counts())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    @torch.no_grad()
+    def init_prior(self, counts: np.ndarray) -> None:
+        """p = the mean label / (K - 1), tau = 1 for zero features."""
+        c = np.asarray(counts, dtype=np.float64)
+        mean = float((c * np.arange(c.size)).sum() / c.sum())
+        self.fc.bias[0] = _logit(np.array([mean / (self.num_classes - 1)]))[0]
+        self.fc.bias[1] = float(np.log(np.expm1(1.0 - self.tau_min)))  # softplus^-1(1 - tau_min)
+
+    def log_proba(self, logits: torch.Tensor) -> torch.Tensor:
+        tau = F.softplus(logits[:, 1]) + self.tau_min
+        return fl.unimodal_log_proba(logits[:, 0], tau, self.log_coef)
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        return (F.nll_loss(self.log_proba(logits), labels, reduction="none") * w).mean()
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        proba = self.log_proba(logits).exp()
+        age = self.age_from(proba)
+        return Decoded(self.group_of_age(age), age, self.years_to_groups(proba), None, proba)
+
+
+@register_head("orcnn")
+class OrcnnHead(Head):
+    """OR-CNN (Niu, Zhou, Wang, Gao, Hua, CVPR 2016, "Ordinal Regression with Multiple Output CNN for Age
+    Estimation"): K-1 binary tasks "age > k", each with its own weight vector and bias (CORAL
+    shares one weight vector; `nn.Linear(F, K-1)` here), loss
+
+        L = sum_k lambda_k BCE(sigmoid(z_k), [y > k])   per image, averaged over the batch.
+
+    lambda_k = 1 by default; `model.coral_importance: balanced` sets CORAL's label-frequency task
+    weights (`coral_importance_weights`; the paper weights tasks by their data too, by its own formula).
+    Decoded as CORAL: age = #{k: sigmoid(z_k) > 0.5} (the median, for `auto`), label_proba from
+    `rank_to_label_proba` (the ranks may disagree: clipped, renormalised). Biases start at the label
+    prior's logit P(y > k). Target age only.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
+        _age_target_only(cfg, self.name)
+        super().__init__(cfg, in_features, groups)
+        if cfg.coral_importance not in CORAL_IMPORTANCE:
+            raise UsageError(f"config key 'model.coral_importance': unknown value {cfg.coral_importance!r} "
+                             f"({', '.join(CORAL_IMPORTANCE)})")
+        self.balanced = cfg.coral_importance == "balanced"
+        self.fc = nn.Linear(in_features, self.num_classes - 1)
+        self.register_buffer("importance", torch.ones(self.num_classes - 1))
+        self.init_prior(self.default_counts())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    @torch.no_grad()
+    def init_prior(self, counts: np.ndarray) -> None:
+        self.fc.bias.copy_(_logit(tail_proba(counts)))
+
+    def fit_prior(self, ages: np.ndarray) -> None:
+        """Label prior; with `coral_importance: balanced` also the task weights."""
+        super().fit_prior(ages)
+        if self.balanced:
+            self.importance.copy_(torch.from_numpy(coral_importance_weights(self.labels_of(ages), self.num_classes)))
+
+    def _loss(self, logits, labels, age, w):  # type: ignore[no-untyped-def]
+        return (fl.rank_bce(logits, labels, self.importance) * w).mean()
+
+    def _decode(self, logits: torch.Tensor) -> Decoded:
+        rank_proba = torch.sigmoid(logits)
+        return self._decode_label_proba(rank_to_label_proba(rank_proba), proba_to_label(rank_proba), rank_proba)
