@@ -56,6 +56,7 @@ class DataConfig:
     groups: str = "0-10,11-20,21-30,31-40,41-50,51-60,61-70"
     image_size: int = 0  # 0: the backbone's default input size
     geometry: str = "auto"  # auto | resize | center_square | crop_megaage (20 px off top and bottom)
+    bbox_extension: float = 0.25  # faeb: face box grown by this share of its side on each side before the aligned crop
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     split_seed: int = 0

@@ -11,7 +11,7 @@ from ordinalage.config import DataConfig, load_config
 from ordinalage.data.adience import ADIENCE_GROUPS
 from ordinalage.data.prepare import fold_count, prepare_data
 from ordinalage.data.records import Record
-from ordinalage.data.splits import parse_protocol, protocol_folds
+from ordinalage.data.splits import PROTOCOLS, Protocol, parse_protocol, protocol_folds
 from ordinalage.errors import UsageError
 
 
@@ -147,3 +147,17 @@ def test_fgnet_loso_through_prepare_data(tmp_path):
     prep = prepare_data(cfg)
     assert {r.meta["subject"] for r in prep.test} == {"002"} and len(prep.test) == 3
     assert "002" not in {r.meta["subject"] for r in prep.train + prep.val}
+
+
+def test_parse_faeb_protocols():
+    """faeb: FAEB's five splits as folds; faeb:K (0-4): split K alone (data/splits.py faeb_folds)."""
+    assert parse_protocol("faeb") == Protocol("faeb") and parse_protocol("faeb").fixed_folds == 5
+    assert parse_protocol("faeb:4") == Protocol("faeb", split=4) and parse_protocol("faeb:0").fixed_folds == 1
+    for bad in ("faeb:5", "faeb:-1", "faeb:", "faeb:x", "faeb:folds", "faeb:١"):
+        with pytest.raises(UsageError, match=r"config key 'data.protocol'.*split number 0-4"):
+            parse_protocol(bad)
+    assert "faeb" in PROTOCOLS and "faeb:K" in PROTOCOLS
+    with pytest.raises(UsageError, match="config key 'data.protocol': 'faeb:9'"):
+        load_config(sets=["data.protocol=faeb:9"])
+    assert load_config(sets=["data.protocol=faeb", "data.fold=4"]).data.fold == 4
+    assert fold_count(DataConfig(protocol="faeb")) == 5 and fold_count(DataConfig(protocol="faeb:2")) == 1

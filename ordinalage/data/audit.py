@@ -14,6 +14,7 @@ from rich.progress import track
 from rich.table import Table
 
 from ordinalage.config import DataConfig
+from ordinalage.data.boxes import image_file
 from ordinalage.data.hashing import content_hashes
 from ordinalage.data.records import Record
 from ordinalage.data.sources import read_sources
@@ -67,9 +68,10 @@ def data_audit(specs: Sequence[str], show: bool) -> dict:
     records = read_sources(specs, cfg)
     paths = [r.path for r in records]
     names = display_names(paths)
-    hashes = content_hashes(paths, cache_dir=cfg.cache_dir, progress=show)
+    files = [image_file(p) for p in paths]  # a FAEB record's path carries its face box after the file name
+    hashes = content_hashes(files, cache_dir=cfg.cache_dir, progress=show)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        problems = pool.map(image_problem, paths)
+        problems = pool.map(image_problem, files)
         if show:
             problems = track(problems, total=len(paths), description="decoding images",
                              console=Console(stderr=True), transient=True)

@@ -10,9 +10,12 @@ distinct image content:
   geometry and size opens it instead of decoding.
 - `ram`: an array in this process, filled each run; forked loader workers share its pages.
 
-The key is a SHA-256 of the sorted content hashes of the distinct images, the geometry, the
-size, `decode.DECODER_VERSION`, OpenCV's version and this file's format: a changed image has a
-new content hash and so a new key (the order of the records does not matter). A disk cache is
+The key is a SHA-256 of the sorted row ids of the distinct images, the geometry, the size,
+`decode.DECODER_VERSION`, OpenCV's version and this file's format. A row id is the image file's
+content hash, plus, for a face box path (`boxes.box_path`, the FAEB reader's aligned crops), its
+box and extension (`row_id`): a changed image has a new content hash and so a new key, two boxes of
+one image are two rows, and a changed box or `data.bbox_extension` is a new key (the order of the
+records does not matter). A disk cache is
 filled up front in the main process (a thread pool, OpenCV releases the GIL) into a temporary
 file; the file is renamed into place and then its manifest (`<key>.json`), the "complete"
 marker, is written last, both with `os.replace`. A cache without a valid manifest (a killed
@@ -42,6 +45,7 @@ import cv2
 import numpy as np
 
 from ordinalage.config import DataConfig
+from ordinalage.data.boxes import box_suffix, image_file
 from ordinalage.data.decode import DECODER_VERSION, ImageDecodeError, check_geometry, decode_image
 from ordinalage.data.hashing import content_hashes, default_cache_dir
 from ordinalage.data.records import Record
@@ -120,8 +124,13 @@ class ImageCache:
 # keys, size guards
 
 
+def row_id(path: str, content_hash: str) -> str:
+    """What one cache row holds: the file's content hash, plus the box and extension of a face box path."""
+    return content_hash + box_suffix(path)
+
+
 def cache_key(hashes: Sequence[str], geometry: str, size: int) -> str:
-    """Hex digest naming a cache: distinct content hashes (sorted), geometry, size, decoder versions."""
+    """Hex digest naming a cache: distinct row ids (`row_id`, sorted), geometry, size, decoder versions."""
     h = hashlib.sha256()
     header = {"format": FORMAT, "version": FORMAT_VERSION, "decoder": DECODER_VERSION,
               "opencv": cv2.__version__, "geometry": geometry, "size": int(size)}
@@ -325,8 +334,10 @@ def prepare_cache(records: Sequence[Record], cfg: DataConfig, size: int, progres
     if size <= 0:
         raise UsageError(f"image size must be positive, got {size}")
     paths = [r.path for r in records]
-    hashes = content_hashes(paths, cache_dir=cfg.cache_dir, progress=progress)
-    first: dict[str, str] = {}  # content hash -> the first path with it (duplicates share a row)
+    files = [image_file(p) for p in paths]
+    hashes = [row_id(p, h) for p, h in
+              zip(paths, content_hashes(files, cache_dir=cfg.cache_dir, progress=progress), strict=True)]
+    first: dict[str, str] = {}  # row id -> the first path with it (duplicates share a row)
     for p, h in zip(paths, hashes, strict=True):
         first.setdefault(h, p)
     distinct = sorted(first)

@@ -4,17 +4,23 @@ The hot path per image is: read bytes, peek the JPEG header for the frame size, 
 the smallest libjpeg reduction (1/2, 1/4, 1/8) that still leaves at least `size` pixels on the
 side the geometry keeps, crop, `cv2.resize`. PIL is touched only for a JPEG that lacks its end
 marker (to tell a truncated file from one with harmless trailing bytes).
+
+A face box path, `FILE#box=x1,y1,...,x4,y4;ext=E` (data/boxes.py, written by the FAEB reader),
+names the aligned crop of FILE: the rotated box grown by E of its side on each side is warped to the
+square (`crop_box`), whatever `data.geometry` says.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ordinalage.data.boxes import extended_corners, parse_box_path
 from ordinalage.errors import UsageError
 
 GEOMETRIES = ("auto", "resize", "center_square", "crop_megaage")
@@ -111,22 +117,56 @@ def _truncated_jpeg(data: bytes) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------
+# face boxes (data/boxes.py): the aligned crop
+
+
+def box_transform(box: Sequence[float], extension: float, size: int, reduction: int = 1) -> np.ndarray:
+    """The 2x3 affine matrix taking an image decoded at 1/`reduction` to the (size, size) crop: the
+    extended corners A, B, C go to (0, 0), (size-1, 0), (size-1, size-1) (`cv2.getAffineTransform`)."""
+    src = extended_corners(box, extension)[:3]
+    if reduction != 1:  # a reduced pixel j covers full pixels [j f, (j+1) f): its centre is f j + (f-1)/2
+        src = (src + 0.5) / reduction - 0.5
+    dst = np.float32([[0, 0], [size - 1, 0], [size - 1, size - 1]])
+    return cv2.getAffineTransform(np.float32(src), dst)
+
+
+def _box_sides(box: Sequence[float], extension: float) -> tuple[float, float]:
+    a, b, c, _d = extended_corners(box, extension)
+    return float(np.hypot(*(b - a))), float(np.hypot(*(c - b)))
+
+
+def crop_box(image: np.ndarray, box: Sequence[float], extension: float, size: int, reduction: int = 1) -> np.ndarray:
+    """The aligned (size, size) crop of an image decoded at 1/`reduction`: `cv2.warpAffine` with
+    bilinear interpolation; parts of the box outside the image are black (BORDER_CONSTANT 0, as FAEB)."""
+    matrix = box_transform(box, extension, size, reduction)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def _read(path: str | Path, shown: str | Path) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(shown, "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(shown, exc.strerror or str(exc)) from None
+    if not data:
+        raise ImageDecodeError(shown, "empty file")
+    return data
+
+
 def decode_image(path: str | Path, size: int, geometry: str = "auto") -> np.ndarray:
     """Read `path` as RGB uint8 of shape (size, size, 3) after `geometry`; raise ImageDecodeError.
 
     Geometries: `resize` (stretch to a square), `center_square` (centre crop to the short side,
     then resize), `crop_megaage` (cut 20 px - scaled by the decode reduction - off top and bottom,
-    then resize), `auto` (`center_square` for a non-square image, else `resize`).
+    then resize), `auto` (`center_square` for a non-square image, else `resize`). A face box path
+    (`box_path`) is cropped to its box (`crop_box`) instead, whatever the geometry.
     """
     check_geometry(geometry)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageDecodeError(path, "file not found") from None
-    except OSError as exc:
-        raise ImageDecodeError(path, exc.strerror or str(exc)) from None
-    if not data:
-        raise ImageDecodeError(path, "empty file")
+    file, box, extension = parse_box_path(path)
+    data = _read(file, path)
 
     factor, flag = 1, cv2.IMREAD_COLOR
     hw = jpeg_size(data)
@@ -134,13 +174,20 @@ def decode_image(path: str | Path, size: int, geometry: str = "auto") -> np.ndar
         reason = _truncated_jpeg(data)
         if reason:
             raise ImageDecodeError(path, reason)
-        factor = choose_reduction(hw[0], hw[1], size, geometry)
+        if box is None:
+            factor = choose_reduction(hw[0], hw[1], size, geometry)
+        else:  # decode reduced while the extended box keeps at least `size` pixels on its short side
+            kept = min(_box_sides(box, extension))
+            factor = next(f for f in _REDUCED if kept / f >= size or f == 1)
         flag = _REDUCED[factor]
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
     if bgr is None or bgr.size == 0:
         raise ImageDecodeError(path, "not a decodable image")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if box is not None:
+        return crop_box(rgb, box, extension, size, factor)
     full_height = hw[0] if hw is not None else None
-    return to_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size, geometry, factor, full_height)
+    return to_square(rgb, size, geometry, factor, full_height)
 
 
 def to_square(

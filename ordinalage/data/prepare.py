@@ -13,6 +13,7 @@ import numpy as np
 
 from ordinalage.config import DataConfig
 from ordinalage.data import sampling
+from ordinalage.data.boxes import image_file
 from ordinalage.data.hashing import content_hashes
 from ordinalage.data.records import SPLITS, Record
 from ordinalage.data.sources import read_sources
@@ -78,13 +79,14 @@ def _folds(cfg: DataConfig, records: Sequence[Record] | None, progress: bool, sk
     if not records:
         raise UsageError(f"data: no images found in {', '.join(cfg.sources)}")
     kept, gidx, dropped_ages = group_records(records, groups, cfg.sources)
-    hashes = content_hashes([r.path for r in kept], cache_dir=cfg.cache_dir, progress=progress)
+    # a face box path (faeb:) hashes its image file: two boxes of one photo are byte-identical duplicates
+    hashes = content_hashes([image_file(r.path) for r in kept], cache_dir=cfg.cache_dir, progress=progress)
     folds = protocol_folds(kept, gidx, hashes, cfg.protocol, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     return groups, records, kept, gidx, dropped_ages, folds
 
 
 def fold_count(cfg: DataConfig, records: Sequence[Record] | None = None) -> int:
-    """How many folds `cfg.protocol` has on this data (folds:K: K, without reading anything)."""
+    """How many folds `cfg.protocol` has on this data (folds:K: K, faeb: 5, faeb:K: 1, without reading anything)."""
     fixed = parse_protocol(cfg.protocol).fixed_folds
     if fixed is not None:
         return fixed

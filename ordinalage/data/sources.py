@@ -1,6 +1,7 @@
 """Data specs and their readers: `synth`, `utkface:PATH`, `megaage:PATH`, `folder:PATH`, `csv:PATH`,
 and the benchmarks as distributed: `afad:`, `morph:`, `cacd:`, `fgnet:`, `adience:`, `imdbwiki:`,
-`appa:`, `agedb:` (see docs/datasets.md). A spec may end in options, `appa:PATH?target=real`.
+`appa:`, `agedb:`, and FAEB's database files `faeb:DB.json?root=IMAGES` (see docs/datasets.md). A
+spec may end in options, `appa:PATH?target=real`.
 
 Every reader turns a folder or file into `Record`s (absolute path, age, the source's own split or
 None, the spec as `source`, small `meta`). Files a benchmark reader leaves out are counted per reason
@@ -26,11 +27,11 @@ if TYPE_CHECKING:
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 KINDS = ("synth", "utkface", "megaage", "folder", "csv",
-         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb")
+         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb", "faeb")
 # options each kind takes after `?` (None: any value); other kinds take the whole rest as PATH
 OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "afad": {"images": None}, "morph": {"images": None}, "cacd": {"images": None},
-    "appa": {"target": ("apparent", "real")}, "imdbwiki": {"min_score": None},
+    "appa": {"target": ("apparent", "real")}, "imdbwiki": {"min_score": None}, "faeb": {"root": None},
 }
 
 
@@ -260,6 +261,7 @@ READERS: dict[str, Reader] = {
        for kind in ("afad", "morph", "cacd", "fgnet", "agedb", "appa")},
     "adience": _lazy("ordinalage.data.adience", "read_adience"),
     "imdbwiki": _lazy("ordinalage.data.imdbwiki", "read_imdbwiki"),
+    "faeb": _lazy("ordinalage.data.faeb", "read_faeb"),  # read_spec passes it data.bbox_extension
 }
 
 
@@ -274,7 +276,12 @@ def read_spec(spec: str, cfg: DataConfig, skipped: dict[str, dict[str, int]] | N
     path = Path(raw_path).expanduser()
     if not path.exists():
         raise UsageError(f"data spec {spec!r}: path not found: {path}")
-    records, skips = READERS[kind](Path(os.path.abspath(path)), spec, options)
+    if kind == "faeb":  # the aligned crops' box extension travels in each record's path
+        from ordinalage.data.faeb import read_faeb
+
+        records, skips = read_faeb(Path(os.path.abspath(path)), spec, options, extension=cfg.bbox_extension)
+    else:
+        records, skips = READERS[kind](Path(os.path.abspath(path)), spec, options)
     skips.report(len(records))
     if skipped is not None and skips.total:
         skipped[spec] = dict(skips.counts)

@@ -17,7 +17,14 @@ import numpy as np
 
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
-from ordinalage.protocols import PROTOCOLS, Protocol, parse_protocol  # noqa: F401 (re-exported)
+from ordinalage.protocols import (  # noqa: F401 (re-exported)
+    FAEB_ONE_SPLIT,
+    FAEB_SPLITS,
+    PROTOCOLS,
+    Folders,
+    Protocol,
+    parse_protocol,
+)
 
 _PRIORITY = {"test": 0, "val": 1, "train": 2}
 
@@ -88,7 +95,7 @@ def assign_splits(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
 
 
 # ---------------------------------------------------------------------------------------------
-# protocols: data.protocol = random | subject | folds:K | loso | source
+# protocols: data.protocol = random | subject | folds:K | loso | source | faeb | faeb:K
 
 Fold = tuple[np.ndarray, np.ndarray, np.ndarray]  # train, val, test record indices
 
@@ -183,7 +190,9 @@ def protocol_folds(records: Sequence[Record], group_idx: np.ndarray, hashes: Seq
     two sides. folds:K: K stratified folds, each the test set once (by person when every record has a
     subject id, else by image content). loso: one fold per subject (FG-NET: 82 folds). source: the
     dataset's own folds (`meta["fold"]`, Adience) or its own train/val/test split (MegaAge, CORAL CSVs).
-    Byte-identical images always stay on one side; validation is carved from the training side.
+    faeb / faeb:K: FAEB's fixed splits of the database files' folders (`faeb_folds`).
+    Byte-identical images always stay on one side; validation is carved from the training side
+    (except in faeb, whose splits are the benchmark's as published).
     """
     check_fractions(val_fraction, test_fraction)
     proto = parse_protocol(protocol)
@@ -194,6 +203,8 @@ def protocol_folds(records: Sequence[Record], group_idx: np.ndarray, hashes: Seq
         return [_fold(n, *([i for i, s in enumerate(splits) if s == name] for name in ("train", "val", "test")))]
     if proto.kind == "source":
         return _source_folds(records, group_idx, hashes, val_fraction, seed)
+    if proto.kind == "faeb":
+        return faeb_folds(records, protocol)
     has_subjects = all(r.meta.get("subject") not in (None, "") for r in records)
     need_subjects = proto.kind in ("subject", "loso")
     keys: list[str | None] = list(_subjects(records, protocol)) if need_subjects or has_subjects else [None] * n
@@ -268,3 +279,52 @@ def _source_folds(records: Sequence[Record], group_idx: np.ndarray, hashes: Sequ
                          "(use random, subject or folds:K for it)")
     splits = assign_splits(records, group_idx, hashes, val_fraction, 0.0, seed)
     return [_fold(n, *([i for i, s in enumerate(splits) if s == name] for name in ("train", "val", "test")))]
+
+
+# ---------------------------------------------------------------------------------------------
+# faeb: the FAEB benchmark's splits (Paplham et al., CVPR 2024) of its database files' folders
+
+
+def faeb_layout(folders: set[int], source: str, protocol: str) -> Folders | None:
+    """FAEB_ONE_SPLIT for a source whose folders are all 0-2 (CLAP2016, CACD2000), None for one with
+    folders 0-9 (the five splits); anything else is an error naming the source."""
+    used = {f for f in folders if f >= 0}  # a negative folder (CACD's -1: unassigned) is in no split
+    if used <= {0, 1, 2}:
+        return FAEB_ONE_SPLIT
+    if used <= set(range(10)):
+        return None
+    raise UsageError(f"data.protocol {protocol!r}: {source} has folder {max(used)}, but FAEB's splits use "
+                     "folders 0-9 (FG-Net's database file has one folder per person: use data.protocol=loso)")
+
+
+def faeb_folds(records: Sequence[Record], protocol: str) -> list[Fold]:
+    """(train, val, test) per FAEB split (`faeb`: all five; `faeb:K`: split K) from `meta["folder"]`.
+
+    Each source (database file) is laid out on its own: folders 0-9 follow FAEB_SPLITS; a source whose
+    folders are all 0-2 has one split (train 0, val 1, test 2) that every FAEB split uses, as FAEB's
+    benchmark files do for CLAP2016 and CACD2000. Records in a folder outside the split are unused.
+    """
+    proto = parse_protocol(protocol)
+    folders: dict[str, set[int]] = {}
+    for r in records:
+        folder = r.meta.get("folder")
+        if folder is None:
+            raise UsageError(f"data.protocol {protocol!r} needs FAEB folders, and {r.source or r.path} has none "
+                             "(folders come from FAEB's database files: faeb:DB.json)")
+        folders.setdefault(r.source, set()).add(int(folder))
+    layout = {source: faeb_layout(f, source, protocol) for source, f in folders.items()}
+    if proto.split is None and records and all(v is not None for v in layout.values()):
+        raise UsageError(f"data.protocol {protocol!r}: {', '.join(layout)} has a single split of its own "
+                         "(folders 0-2: train 0, val 1, test 2), the same in all five FAEB splits; "
+                         "use data.protocol=faeb:0")
+    out = []
+    for k in range(len(FAEB_SPLITS)) if proto.split is None else [proto.split]:
+        parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for i, r in enumerate(records):
+            table = layout[r.source] or FAEB_SPLITS[k]
+            folder = int(r.meta["folder"])
+            for part, chosen in zip(parts, table, strict=True):
+                if folder in chosen:
+                    part.append(i)
+        out.append(_fold(len(records), *parts))
+    return out
