@@ -24,7 +24,10 @@ single run of seed s*N+i at budget/N: the same config but for its folder) is ass
 (`assembled_from` in its row; its wall time is the members' wall times plus the ensemble's own
 evaluation) instead of trained again.
 Writes benchmarks/results/budget_utkface.json (every run: budget, seed, epochs, wall seconds,
-the machine's load average before and after, val and test MAE), docs/img/mae_vs_minutes.png and the
+`budget_used` (the fraction of the budget spent training: wall time from the start to the end of
+training over the budget; an ensemble's members summed; the runs re-plan their epochs after every
+epoch, so this should be 0.9 or more whatever the machine did during the first minute), the
+machine's load average before and after, val and test MAE), docs/img/mae_vs_minutes.png and the
 table between the `budget:` markers of docs/results.md.
 """
 
@@ -116,6 +119,18 @@ def assemble(args: Any, model: str, minutes: float, seed: int) -> list[str] | No
     return [s.name for s in sources]
 
 
+def budget_used(summary: dict[str, Any], minutes: float) -> float | None:
+    """The fraction of the budget a run spent training (summary.json `budget.used`); for an ensemble,
+    its members' training seconds summed over the whole budget. None for runs from before it was kept."""
+    budget = summary.get("budget") or {}
+    if budget.get("used") is not None:
+        return round(float(budget["used"]), 4)
+    members = [(r.get("budget") or {}).get("seconds_before_test") for r in summary.get("member_runs") or []]
+    if members and all(m is not None for m in members):
+        return round(sum(float(m) for m in members) / (minutes * 60.0), 4)
+    return None
+
+
 def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] | None:
     run_dir = run_dir_of(args, model, minutes, seed)
     recorded = args.recorded.get((model, minutes, seed))
@@ -137,6 +152,7 @@ def run_one(args: Any, model: str, minutes: float, seed: int) -> dict[str, Any] 
     row = {"model": model, "minutes": minutes, "seed": seed, "run_dir": str(run_dir),
            "epochs": summary.get("epochs_done"), "wall_seconds": summary.get("wall_seconds"),
            "within_budget": (summary.get("wall_seconds") or 0) <= minutes * 60,
+           "budget_used": budget_used(summary, minutes),
            "stopped_at_deadline": budget.get("stopped_at_deadline"), "step_s": budget.get("step_s"),
            "load_avg_before": summary.get("load_avg_before"), "load_avg_after": summary.get("load_avg_after"),
            "val_mae": val.get("mae"), "test_mae": summary["test"]["mae"]}
@@ -159,10 +175,13 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (model, minutes), rs in sorted(cells.items(), key=lambda kv: (list(MODELS).index(kv[0][0]), kv[0][1])):
         test, val = mean_std([r["test_mae"] for r in rs]), mean_std([r["val_mae"] for r in rs])
+        used = [r["budget_used"] for r in rs if r.get("budget_used") is not None]
         out.append({"model": model, "minutes": minutes, "seeds": [r["seed"] for r in rs], "n": len(rs),
                     "test_mae_mean": round(test["mean"], 3), "test_mae_std": round(test["std"], 3),
                     "val_mae_mean": round(val["mean"], 3), "epochs": [r["epochs"] for r in rs],
-                    "wall_minutes_max": round(max(r["wall_seconds"] or 0 for r in rs) / 60, 2)})
+                    "wall_minutes_max": round(max(r["wall_seconds"] or 0 for r in rs) / 60, 2),
+                    "budget_used_min": round(min(used), 3) if used else None,
+                    "budget_used_mean": round(sum(used) / len(used), 3) if used else None})
     return out
 
 
@@ -218,17 +237,19 @@ def plot(cells: list[dict[str, Any]], path: Path, start: dict[str, Any] | None =
 def write_docs(path: Path, cells: list[dict[str, Any]], rows: list[dict[str, Any]], command: str,
                start: dict[str, Any] | None = None) -> None:
     lines = [BEGIN, "", "Reproduce: `" + command + "` (JSON: `benchmarks/results/budget_utkface.json`).", "",
-             "| model | budget (min) | seeds | epochs | test MAE (mean ± std) | val MAE | longest run (min) |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | budget (min) | seeds | epochs | test MAE (mean ± std) | val MAE | longest run (min) "
+             "| budget used (lowest) |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in cells:
         epochs = ", ".join("+".join(map(str, e)) if isinstance(e, list) else str(e) for e in c["epochs"])
+        used = f"{c['budget_used_min']:.0%}" if c.get("budget_used_min") is not None else ""
         lines.append(f"| {LABELS[c['model']]} | {c['minutes']:g} | {c['n']} | {epochs} | "
                      f"**{c['test_mae_mean']:.2f} ± {c['test_mae_std']:.2f}** | {c['val_mae_mean']:.2f} | "
-                     f"{c['wall_minutes_max']:.1f} |")
+                     f"{c['wall_minutes_max']:.1f} | {used} |")
     if start is not None:
         lines.append(f"| start as published (utkface_improved.yaml, 8 epochs, no budget) | {start['minutes']:.1f} "
                      f"| {start['n']} | 8 | **{start['test_mae_mean']:.2f} ± {start['test_mae_std']:.2f}** | | "
-                     f"{start['minutes']:.1f} |")
+                     f"{start['minutes']:.1f} | |")
     loads = [r["load_avg_before"] for r in rows if r.get("load_avg_before") is not None]
     if loads:
         lines += ["", f"Machine load (1-minute load average before each run): {min(loads):.2f}-{max(loads):.2f} "

@@ -192,6 +192,25 @@ def test_distributed_resume_equals_uninterrupted_run(dist_run, cache_dir: str, t
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
 
 
+def _end_rank(dist) -> None:
+    """End a spawned rank without leaving its process-group threads to the interpreter's teardown.
+
+    A DistributedDataParallel wrapper (even one deleted and garbage-collected) keeps the gloo
+    process group alive after `destroy_process_group`: its worker threads (`pt_gloo_runloop`), its
+    socket loop (`gloo_tcp_loop`) and, on rank 0, the TCPStore server that rank 1 is connected to
+    (`pt_tcpstore_uv`) run until the process exits. A normal exit then tears them down in
+    interpreter finalization and static destruction, racing with the other rank's exit; under load
+    (the whole suite) rank 1 aborted there with SIGABRT, 'terminate called without an active
+    exception'. So: a barrier (no rank leaves while another still communicates), destroy the
+    group, flush, and leave with os._exit(0), which runs no teardown (the results are on disk; an error
+    before this point still ends the rank the usual way, with its traceback and a non-zero status)."""
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _buffers_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -206,7 +225,7 @@ def _buffers_worker(rank: int, port: int, out: str) -> None:
     before = net[1].running_mean.clone()
     sync_buffers(DistContext(rank=rank, world_size=2), net)
     torch.save({"before": before, "after": net[1].running_mean.clone()}, Path(out, f"bn{rank}.pt"))
-    dist.destroy_process_group()
+    _end_rank(dist)
 
 
 def test_sync_buffers_gives_every_rank_rank0_batchnorm_statistics(tmp_path: Path) -> None:
@@ -257,7 +276,7 @@ def _trial_worker(rank: int, port: int, out: str) -> None:
         result["trials"] = [{"number": t.number, "state": t.state.name, "params": t.params,
                              "attrs": t.user_attrs, "steps": sorted(t.intermediate_values)} for t in study.trials]
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    dist.destroy_process_group()
+    _end_rank(dist)
 
 
 def test_distributed_trials_share_parameters_and_prune_together(tmp_path: Path) -> None:

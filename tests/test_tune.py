@@ -362,3 +362,67 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path) -> None:
     _assert_accounted(study, 4)
     assert result["n_trials"] == 4 and "***" in result["storage"]
     assert {t.user_attrs["host"] for t in study.trials} == {HOST}
+
+
+# --------------------------------------------------------------------------------------------- preemption
+
+SIGTERMED_WORKER = """
+import os, sys, time
+from pathlib import Path
+from ordinalage.training import fit as train
+
+def fit(config, *, on_epoch=None, quiet=False, **_):
+    run = Path(config.train.out_dir)
+    run.mkdir(parents=True)
+    if run.name == "1":  # the second trial waits here for the test's SIGTERM
+        Path(os.environ["TRIAL_STARTED"]).write_text("1")
+        time.sleep(120)
+    for epoch in range(1, config.train.epochs + 1):
+        on_epoch(epoch, {"epoch": epoch, "val_mae": 6.0, "val_loss": 1.0, "val_accuracy": 0.5, "val_one_off": 0.6})
+    return run
+
+train.fit = fit
+from ordinalage.tuning.study import run_tune
+run_tune(sys.argv[1], trials=3, out=sys.argv[2], show=False)
+"""
+
+
+def test_sigterm_to_a_tune_worker_fails_its_trial_with_the_reason_and_a_rerun_continues(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import time
+
+    out, started = tmp_path / "s", tmp_path / "trial-1-started"
+    script = tmp_path / "worker.py"
+    script.write_text(SIGTERMED_WORKER)
+    worker = subprocess.Popen([sys.executable, str(script), str(SMOKE), str(out)],
+                              env={**os.environ, "TRIAL_STARTED": str(started)}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), worker.communicate(timeout=10)[1][-3000:]
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode != 0, err[-3000:]  # stopped, not finished
+    url = f"sqlite:///{out / 'study.db'}"
+    trials = _study(url, "smoke").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL], err[-3000:]  # none left RUNNING
+    assert trials[1].user_attrs["fail_reason"] == "preempted (SIGTERM)"
+
+    # a preemption that training saw (TrainingPreempted: the step finished, last.pt written) is recorded the same way
+    monkeypatch.setattr(train, "fit", FakeFit(fail={2: train.TrainingPreempted(out / "trials" / "2", 0, 3, "SIGUSR1")}))
+    with pytest.raises(train.TrainingPreempted):
+        run_tune(SMOKE, trials=3, out=out, show=False)
+    assert _study(url, "smoke").trials[2].user_attrs["fail_reason"] == "preempted (SIGUSR1)"
+
+    monkeypatch.setattr(train, "fit", FakeFit())  # the rerun replaces the preempted trials
+    result = run_tune(SMOKE, trials=3, out=out, show=False)
+    trials = _study(url, "smoke").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL,
+                                         TrialState.COMPLETE, TrialState.COMPLETE]
+    assert result["states"]["complete"] == 3

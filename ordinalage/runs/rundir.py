@@ -32,6 +32,7 @@ from ordinalage.errors import UsageError
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mae", "val_accuracy", "val_one_off", "lr",
                    "seconds", "images_per_s", "train_images"]
 CHECKPOINTS = ("best.pt", "last.pt")
+FOLDS_CONFIG = "folds-config.yaml"  # the config a folds run keeps in its base folder (resume continues it)
 
 
 class RunExists(UsageError):

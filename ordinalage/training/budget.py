@@ -1,16 +1,26 @@
-"""Time-budgeted training: turn `train.time_budget_min` into a fixed number of epochs.
+"""Time-budgeted training: turn `train.time_budget_min` into epochs, and keep them fitting.
 
 A budgeted run measures, before its first epoch, how long one training step and one validation
 pass take on this machine (a short probe on a throwaway copy of the model, through the run's own
-loaders), then fixes `train.epochs` to what fits in the budget and builds its schedule for that
-many epochs. The epochs are then fixed: the run is the same as a plain run with that `train.epochs`
-and seed, and so deterministic for its seed. What the budget became is written to summary.json.
+loaders) and sets `train.epochs` to what fits in the budget. That first plan is only a start: a
+probe of a few seconds is at the mercy of whatever else the machine does then (a probe that met
+another process's burst of work once measured 263 ms/step for a run that then trained at 78, and
+planned 12 epochs where 45 fitted). So at the end of every epoch the run plans again (`replan`)
+from what it measured: the median seconds per step and per epoch's validation and bookkeeping
+over its last `REPLAN_WINDOW` epochs, and the time left. `train.epochs` follows the plan, and the
+cosine schedule with it (`BudgetCosine`: its end moves to the new last step, the learning rate
+goes on from where it is, without a jump). summary.json keeps every plan (`budget.replans`) and
+the fraction of the budget used (`budget.used`).
 
 The budget covers the whole run: setup (data, cache), the probe, training, validation and the
-evaluation of the test split at the end, which is estimated from the validation pass. If the
-machine slows down during the run, a deadline ends the current epoch's training early (the run
+evaluation of the test split at the end, estimated from the validation pass. If the machine
+slows down after the last re-plan, a deadline ends the current epoch's training early (the run
 then validates once and stops), so a run never goes past its budget by more than one validation
-and the test evaluation's estimate.
+and the test evaluation's estimate. A resumed run keeps the minutes it had left: last.pt holds
+the seconds spent so far (`elapsed_s`).
+
+The price is reproducibility: a budget run's epochs depend on the machine's speed while it ran.
+Its config.yaml and summary.json say which epochs it got; `--epochs N` (no budget) reruns it exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import math
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +46,8 @@ RESERVE_S = 15.0
 MARGIN = 1.05
 #: seconds per epoch for the metrics row, reseeding and the console line
 EPOCH_BOOKKEEPING_S = 0.02
+#: each re-plan takes the median of the last this-many epochs' measured times
+REPLAN_WINDOW = 3
 _UNITS = {"s": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0}
 
 
@@ -58,18 +70,29 @@ class BudgetPlan:
     """What a time budget became: the epochs that fit and the measurements they came from."""
 
     minutes: float
-    epochs: int
+    epochs: int  # the current plan: the run's train.epochs (the first plan's figure is `first_epochs`)
     steps_per_epoch: int
-    step_s: float  # seconds per training step, data loading included
+    step_s: float  # seconds per training step, data loading included (the probe's, then the re-plans')
     val_s: float  # seconds per validation pass
     epoch_overhead_s: float  # seconds per epoch besides the steps and validation (loader start, checkpoints)
     test_s: float  # estimated seconds of the test evaluation at the end
     setup_s: float  # seconds from the start of the run to the end of the probe
     probe_steps: int
     fits: bool = True  # False when not even one epoch fits (the run still trains one)
+    first_epochs: int | None = None  # what the probe planned
+    probe_step_s: float | None = None  # what the probe measured
+    #: one entry per finished epoch: {epoch, step_s (the median the plan used), epochs (the new plan),
+    #: epoch_step_s, other_s, val_s (this epoch's own measurements)}
+    replans: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def reserve_for(budget_s: float) -> float:
+    """Seconds kept aside at the end of a budget of `budget_s` seconds: `RESERVE_S`, but never more
+    than 5% of a short budget (a 2-minute run would otherwise leave an eighth of it unused)."""
+    return min(RESERVE_S, 0.05 * budget_s)
 
 
 def epochs_that_fit(budget_s: float, elapsed_s: float, steps_per_epoch: int, step_s: float, val_s: float,
@@ -179,11 +202,80 @@ def plan_budget(config: Config, model: torch.nn.Module, device: torch.device, pr
     test_s = val_s * n_test / max(1, n_val) * (2 if config.train.eval_tta else 1) if config.train.eval_on_end else 0.0
     elapsed = time.monotonic() - started
     steps = len(train_loader)
-    epochs = epochs_that_fit(minutes * 60.0, elapsed, steps, step_s, val_s + epoch_s, test_s)
+    epochs = epochs_that_fit(minutes * 60.0, elapsed, steps, step_s, val_s + epoch_s, test_s,
+                             reserve_s=reserve_for(minutes * 60.0))
     return BudgetPlan(minutes=minutes, epochs=max(1, epochs), steps_per_epoch=steps, step_s=step_s, val_s=val_s,
-                      epoch_overhead_s=epoch_s, test_s=test_s, setup_s=elapsed, probe_steps=timed, fits=epochs >= 1)
+                      epoch_overhead_s=epoch_s, test_s=test_s, setup_s=elapsed, probe_steps=timed, fits=epochs >= 1,
+                      first_epochs=max(1, epochs), probe_step_s=step_s)
 
 
 def deadline(started: float, plan: BudgetPlan) -> float:
     """The `time.monotonic()` after which training stops (leaving room for the test evaluation)."""
-    return started + plan.minutes * 60.0 - plan.test_s - RESERVE_S
+    return started + plan.minutes * 60.0 - plan.test_s - reserve_for(plan.minutes * 60.0)
+
+
+def replan(plan: BudgetPlan, *, epochs_done: int, steps: int, train_s: float, other_s: float, val_s: float,
+           elapsed_s: float, test_per_val: float) -> BudgetPlan:
+    """Plan again at the end of epoch `epochs_done` from what the run measured, and return `plan`
+    with its `epochs` (the run's new total), `step_s`, `val_s` and `test_s` updated and the re-plan
+    appended to `plan.replans`.
+
+    `steps` training steps took `train_s` seconds in this epoch (a resumed epoch: the steps this
+    process ran), `other_s` the rest of the epoch (validation, checkpoints, loader start, logging),
+    `val_s` of it the validation; `elapsed_s` have gone since the run started (resumed runs count
+    their earlier processes); the test evaluation takes `test_per_val` validations. Each figure is
+    the median over the last `REPLAN_WINDOW` epochs, so one slow or fast epoch (another process's
+    burst, a cold start) moves the plan by at most one epoch's worth."""
+    own_step_s = train_s / max(1, steps)
+    recent = [*plan.replans, {"epoch_step_s": own_step_s, "other_s": other_s, "val_s": val_s}][-REPLAN_WINDOW:]
+    step_s = statistics.median(r["epoch_step_s"] for r in recent)
+    other = statistics.median(r["other_s"] for r in recent)
+    plan.val_s = statistics.median(r["val_s"] for r in recent)
+    plan.test_s = plan.val_s * test_per_val
+    plan.step_s = step_s
+    budget_s = plan.minutes * 60.0
+    more = epochs_that_fit(budget_s, elapsed_s, plan.steps_per_epoch, step_s, other, plan.test_s,
+                           reserve_s=reserve_for(budget_s))
+    plan.epochs = max(1, epochs_done + more)
+    plan.replans.append({"epoch": epochs_done, "step_s": round(step_s, 5), "epochs": plan.epochs,
+                         "epoch_step_s": round(own_step_s, 5), "other_s": round(other_s, 4),
+                         "val_s": round(val_s, 4)})
+    return plan
+
+
+class BudgetCosine:
+    """The cosine schedule of a budget run: linear warm-up, then cosine to zero at the last step,
+    where the last step can move (`retarget`) when a re-plan changes the run's epochs.
+
+    The schedule is a function of the progress through the planned steps. Without a re-plan it is
+    exactly `training.optim`'s cosine for `train.epochs`. A re-plan at step s to a new total T keeps
+    the factor at s and spreads the rest of the progress evenly over the steps left: the learning
+    rate never jumps, and it still reaches zero at the run's last step, however often the plan moves.
+    The alternative, a cosine over the fraction of the budget's time spent, would make the learning
+    rate of each step depend on the clock, and so change between a run and its resumed copy.
+
+    A callable object rather than a function, so `LambdaLR.state_dict` saves its state (the anchor
+    and the total) in last.pt and a resumed run goes on with the same schedule."""
+
+    def __init__(self, total: int, warmup: int) -> None:
+        self.total, self.warmup = max(1, int(total)), int(warmup)
+        self.anchor_step, self.anchor_progress = self.warmup, 0.0
+
+    @classmethod
+    def for_config(cls, config: Config, steps_per_epoch: int) -> BudgetCosine:
+        return cls(config.train.epochs * steps_per_epoch, int(round(config.train.warmup_epochs * steps_per_epoch)))
+
+    def progress(self, step: int) -> float:
+        span = max(1, self.total - self.anchor_step)
+        return min(1.0, self.anchor_progress + (step - self.anchor_step) * (1.0 - self.anchor_progress) / span)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+    def retarget(self, step: int, total: int) -> None:
+        """From `step` on, anneal to zero at `total` steps (at least one step after `step`)."""
+        if step > self.warmup:
+            self.anchor_step, self.anchor_progress = int(step), self.progress(step)
+        self.total = max(int(total), int(step) + 1)

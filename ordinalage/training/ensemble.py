@@ -25,7 +25,7 @@ from ordinalage.config import Config, load_config
 from ordinalage.errors import UsageError
 from ordinalage.runs.members import MEMBER_PREFIX
 from ordinalage.runs.rundir import RunDir, RunExists
-from ordinalage.training.fit import TrainingInterrupted, fit
+from ordinalage.training.fit import TrainingInterrupted, TrainingPreempted, fit
 
 
 def member_config(config: Config, index: int, run_dir: Path) -> Config:
@@ -41,8 +41,10 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
                  **fit_kwargs: Any) -> Path:
     """Train (or, with `resume`, finish) every member of an ensemble run and return its folder.
 
-    A member that has finished is kept, one with a last.pt is resumed, the others start. When a
-    member stops unfinished (`stop_after_epochs`), the ensemble stops there too; `resume` goes on.
+    A member that has finished is kept, one with a last.pt is resumed (mid-epoch after a
+    preemption signal), the others start. When a member stops unfinished (`stop_after_epochs`),
+    the ensemble stops there too; `resume` goes on. Ctrl-C and preemption (`TrainingPreempted`)
+    are raised again naming the ensemble's folder, which is the one to resume.
     `fit_kwargs` (on_epoch, stop_after_epochs) go to every member's `fit`.
     """
     started = time.monotonic()
@@ -75,7 +77,11 @@ def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, qui
                     fit(None, resume=folder, quiet=quiet, **fit_kwargs)
                 else:
                     fit(member_config(config, i, run.path), quiet=quiet, **fit_kwargs)
+        except TrainingPreempted as exc:
+            run.update_summary(wall_seconds_before_resume=round(spent + time.monotonic() - started, 2))
+            raise TrainingPreempted(run.path, exc.epoch, exc.step, exc.signal_name, where=folder.name) from None
         except TrainingInterrupted as exc:
+            run.update_summary(wall_seconds_before_resume=round(spent + time.monotonic() - started, 2))
             raise TrainingInterrupted(run.path, exc.epochs_done) from None
         done = member.read_summary(tolerant=True)
         rows.append({"member": folder.name, "seed": config.train.seed * n + i,

@@ -2,9 +2,13 @@
 `folds.json` with a row per fold and the mean +- std of every metric.
 
 `run_folds(config, fit_fn)` calls `fit_fn(config with data.fold=i and train.out_dir=<base>/fold-<i>)`
-for each fold; a fold whose run folder already holds a finished `summary.json` is reused, so an
-interrupted 82-fold LOSO run continues where it stopped. The fold's metrics are those `evaluate_fn`
-returns for its run folder (the caller decides how to evaluate), else the `test` block of its summary.
+for each fold; a fold whose run folder already holds a finished `summary.json` is reused and one
+with a last.pt but no finished summary (interrupted, or stopped by a preemption signal, mid-epoch
+even) is resumed (`resume_fn`), so an interrupted 82-fold LOSO run continues where it stopped.
+The folds' config is kept as `<base>/folds-config.yaml`: `ordinalage train --resume <base>` reads
+it. A preemption signal in a fold is raised again (`TrainingPreempted`) naming `<base>` and the fold.
+The fold's metrics are those `evaluate_fn` returns for its run folder (the caller decides how to
+evaluate), else the `test` block of its summary.
 """
 
 from __future__ import annotations
@@ -18,12 +22,26 @@ from typing import Any
 
 import numpy as np
 
-from ordinalage.config import Config, replace
+from ordinalage.config import Config, load_config, replace, save_config
 from ordinalage.errors import UsageError
-from ordinalage.runs.rundir import RunDir, write_json
+from ordinalage.runs.rundir import FOLDS_CONFIG, RunDir, write_json
 
 FitFn = Callable[[Config], Path]
+ResumeFn = Callable[[Path], Path]
 EvaluateFn = Callable[[Path], dict[str, Any]]
+#: the folds' config in their base folder (what `ordinalage train --resume <base>` continues)
+
+
+def saved_folds_config(base: str | Path) -> Config | None:
+    """The config a folds run kept in `base` (None when `base` is not the folder of a folds run)."""
+    path = Path(base) / FOLDS_CONFIG
+    return load_config(path) if path.is_file() else None
+
+
+def _resume(run_dir: Path) -> Path:
+    from ordinalage.training.train import train
+
+    return train(None, resume=run_dir)
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
@@ -59,8 +77,12 @@ def base_dir(config: Config) -> Path:
 
 
 def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = None,
-              n_folds: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train every fold of `config.data.protocol`; write and return folds.json's content."""
+              n_folds: int | None = None, quiet: bool = False, resume_fn: ResumeFn | None = None) -> dict[str, Any]:
+    """Train every fold of `config.data.protocol`; write and return folds.json's content.
+
+    `resume_fn(run_dir)` continues a fold that holds a last.pt (default: `training.train.train`)."""
+    from ordinalage.training.fit import TrainingPreempted
+
     if n_folds is None:
         from ordinalage.data.prepare import fold_count
 
@@ -69,6 +91,7 @@ def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = No
         raise UsageError(f"data.protocol {config.data.protocol!r}: no folds on {', '.join(config.data.sources)}")
     base = base_dir(config)
     base.mkdir(parents=True, exist_ok=True)
+    save_config(replace(config, train=replace(config.train, out_dir=str(base))), base / FOLDS_CONFIG)
     rows: list[dict[str, Any]] = []
     for fold in range(n_folds):
         run_dir = base / f"fold-{fold}"
@@ -77,9 +100,15 @@ def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = No
         if not reused:
             fold_config = replace(config, data=replace(config.data, fold=fold),
                                   train=replace(config.train, out_dir=str(run_dir)))
+            partial = RunDir(run_dir).last_pt.is_file()
             if not quiet:
-                print(f"ordinalage: fold {fold + 1}/{n_folds} ({config.data.protocol}) -> {run_dir}", file=sys.stderr)
-            run_dir = Path(fit_fn(fold_config))
+                print(f"ordinalage: fold {fold + 1}/{n_folds} ({config.data.protocol}) -> {run_dir}"
+                      + (" (resuming)" if partial else ""), file=sys.stderr)
+            try:
+                run_dir = Path((resume_fn or _resume)(run_dir) if partial else fit_fn(fold_config))
+            except TrainingPreempted as exc:
+                raise TrainingPreempted(base, exc.epoch, exc.step, exc.signal_name,
+                                        where=f"fold-{fold}" + (f" {exc.where}" if exc.where else "")) from None
             summary = _read_summary(run_dir)
         metrics = evaluate_fn(run_dir) if evaluate_fn is not None else summary.get("test", {})
         row: dict[str, Any] = {"fold": fold, "run_dir": str(run_dir), "reused": reused}

@@ -1,6 +1,9 @@
 """`train(config)`: one model (`fit`) or an ensemble of `train.members` models (`fit_ensemble`),
 whichever the config or the resumed run folder asks for. The commands and the Python API call this;
-the ensemble trainer calls `fit`, never the reverse; whoever asked for the run evaluates it."""
+the ensemble trainer calls `fit`, never the reverse; whoever asked for the run evaluates it.
+
+`resumable(folder)` says whether `ordinalage train --resume auto --out FOLDER` continues FOLDER
+(it holds a last.pt, or is an ensemble's or a folds run's folder) or starts it."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 from ordinalage.config import Config
 from ordinalage.errors import UsageError
 from ordinalage.runs.members import is_ensemble_run
+from ordinalage.runs.rundir import FOLDS_CONFIG, RunDir
 from ordinalage.training.ensemble import fit_ensemble
 from ordinalage.training.fit import fit
 
@@ -26,4 +30,14 @@ def train(config: Config | None, *, resume: str | Path | None = None, quiet: boo
     return fit(config, resume=resume, quiet=quiet, **fit_kwargs)
 
 
-__all__ = ["train"]
+def resumable(folder: str | Path) -> bool:
+    """True when `folder` holds a run to continue: a last.pt (a single run, also one a signal
+    stopped mid-epoch), an ensemble's folder (its members resume or start), or a folds run's base
+    folder; False for a missing or empty folder, or one whose run never reached its first checkpoint."""
+    run = RunDir(folder)
+    if not run.path.is_dir():
+        return False
+    return run.last_pt.is_file() or is_ensemble_run(run.path) or (run.path / FOLDS_CONFIG).is_file()
+
+
+__all__ = ["resumable", "train"]

@@ -6,6 +6,12 @@ target there). A trial's run folder is ``<study>/trials/<number>``. A trial that
 out of memory, a bad combination of values, any other error) is recorded as failed with its
 reason in the user attribute ``fail_reason`` and the worker goes on; an interrupted trial is
 recorded with ``fail_reason: interrupted`` and does not count towards the target.
+
+A worker that gets SIGTERM or SIGUSR1 (a scheduler preempting it, `kill`) records its trial as
+failed with ``fail_reason: preempted (SIGTERM)`` and stops; inside training the step in progress
+finishes first (`TrainingPreempted`), elsewhere in the trial the signal stops it at once, and
+between trials the worker just takes no further trial. Such a trial never stays RUNNING and, like
+an interrupted one, does not count towards the target: rerunning the study replaces it.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -30,10 +38,53 @@ from ordinalage.tuning.storage import open_storage
 
 HOST = socket.gethostname()
 INTERRUPTED = "interrupted"
+PREEMPTED = "preempted"  # fail_reason "preempted (SIGTERM)": does not count towards the target
 
 
 class TrialFailed(Exception):
     """A trial failed for a recorded reason; the study goes on."""
+
+
+class WorkerPreempted(KeyboardInterrupt):
+    """SIGTERM or SIGUSR1 reached a tuning worker outside training (a KeyboardInterrupt, so that
+    Optuna records the trial it stops as failed, and no `except Exception` swallows it)."""
+
+    def __init__(self, signal_name: str = "SIGTERM") -> None:
+        super().__init__(f"tuning worker stopped by {signal_name}")
+        self.signal_name = signal_name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.signal_name,)
+
+
+class _WorkerSignals:
+    """SIGTERM/SIGUSR1 handlers for a worker's loop (main thread only; the previous ones return at
+    the end). Inside a trial the signal raises `WorkerPreempted` (training installs its own
+    handlers, which finish the step first); between trials it is noted and no trial starts."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self.in_trial = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+        if self.in_trial:
+            self.in_trial = False  # raise once
+            raise WorkerPreempted(self.signal_name)
+
+    def __enter__(self) -> _WorkerSignals:
+        if threading.current_thread() is threading.main_thread():
+            from ordinalage.training.fit import PREEMPT_SIGNALS
+
+            for sig in PREEMPT_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
 
 
 @dataclass(frozen=True)
@@ -62,7 +113,8 @@ def counts_toward_target(trial: Any) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING):
         return True
     reason = trial.user_attrs.get("fail_reason")
-    return trial.state == TrialState.FAIL and bool(reason) and reason != INTERRUPTED
+    return (trial.state == TrialState.FAIL and bool(reason) and reason != INTERRUPTED
+            and not str(reason).startswith(PREEMPTED))
 
 
 def target_count(trials: Iterable[Any]) -> int:
@@ -158,12 +210,29 @@ def _free_device_memory() -> None:
 class Objective:
     """Train one trial with `fit` and return the best per-epoch value of the objective metric."""
 
-    def __init__(self, job: WorkerJob, lock: HostLock, console: Console, device: str | None) -> None:
+    def __init__(self, job: WorkerJob, lock: HostLock, console: Console, device: str | None,
+                 signals: _WorkerSignals | None = None) -> None:
         self.job, self.spec, self.lock, self.console, self.device = job, job.spec, lock, console, device
+        self.signals = signals
         self.last_state = ""
         self.last_number: int | None = None
 
     def __call__(self, trial: Any) -> float:
+        if self.signals is None:
+            return self._run(trial)
+        self.signals.in_trial = True
+        try:
+            if self.signals.signal_name:  # the signal came while Optuna created this trial
+                raise WorkerPreempted(self.signals.signal_name)
+            return self._run(trial)
+        except WorkerPreempted as exc:
+            trial.set_user_attr("fail_reason", f"{PREEMPTED} ({exc.signal_name})")
+            self.last_state = "fail"
+            raise
+        finally:
+            self.signals.in_trial = False
+
+    def _run(self, trial: Any) -> float:
         import optuna
 
         from ordinalage.training import fit as train
@@ -195,6 +264,12 @@ class Objective:
             train.fit(config, on_epoch=on_epoch, quiet=True)
         except optuna.TrialPruned:
             self.last_state = "pruned"
+            raise
+        except train.TrainingPreempted as exc:  # the step finished and last.pt was written; the trial is lost
+            trial.set_user_attr("fail_reason", f"{PREEMPTED} ({exc.signal_name})")
+            self.last_state = "fail"
+            raise
+        except WorkerPreempted:
             raise
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", INTERRUPTED)
@@ -282,10 +357,17 @@ def _work(job: WorkerJob) -> dict[str, int]:
     study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=sampler,
                               pruner=make_pruner(job.spec))
     lock = HostLock(Path(job.study_dir) / ".ask.lock")
-    objective = Objective(job, lock, console, _device_for(job))
+    with _WorkerSignals() as signals:
+        return _trials(job, study, lock, Objective(job, lock, console, _device_for(job), signals), console, signals)
+
+
+def _trials(job: WorkerJob, study: Any, lock: HostLock, objective: Objective, console: Console,
+            signals: _WorkerSignals) -> dict[str, int]:
     outcomes = {"complete": 0, "pruned": 0, "fail": 0}
     fails_in_row = 0
     while job.deadline is None or time.time() < job.deadline:
+        if signals.signal_name:  # signalled between trials: take no further trial
+            raise WorkerPreempted(signals.signal_name)
         lock.acquire()
         try:
             if job.target is not None and target_count(study.get_trials(deepcopy=False)) >= job.target:
