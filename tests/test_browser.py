@@ -2,6 +2,8 @@
 
 An age label must appear for an uploaded photo and for the camera stream. Screenshots are kept in
 the pytest tmp folder; docs/img/serve_page.png is written when missing (or ORDINALAGE_DOCS_SCREENSHOT=1).
+The HTML report (`ordinalage report`, `evaluate --report`) must open from a file:// URL with no
+console error, every image decoded, and nothing loaded from the network.
 """
 
 from __future__ import annotations
@@ -97,5 +99,48 @@ def test_page_shows_the_reason_for_a_bad_upload(server: str, tmp_path: Path) -> 
         wait.until(lambda d: d.find_element(By.ID, "status").text)
         assert "broken.png" in driver.find_element(By.ID, "status").text
         assert _labels(driver) == []
+    finally:
+        driver.quit()
+
+
+def test_html_report_opens_from_disk_with_nothing_from_the_network(tiny_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from browser_tools import CHROMEDRIVER, CHROMIUM
+    from selenium import webdriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ordinalage.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run("coral"), run)  # evaluate a copy: the shared tiny run stays as it is
+    assert main(["evaluate", str(run), "--device", "cpu", "--by", "gender", "--threshold", "18", "--report",
+                 "--json"]) == 0
+    page = run / "eval-test" / "report.html"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,900"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=opts, service=service)
+    try:
+        driver.get(page.as_uri())
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda d: d.execute_script("return document.readyState") == "complete")
+        images = driver.execute_script(
+            "return Array.from(document.images, i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])")
+        assert len(images) >= 5, images
+        assert all(done and width > 0 and src == "data:image/png;base64," for done, width, src in images), images
+        urls = driver.execute_script(
+            "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+            ".map(e => e.name).concat("
+            "Array.from(document.querySelectorAll('[src],[href]'), e => e.getAttribute('src') || e.getAttribute('href')))")
+        assert all(u.startswith(("data:", "file:", "#")) for u in urls), [u for u in urls if not u.startswith("data:")]
+        assert driver.execute_script("return document.scripts.length") == 0
+        assert "Test metrics" in driver.find_element("tag name", "body").text
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert errors == []
+        driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()

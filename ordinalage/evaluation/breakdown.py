@@ -30,6 +30,9 @@ from ordinalage.posterior.metrics import paired_ages
 RESERVED = ("by_age", "gaps")
 GENDERS = {"0": "male", "1": "female"}
 RACES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others"}
+#: the names of coded attribute values: UTKFace's gender and race codes (the IMDB-WIKI and Adience
+#: readers code gender the same way, 0 male, 1 female)
+VALUE_NAMES: dict[str, dict[str, str]] = {"gender": GENDERS, "race": RACES}
 _UTK = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)")
 
 
@@ -37,14 +40,43 @@ _UTK = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)")
 # attributes
 
 
-def utkface_attributes(path: str | Path) -> dict[str, str]:
+def utkface_attributes(path: str | Path, codes: bool = False) -> dict[str, str]:
     """{"gender": "male"|"female", "race": "White"|"Black"|"Asian"|"Indian"|"Others"} from a UTKFace
-    name `{age}_{gender}_{race}_{date}...jpg`; {} when the name does not follow that pattern (a few
-    UTKFace files lack the race field)."""
+    name `{age}_{gender}_{race}_{date}...jpg` (`codes`: the name's own codes, "0"/"1" and "0"-"4");
+    {} when the name does not follow that pattern (a few UTKFace files lack the race field)."""
     m = _UTK.match(Path(path).name)
     if not m:
         return {}
+    if codes:
+        return {"gender": m.group(2), "race": m.group(3)}
     return {"gender": GENDERS[m.group(2)], "race": RACES[m.group(3)]}
+
+
+def _text(value: Any) -> str:
+    """A value as table text: None -> "", whole floats without ".0" (a gender read as 1.0 is "1")."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def value_name(attribute: str, value: Any) -> str:
+    """The name of a coded value where the attribute has names (`VALUE_NAMES`: gender 0/1 -> male/
+    female, race 0-4 -> White, Black, Asian, Indian, Others), else the value as text ("" = unknown)."""
+    text = _text(value)
+    return VALUE_NAMES.get(attribute, {}).get(text, text)
+
+
+def value_code(attribute: str, value: Any) -> str | None:
+    """The code of a value (given as its code or its name) of a coded attribute; None otherwise."""
+    names = VALUE_NAMES.get(attribute)
+    if not names:
+        return None
+    text = _text(value)
+    if text in names:
+        return text
+    return next((code for code, name in names.items() if name == text), None)
 
 
 def parse_by(text: str | Sequence[str] | None) -> list[str]:
@@ -134,16 +166,24 @@ def _sort_key(v: Any) -> tuple[int, float, str]:
         return (1, math.nan, str(v))
 
 
+def _keys(values: Sequence[Any], name: str) -> np.ndarray:
+    """Each image's value of attribute `name` by name (codes named, see `value_name`; "" = unknown)."""
+    return np.array([value_name(name, v) for v in values], dtype=object)
+
+
 def by_attribute(true_age: Any, pred_age: Any, values: Sequence[Any], name: str, seed: int = 0,
                  n_resamples: int = 2000) -> list[dict[str, Any]]:
-    """One row per value of attribute `name` (None / "" = unknown, left out): {value, n, bias(+CI), mae(+CI)}."""
+    """One row per value of attribute `name` (None / "" = unknown, left out): {value, n, bias(+CI),
+    mae(+CI)}. Coded values are named (`value_name`, e.g. gender 0 -> male) and such rows keep the
+    code as `code` (given as codes or names, the rows are the same)."""
     t, err = _errors(true_age, pred_age)
     if len(values) != t.size:
         raise UsageError(f"--by {name!r}: {len(values)} values for {t.size} images")
-    keys = np.array(["" if v is None else str(v) for v in values], dtype=object)
+    keys = _keys(values, name)
     rows = []
     for v in sorted({k for k in keys if k != ""}, key=_sort_key):
-        rows.append({"value": v, **error_stats(err[keys == v], cell_rng(seed, f"{name}={v}"), n_resamples)})
+        code = {"code": value_code(name, v)} if name in VALUE_NAMES else {}
+        rows.append({"value": v, **code, **error_stats(err[keys == v], cell_rng(seed, f"{name}={v}"), n_resamples)})
     return rows
 
 
@@ -155,7 +195,7 @@ def largest_gap(true_age: Any, pred_age: Any, values: Sequence[Any], rows: Seque
     bias_low, min_n}; `*_high`/`*_low` name the two values. None with fewer than two such values.
     """
     _, err = _errors(true_age, pred_age)
-    keys = np.array(["" if v is None else str(v) for v in values], dtype=object)
+    keys = _keys(values, name)
     ok = [r for r in rows if r["n"] >= max(int(min_n), 2)]
     if len(ok) < 2:
         return None

@@ -1,6 +1,7 @@
 """Predictions -> metrics -> report: judge a run (or a checkpoint), or any predictions CSV.
 
-Outputs (into `out`): metrics.json, predictions.csv (runs only), confusion_count.png, confusion_norm.png.
+Outputs (into `out`): metrics.json, predictions.csv (runs only), confusion_count.png, confusion_norm.png,
+and for runs and checkpoints MODEL_CARD.md (and report.html with `report`).
 Tables go to stderr; the returned dict is what `--json` prints. See docs/evaluation.md.
 """
 
@@ -202,6 +203,7 @@ def evaluate_run(
     calibrate: bool = False,
     per_source: bool = False,
     ensemble: Sequence[str | Path] = (),
+    report: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run folder (its best.pt) or a .pt checkpoint on `split` of its own data or `data`.
 
@@ -216,6 +218,8 @@ def evaluate_run(
     one row of metrics per data source (each --data spec) and the combined row, as `per_source`.
     `ensemble`: more runs or checkpoints whose predictions are averaged with this one's (their
     label distributions, or ages for regression heads); the first target's split and data are used.
+    The output folder always gets MODEL_CARD.md (`model_card.write_model_card`); `report`: also
+    report.html (`html_report.write_report`), beside metrics.json.
 
     Returns the metrics dict plus `baseline` (training split's majority group and median age),
     `baseline_source`, `split`, `checkpoint`, `data`, `skipped`, `dropped_out_of_range`, `out`.
@@ -233,6 +237,7 @@ def evaluate_run(
     from ordinalage.runs.members import check_compatible, member_dirs
 
     members_of_target = member_dirs(target)
+    card_run = target if members_of_target else None  # the ensemble's folder describes the model
     if members_of_target:  # an ensemble run: its members, written beside the ensemble's folder
         out = out or eval_dir(target, split, data, tta)
         target, ensemble = members_of_target[0], [*members_of_target[1:], *ensemble]
@@ -295,6 +300,15 @@ def evaluate_run(
     write_outputs(out_dir, result, groups.labels, f"{checkpoint.name} on {split}{view}")
     write_predictions_csv(out_dir / "predictions.csv", preds, groups)
     _write_extras(out_dir, result, preds, loaded, thresholds, challenges)
+    from ordinalage.evaluation.model_card import write_model_card
+
+    card_run = card_run or (run_dir if run_dir is not None and (Path(run_dir) / "config.yaml").is_file() else None)
+    write_model_card(out_dir, card_run, records)
+    if report:
+        from ordinalage.evaluation.html_report import write_report
+
+        result["report"] = write_report([card_run] if card_run is not None else [], out_dir / "report.html",
+                                        eval_dir=out_dir, show=False)["out"]
     if show:
         console = stderr_console()
         print_evaluation(result, title=f"{checkpoint} on {split}{view} (n={result['n']})")
@@ -303,7 +317,7 @@ def evaluate_run(
         from ordinalage.evaluation.decision_report import print_decisions
 
         print_decisions(decisions, console)
-        console.print(f"wrote {out_dir}")
+        console.print(f"wrote {out_dir}" + (" (with MODEL_CARD.md and report.html)" if report else " (with MODEL_CARD.md)"))
     return result
 
 
