@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 KINDS = ("synth", "utkface", "megaage", "folder", "csv",
-         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb", "faeb")
+         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb", "faeb",
+         "photos")  # photos: no ages; refused here, read by data/photos.py where no ages are needed
 # options each kind takes after `?` (None: any value); other kinds take the whole rest as PATH
 OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "afad": {"images": None}, "morph": {"images": None}, "cacd": {"images": None},
@@ -262,6 +263,7 @@ READERS: dict[str, Reader] = {
     "adience": _lazy("ordinalage.data.adience", "read_adience"),
     "imdbwiki": _lazy("ordinalage.data.imdbwiki", "read_imdbwiki"),
     "faeb": _lazy("ordinalage.data.faeb", "read_faeb"),  # read_spec passes it data.bbox_extension
+    "photos": _lazy("ordinalage.data.photos", "read_photos_as_labelled"),
 }
 
 

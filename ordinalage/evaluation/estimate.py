@@ -3,6 +3,9 @@
 EM (`prior.em_prior`) on the model's label distributions over the images; the mix is stored as a
 prior.json (with a PNG against the training mix) for later `--prior FILE` use by `predict` and
 `serve`, which see one photo at a time and cannot estimate a mix themselves.
+
+The images need no ages: besides the labelled specs, `photos:PATH` takes any folder of photos, and
+every face in them is found and cropped as `predict` does (`predict.predict_photos`, `detector`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from ordinalage.posterior.prior import DEFAULT_SMOOTH, PriorEstimate, em_prior, 
 
 
 def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str | Path = "prior.json",
-                   split: str = "all", device: str = "auto", show: bool = True) -> dict[str, Any]:
-    """Estimate and write the age mix of `data` (or of the run's own `split`); returns a summary."""
+                   split: str = "all", device: str = "auto", show: bool = True,
+                   detector: str = "haar") -> dict[str, Any]:
+    """Estimate and write the age mix of `data` (or of the run's own `split`); returns a summary.
+
+    `photos:PATH` specs in `data` are photos without ages: each face found by `detector` counts
+    once (`n_faces`); other specs are read as labelled data (ages unused)."""
+    from ordinalage.data.photos import is_photos_spec
     from ordinalage.evaluation.evaluate import _select_records, predict_records
     from ordinalage.posterior.adapt import check_distribution
     from ordinalage.runs.checkpoint import load_model
@@ -28,21 +36,53 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
 
     if not Path(run).exists():
         raise UsageError(f"{run}: no such run folder or checkpoint")
-    loaded = load_model(run, select_device(device))
-    records, _ = _select_records(loaded, loaded.run_dir, data, split)
-    preds = predict_records(loaded, records, device=device, show=show)
-    check_distribution(preds.label_proba, loaded.train_prior, loaded.config.model.head)
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise UsageError(f"{out}: the prior is written as JSON; give a path ending in .json")
-    est = estimate_prior_for(preds.label_proba, loaded.label_ages, loaded.train_prior, out, out.with_suffix(".png"),
-                             meta={"checkpoint": str(loaded.checkpoint_path), "data": list(data or [split])})
-    result = {"out": str(out), "png": str(out.with_suffix(".png")), "n_images": len(preds), "n_iter": est.n_iter,
+    photos = [d for d in data or () if is_photos_spec(d)]
+    labelled = [d for d in data or () if not is_photos_spec(d)]
+    if photos and split != "all":
+        raise UsageError(f"photos: specs have no splits; estimate over all their faces (split 'all'), not {split!r}")
+    loaded = load_model(run, select_device(device))
+    parts: list[np.ndarray] = []
+    n_faces = 0
+    if labelled or not photos:
+        try:
+            records, _ = _select_records(loaded, loaded.run_dir, labelled or None, split)
+        except UsageError as exc:
+            hint = [d for d in labelled if d.startswith("folder:")]
+            if hint and ("no images" in str(exc) or "must be an age group" in str(exc)):
+                raise UsageError(f"{exc}; folder: expects one sub-folder per age group (21-30/, 71+/); "
+                                 f"for plain photos without ages use photos:{hint[0][len('folder:'):]}") from None
+            raise
+        parts.append(predict_records(loaded, records, device=device, show=show).label_proba)
+    if photos:
+        from ordinalage.inference.detectors import make_detector
+        from ordinalage.inference.predict import FacePredictor, predict_photos
+
+        face_detector = make_detector(detector)
+        predictor = FacePredictor(run, device, detector=face_detector.name)
+        for spec in photos:
+            records_p, res = predict_photos(spec, predictor, face_detector, show=show)
+            parts.append(res.label_proba)
+            n_faces += len(records_p)
+    label_proba = np.concatenate(parts) if all(p is not None for p in parts) else None
+    check_distribution(label_proba, loaded.train_prior, loaded.config.model.head)
+    n = int(np.shape(label_proba)[0])
+    meta: dict[str, Any] = {"checkpoint": str(loaded.checkpoint_path), "data": list(data or [split])}
+    if photos:
+        meta.update(n_faces=n_faces, detector=detector)
+    est = estimate_prior_for(label_proba, loaded.label_ages, loaded.train_prior, out, out.with_suffix(".png"),
+                             meta=meta)
+    result = {"out": str(out), "png": str(out.with_suffix(".png")), "n_images": n, "n_iter": est.n_iter,
               "converged": est.converged}
+    if photos:
+        result.update(n_faces=n_faces, detector=detector)
     if show:
         from ordinalage.evaluation.report import stderr_console
 
-        stderr_console().print(f"estimated the age mix of {len(preds)} images in {est.n_iter} EM iterations"
+        what = f"{n} faces and images" if photos and labelled else (f"{n} faces" if photos else f"{n} images")
+        stderr_console().print(f"estimated the age mix of {what} in {est.n_iter} EM iterations"
                                f"{'' if est.converged else ' (not converged)'}: wrote {out}")
     return result
 

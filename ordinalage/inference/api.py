@@ -1,7 +1,8 @@
 """The Python API: `ordinalage.load(path) -> AgeEstimator`, `.predict(image) -> list[Face]`.
 
-An `AgeEstimator` wraps a checkpoint's `FacePredictor` (the model over face crops) and the Haar
-detector (`faces.HaarFaceDetector`). `predict` takes a path, a PIL image or an RGB uint8 array;
+An `AgeEstimator` wraps a checkpoint's `FacePredictor` (the model over face crops) and a face
+detector (`detector="haar"`: `faces.HaarFaceDetector`, the default; or another of
+`detectors.DETECTORS`, e.g. the optional `dlib`). `predict` takes a path, a PIL image or an RGB uint8 array;
 with `detect=True` every face found is cropped like a training chip, with `detect=False` the whole
 image is the face chip (decoded with the run's `data.geometry`, as `ordinalage predict --detect none`).
 `predict_batch` sends the crops of all its images through one model call. The model call holds a
@@ -10,6 +11,7 @@ lock, so one estimator can be shared by threads (the HTTP server does). See docs
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.inference.faces import Box, HaarFaceDetector
+from ordinalage.inference.detectors import FaceDetector, make_detector
+from ordinalage.inference.faces import Box
 from ordinalage.inference.predict import FacePredictor, FaceResults, load_rgb
 
 ImageInput = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W, 3) uint8 RGB
@@ -82,10 +85,16 @@ def to_rgb(image: ImageInput) -> np.ndarray:
 class AgeEstimator:
     """Age, age group and group probabilities of the faces in images, from one checkpoint."""
 
-    def __init__(self, predictor: FacePredictor, detector: HaarFaceDetector | None = None) -> None:
+    def __init__(self, predictor: FacePredictor, detector: FaceDetector | None = None,
+                 detector_name: str | None = None) -> None:
+        """`detector`: one detector shared by every thread; else one `detector_name` detector per thread
+        (default: the predictor's detector, "haar")."""
         self.predictor = predictor
         self._detector = detector
-        self._local = threading.local()  # one Haar detector per thread (OpenCV's classifier keeps state)
+        self.detector_name = detector.name if detector is not None else (detector_name or predictor.detector)
+        if detector is None:
+            make_detector(self.detector_name)  # a missing optional package fails here, not on the first photo
+        self._local = threading.local()  # one detector per thread (OpenCV's classifier keeps state)
         self._lock = threading.Lock()  # around the model
 
     # -- public ----------------------------------------------------------------------------
@@ -126,6 +135,8 @@ class AgeEstimator:
             "data": list(cfg.data.sources),
             "device": str(self.predictor.device),
             "tta": bool(self.predictor.tta),
+            "detector": self.detector_name,
+            "crop": {"ratio": dataclasses.asdict(self.predictor.ratio), "source": self.predictor.crop_source},
         }
         summary = self._summary()
         if summary:
@@ -198,12 +209,12 @@ class AgeEstimator:
             faces.append(face)
         return faces
 
-    def _face_detector(self) -> HaarFaceDetector:
+    def _face_detector(self) -> FaceDetector:
         if self._detector is not None:
             return self._detector
         det = getattr(self._local, "detector", None)
         if det is None:
-            det = self._local.detector = HaarFaceDetector()
+            det = self._local.detector = make_detector(self.detector_name)
         return det
 
     def _summary(self) -> dict[str, Any]:
@@ -220,10 +231,13 @@ class AgeEstimator:
 
 
 def load(path: str | Path, device: str = "auto", tta: bool = False, prior: str | None = None,
-         interval: float | None = None) -> AgeEstimator:
+         interval: float | None = None, detector: str = "haar") -> AgeEstimator:
     """An AgeEstimator from a run folder (best.pt preferred), a checkpoint file, or an ensemble run
     folder (`train --members N`: its members averaged).
 
     `prior`: adapt to an age mix (train | uniform | a prior file; em: the mix of each batch);
-    `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json)."""
-    return AgeEstimator(FacePredictor(path, device, tta=tta, prior=prior, interval=interval))
+    `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json); `detector`:
+    the face detector by name (detectors.DETECTORS: haar, dlib; a missing optional package is a
+    UsageError naming the pip command)."""
+    make_detector(detector)  # before the model loads
+    return AgeEstimator(FacePredictor(path, device, tta=tta, prior=prior, interval=interval, detector=detector))

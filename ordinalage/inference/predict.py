@@ -22,12 +22,27 @@ import numpy as np
 from ordinalage.data.decode import ImageDecodeError, decode_image
 from ordinalage.data.files import IMAGE_EXTENSIONS, list_images
 from ordinalage.errors import UsageError
-from ordinalage.inference.faces import UTKFACE_CHIP, Box, ChipRatio, HaarFaceDetector, crop_face
+from ordinalage.inference.faces import (
+    Box,
+    ChipRatio,
+    Exposure,
+    crop_face,
+    expose,
+    load_crop_ratios,
+    load_exposure,
+)
 
 IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS)
-DETECTORS = ("haar", "none")
+DETECTORS = ("haar", "none")  # --detect; --detector names any of detectors.DETECTORS
 MAX_HELD_PIXELS = 64_000_000  # images kept for --annotate while their faces wait for a batch
 NO_FACE = "no face found"
+# Each detected face is predicted in these framings of its chip square, (scale, dx, dy) in chip
+# sides, and the outputs averaged like an ensemble's: the square itself, 5% smaller and larger, 3%
+# higher and lower (5x the model time per face; on the UTKFace validation faces pasted into photos
+# it took 0.1-0.4 years off the MAE, benchmarks/photo_skew.py, docs/predict.md). A crop with
+# `detect=False` is one view.
+VIEWS: tuple[tuple[float, float, float], ...] = (
+    (1.0, 0.0, 0.0), (0.95, 0.0, 0.0), (1.05, 0.0, 0.0), (1.0, 0.0, -0.03), (1.0, 0.0, 0.03))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,13 +92,18 @@ class FaceResults:
 class FacePredictor:
     """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio = UTKFACE_CHIP,
+    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio | None = None,
                  tta: bool = False, prior: str | None = None, interval: float | None = None,
-                 ensemble: Sequence[str | Path] = ()) -> None:
+                 ensemble: Sequence[str | Path] = (), detector: str = "haar",
+                 views: Sequence[tuple[float, float, float]] | None = None) -> None:
         """`prior`: train | uniform | em | a prior file (`em`: the mix of each batch of faces predicted
         together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`).
         `ensemble`: more runs or checkpoints averaged with this one (as an ensemble run folder's
-        members are: their label distributions, or ages for regression heads)."""
+        members are: their label distributions, or ages for regression heads). `ratio`: the box-to-chip
+        ratio for crops; by default the run's own for `detector` (face_crop.json, written by
+        `detectors.measure_crop_ratios`) or the detector's documented default (`crop_source` says which).
+        `views`: the (scale, dx, dy) framings of each detected face averaged (test-time jitter;
+        default `VIEWS`); ((1, 0, 0),) for the one crop."""
         from ordinalage.runs.members import load_members
         from ordinalage.runs.runtime import resolve_precision, select_device
 
@@ -99,7 +119,16 @@ class FacePredictor:
         self.geometry = self.loaded.config.data.geometry
         self.target = self.loaded.config.model.target
         self.precision = resolve_precision(self.loaded.config.train.precision, self.device)
-        self.ratio = ratio
+        run_dir = self.loaded.run_dir or self.loaded.checkpoint_path.parent
+        self.crop_ratios, self.crop_source = load_crop_ratios(run_dir)
+        self.exposure: Exposure | None = load_exposure(run_dir)  # None: crops as cut
+        self.detector = detector
+        self.views = tuple(tuple(float(x) for x in v) for v in (VIEWS if views is None else views))
+        if not self.views or any(len(v) != 3 or v[0] <= 0 for v in self.views):
+            raise UsageError(f"views: expected (scale > 0, dx, dy) triples, got {views!r}")
+        self.ratio = ratio if ratio is not None else self.ratio_for(detector)
+        if ratio is not None:
+            self.crop_source = "given"
         self.tta = tta  # also predict the mirrored crop and average the logits
         self.prior = prior
         if prior is not None:
@@ -118,17 +147,68 @@ class FacePredictor:
     def size(self) -> int:
         return int(self.spec.size)
 
-    def crop(self, rgb: np.ndarray, box: Box) -> np.ndarray:
-        """The training-chip-like crop of `box`, (size, size, 3) uint8."""
-        return crop_face(rgb, box, self.size, self.ratio)
+    def ratio_for(self, detector: str) -> ChipRatio:
+        """The box-to-chip ratio for boxes of `detector`: the run's own (face_crop.json) or the default."""
+        from ordinalage.inference.detectors import detector_ratio
+
+        return self.crop_ratios.get(detector) or detector_ratio(detector)
+
+    def crop(self, rgb: np.ndarray, box: Box, view: tuple[float, float, float] | None = None) -> np.ndarray:
+        """The training-chip-like crop of `box`, (size, size, 3) uint8; with several `views` (and no
+        `view` given) all of them, (V, size, size, 3), which `__call__` averages. `view`: one
+        (scale, dx, dy) framing (faces.crop_face). A crop from an underexposed photo is brightened to
+        the training crops' highlights (faces.expose, `exposure`)."""
+        if view is not None or len(self.views) == 1:
+            return expose(crop_face(rgb, box, self.size, self.ratio, view=view or self.views[0]), self.exposure)
+        return expose(np.stack([crop_face(rgb, box, self.size, self.ratio, view=v) for v in self.views]),
+                      self.exposure)
 
     def __call__(self, crops: np.ndarray | Sequence[np.ndarray]) -> FaceResults:
-        """Predict a batch of (S, S, 3) uint8 RGB crops."""
+        """Predict a batch of (S, S, 3) uint8 RGB crops; an item of (V, S, S, 3) is V views of one face
+        (`crop` with several `views`), whose outputs are averaged like an ensemble's."""
+        items = None if isinstance(crops, np.ndarray) and crops.ndim == 4 else [np.asarray(c) for c in crops]
+        if items is None or all(c.ndim == 3 for c in items):
+            res = self._predict(crops if items is None else np.stack(items) if items else
+                                np.zeros((0, self.size, self.size, 3), np.uint8))
+        else:
+            counts = [1 if c.ndim == 3 else c.shape[0] for c in items]
+            flat = self._predict(np.concatenate([c.reshape(-1, *c.shape[-3:]) for c in items]))
+            res = self._average_views(flat, counts)
+        if self.prior is not None and len(res.age):
+            from ordinalage.posterior.adapt import adapt_predictions
+
+            a = adapt_predictions(res.label_proba, self.loaded, self.prior)
+            res = FaceResults(age=a.age, group=a.group, group_proba=a.group_proba, label_proba=a.label_proba)
+        if self.calibration is not None and len(res.age):
+            from ordinalage.posterior.intervals import predict_interval
+
+            res.age_lo, res.age_hi = predict_interval(self.calibration, pred_age=res.age, label_proba=res.label_proba,
+                                                      label_ages=self.loaded.label_ages)
+        return res
+
+    def _average_views(self, flat: FaceResults, counts: Sequence[int]) -> FaceResults:
+        from ordinalage.posterior.adapt import average_outputs
+
+        parts, k = [], 0
+        for n in counts:
+            sl = slice(k, k + n)
+            lps = [flat.label_proba[i:i + 1] for i in range(k, k + n)] if flat.label_proba is not None else [None]
+            parts.append(average_outputs(lps, [flat.age[i:i + 1] for i in range(k, k + n)],
+                                         [flat.group_proba[i:i + 1] for i in range(k, k + n)], self.loaded)
+                         if n > 1 else (flat.age[sl], flat.group[sl], flat.group_proba[sl],
+                                        None if flat.label_proba is None else flat.label_proba[sl]))
+            k += n
+        return FaceResults(age=np.concatenate([p[0] for p in parts]), group=np.concatenate([p[1] for p in parts]),
+                           group_proba=np.concatenate([p[2] for p in parts]).astype(float),
+                           label_proba=None if flat.label_proba is None else np.concatenate([p[3] for p in parts]))
+
+    def _predict(self, crops: np.ndarray) -> FaceResults:
+        """The model (and ensemble members, averaged) over (N, S, S, 3) crops; no prior, no interval."""
         import torch
 
         from ordinalage.inference.infer import infer
 
-        batch = np.ascontiguousarray(np.stack(list(crops)) if not isinstance(crops, np.ndarray) else crops)
+        batch = np.ascontiguousarray(crops)
         if batch.ndim != 4 or batch.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {batch.shape}")
         x = torch.from_numpy(batch).permute(0, 3, 1, 2)
@@ -144,16 +224,6 @@ class FacePredictor:
             out = outs[0]
             res = FaceResults(age=out.age, group=out.group, group_proba=out.group_proba.astype(float),
                               label_proba=out.label_proba)
-        if self.prior is not None and len(res.age):
-            from ordinalage.posterior.adapt import adapt_predictions
-
-            a = adapt_predictions(res.label_proba, self.loaded, self.prior)
-            res = FaceResults(age=a.age, group=a.group, group_proba=a.group_proba, label_proba=a.label_proba)
-        if self.calibration is not None and len(res.age):
-            from ordinalage.posterior.intervals import predict_interval
-
-            res.age_lo, res.age_hi = predict_interval(self.calibration, pred_age=res.age, label_proba=res.label_proba,
-                                                      label_ages=self.loaded.label_ages)
         return res
 
     def group_of(self, age: float, group_proba: np.ndarray) -> int:
@@ -215,9 +285,13 @@ class _Pending:
     pixels: int = 0
 
 
-def _record(path: Path, face: int | None = None, box: Box | None = None, reason: str | None = None) -> dict[str, Any]:
-    return {"file": str(path), "face": face, "box": box.as_list() if box else None, "age": None, "group": None,
-            "group_proba": None, "reason": reason}
+def _record(path: Path, face: int | None = None, box: Box | None = None, reason: str | None = None,
+            detector: str = "haar") -> dict[str, Any]:
+    rec = {"file": str(path), "face": face, "box": box.as_list() if box else None, "age": None, "group": None,
+           "group_proba": None, "reason": reason, "detector": detector}
+    if box is not None and box.angle:
+        rec["angle"] = round(float(box.angle), 1)
+    return rec
 
 
 def run_predict(
@@ -233,13 +307,17 @@ def run_predict(
     prior: str | None = None,
     interval: float | None = None,
     ensemble: Sequence[str | Path] = (),
+    detector: str | None = None,
 ) -> list[dict[str, Any]]:
     """Predict every face in `inputs` (images or folders); return one record per face.
 
     Record keys: `file`, `face` (index in its image, None when the image gave no face), `box`
     ([x, y, w, h] in image pixels; None for `detect="none"`, where the whole image is the face),
     `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
-    the image could not be read), and `age_lo`/`age_hi` with `interval`. `csv_path` writes the same
+    the image could not be read), `detector` (the detector's name, "none" with `detect="none"`),
+    `angle` (the face's roll in degrees, only on a face cropped turned), and `age_lo`/`age_hi` with
+    `interval`. `detector` names the face detector (detectors.DETECTORS: haar, dlib); it implies
+    `detect="haar"` (detect with it) unless `detect="none"`. `csv_path` writes the same
     as CSV; `annotate` writes copies of the images with boxes and labels into that folder. `tta`
     averages each crop's logits with its mirror's; `prior` adapts to an age mix; `ensemble` averages
     more models with this one (see FacePredictor).
@@ -248,9 +326,15 @@ def run_predict(
         raise UsageError(f"--detect: unknown detector {detect!r} (choose from {', '.join(DETECTORS)})")
     if batch_size < 1:
         raise UsageError(f"--batch-size: must be at least 1, got {batch_size}")
+    if detector is not None and detect == "none":
+        raise UsageError("--detector: give a detector or --detect none, not both")
+    from ordinalage.inference.detectors import make_detector
+
+    face_detector = make_detector(detector or "haar") if detect == "haar" else None  # before the model loads
+    det_name = face_detector.name if face_detector is not None else "none"
     paths = collect_images(inputs)
-    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval, ensemble=ensemble)
-    detector = HaarFaceDetector() if detect == "haar" else None
+    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval, ensemble=ensemble,
+                              detector=det_name if face_detector is not None else "haar")
     out_dir = Path(annotate) if annotate else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,23 +359,23 @@ def run_predict(
 
     for path in paths:
         try:
-            if detector is None:
+            if face_detector is None:
                 crops, boxes = [decode_image(path, predictor.size, predictor.geometry)], [None]
                 rgb = load_rgb(path) if out_dir is not None else None
             else:
                 rgb = load_rgb(path)
-                boxes = detector.detect(rgb)
+                boxes = face_detector.detect(rgb)
                 crops = [predictor.crop(rgb, b) for b in boxes]
         except ImageDecodeError as exc:
-            records.append(_record(path, reason=f"cannot read image ({exc.reason})"))
+            records.append(_record(path, reason=f"cannot read image ({exc.reason})", detector=det_name))
             print(f"ordinalage: {exc}", file=sys.stderr)
             continue
         if not boxes:
-            records.append(_record(path, reason=NO_FACE))
+            records.append(_record(path, reason=NO_FACE, detector=det_name))
         rows = []
         for i, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
             rows.append(len(records))
-            records.append(_record(path, face=i, box=box))
+            records.append(_record(path, face=i, box=box, detector=det_name))
             pending.crops.append(crop)
             pending.rows.append(rows[-1])
         if out_dir is not None and rgb is not None:
@@ -305,6 +389,46 @@ def run_predict(
         write_predictions_csv(csv_path, records, predictor.labels)
     _summarise(records, len(paths), show)
     return records
+
+
+def predict_photos(spec: str, predictor: FacePredictor, detector: Any, batch_size: int = 64,
+                   show: bool = False) -> tuple[list[Any], FaceResults]:
+    """Every face in the images of a `photos:PATH` spec, found and cropped as `run_predict` does:
+    one `Record` per face (data/photos.py: age unknown, a face box path, meta with the box), and the
+    model's results for them in the same order. Images without a face, or unreadable, are counted and
+    reported on stderr; a spec where no face is found at all is a UsageError."""
+    from ordinalage.data.photos import photo_records
+    from ordinalage.data.records import Skipped
+    from ordinalage.inference.faces import chip_frame, square_corners
+
+    crops: list[np.ndarray] = []
+    results: list[FaceResults] = []
+
+    def find(path: Path) -> list[tuple[np.ndarray, list[int], float]]:
+        rgb = load_rgb(path)
+        found = []
+        for box in detector.detect(rgb):
+            crops.append(predictor.crop(rgb, box))
+            found.append((square_corners(*chip_frame(box, predictor.ratio)) - 0.5, box.as_list(), box.angle))
+        if len(crops) >= batch_size:
+            results.append(predictor(crops))
+            crops.clear()
+        return found
+
+    skipped = Skipped(spec)
+    records = photo_records(spec, find, detector=detector.name, skipped=skipped)
+    if crops:
+        results.append(predictor(crops))
+    skipped.report(len(records))
+    if not records:
+        raise UsageError(f"data spec {spec!r}: no face found in any of its images")
+    res = FaceResults(
+        age=np.concatenate([r.age for r in results]), group=np.concatenate([r.group for r in results]),
+        group_proba=np.concatenate([r.group_proba for r in results]),
+        label_proba=None if results[0].label_proba is None else np.concatenate([r.label_proba for r in results]))
+    if show:
+        print(f"{spec}: {len(records)} faces ({detector.name} detector)", file=sys.stderr)
+    return records, res
 
 
 def _write_annotated(src: Path, rgb: np.ndarray, records: list[dict[str, Any]], dest: Path) -> None:
