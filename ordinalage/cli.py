@@ -117,12 +117,25 @@ def _train(args: argparse.Namespace) -> int:
     from ordinalage.evaluation.evaluate import evaluate_after_training
     from ordinalage.runs.rundir import RunExists
     from ordinalage.training.choices import validate
-    from ordinalage.training.fit import TrainingInterrupted
+    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingInterrupted, TrainingPreempted
+    from ordinalage.training.folds import saved_folds_config
+    from ordinalage.training.train import resumable
     from ordinalage.training.train import train as fit
 
+    main_rank = os.environ.get("RANK", "0") == "0"
+    resume = args.resume
     try:
-        if args.resume:
-            run_dir = fit(None, resume=args.resume)
+        if resume == "auto":  # continue --out when it holds a run, else start it from the other flags
+            if not args.out:
+                raise UsageError("--resume auto needs --out RUN_DIR (the run to continue, or to start when it holds none)")
+            resume = args.out if resumable(args.out) else None
+            if main_rank:
+                print(f"ordinalage: {'resuming' if resume else 'starting'} {args.out}", file=sys.stderr)
+        folds_config = saved_folds_config(resume) if resume else None
+        if folds_config is not None:  # a folds run's folder: finished folds are kept, the stopped one resumes
+            return _train_folds(folds_config, args, _folds_to_run(folds_config) or 1)
+        if resume:
+            run_dir = fit(None, resume=resume)
         else:
             config = validate(load_config(args.config, _train_overrides(args), args.set))
             n_folds = _folds_to_run(config)
@@ -132,6 +145,13 @@ def _train(args: argparse.Namespace) -> int:
     except RunExists as exc:
         raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
                          "or choose another --out") from None
+    except TrainingPreempted as exc:  # SIGTERM / SIGUSR1: the position is saved; a scheduler requeues on 75
+        if main_rank:
+            where = f" in {exc.where}" if exc.where else ""
+            at = f"{exc.step} batch(es) into epoch {exc.epoch + 1}" if exc.step else f"after {exc.epoch} epoch(s)"
+            print(f"ordinalage: preempted by {exc.signal_name}{where}, {at}; last.pt holds that position; "
+                  f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except TrainingInterrupted as exc:
         print(f"ordinalage: interrupted; {exc.run_dir / 'last.pt'} holds {exc.epochs_done} finished epoch(s); "
               f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)
@@ -174,6 +194,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         if args.target:
             raise UsageError("evaluate: give either RUN_DIR_OR_CHECKPOINT or --predictions, not both")
+        if args.report:
+            raise UsageError("evaluate --report: give a run folder or checkpoint (a predictions CSV has no run to report)")
         result = evaluate_predictions_file(args.predictions, groups=args.groups, out=args.out, show=not args.json)
     elif args.target:
         from ordinalage.evaluation.breakdown import parse_by
@@ -186,9 +208,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                               strict=args.strict, workers=args.workers, tta=args.tta, prior=args.prior,
                               interval=args.interval, thresholds=thresholds, challenges=challenges,
                               by=parse_by(args.by), calibrate=args.calibrate, per_source=args.per_source,
-                              ensemble=args.ensemble or ())
+                              ensemble=args.ensemble or (), report=args.report)
     else:
         raise UsageError("evaluate: give RUN_DIR_OR_CHECKPOINT or --predictions CSV")
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ordinalage.evaluation.html_report import write_report
+
+    result = write_report(args.targets, args.out, card=args.card, show=not args.json)
     if args.json:
         _print_json(result)
     return 0
@@ -214,10 +245,17 @@ def _bakeoff(args: argparse.Namespace) -> int:
 
     if args.storage and args.workers > 1 and args.storage.startswith("sqlite"):
         raise UsageError("--storage sqlite is for one worker; use journal:FILE or a PostgreSQL URL with --workers")
+    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+
     spec = build_spec(config=args.config, grid=args.grid, seeds=args.seeds, data=args.data or (),
                       budget=args.budget, epochs=args.epochs, sets=args.set)
-    result = run_bakeoff(spec, args.out, workers=args.workers, storage=args.storage, show=not args.json,
-                         command=command_line())
+    try:
+        result = run_bakeoff(spec, args.out, workers=args.workers, storage=args.storage, show=not args.json,
+                             command=command_line())
+    except TrainingPreempted as exc:  # the cell's position is in its last.pt; the same command resumes it
+        print(f"ordinalage: preempted by {exc.signal_name} in {exc.run_dir}; continue with: {command_line()}",
+              file=sys.stderr)
+        return PREEMPTED_EXIT
     if args.json:
         _print_json(result)
     else:
@@ -227,11 +265,18 @@ def _bakeoff(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+    from ordinalage.tuning.runner import WorkerPreempted
     from ordinalage.tuning.study import run_tune
 
-    result = run_tune(args.config, study_name=args.study, storage=args.storage, trials=args.trials,
-                      timeout=args.timeout, workers=args.workers, out=args.out, sets=args.set,
-                      show=not args.json)
+    try:
+        result = run_tune(args.config, study_name=args.study, storage=args.storage, trials=args.trials,
+                          timeout=args.timeout, workers=args.workers, out=args.out, sets=args.set,
+                          show=not args.json)
+    except (TrainingPreempted, WorkerPreempted) as exc:  # the trial is recorded as failed; a rerun replaces it
+        print(f"ordinalage: preempted by {exc.signal_name}; the study goes on when the same command runs again",
+              file=sys.stderr)
+        return PREEMPTED_EXIT
     if args.json:
         _print_json(result)
     return 0
@@ -243,7 +288,7 @@ def _predict(args: argparse.Namespace) -> int:
     result = run_predict(args.checkpoint, args.inputs, detect=args.detect, csv_path=args.csv,
                          annotate=args.annotate, device=args.device, batch_size=args.batch_size,
                          show=not args.json, tta=args.tta, prior=args.prior, interval=args.interval,
-                         ensemble=args.ensemble or ())
+                         ensemble=args.ensemble or (), detector=args.detector)
     if args.json:
         _print_json(result)
     return 0
@@ -323,7 +368,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ordinalage.inference.serve import run_server
 
     run_server(args.checkpoints, host=args.host, port=args.port, max_mb=args.max_mb, device=args.device,
-               max_pixels=args.max_pixels, prior=args.prior, interval=args.interval)
+               max_pixels=args.max_pixels, prior=args.prior, interval=args.interval, detector=args.detector)
     return 0
 
 
@@ -338,6 +383,8 @@ def _add_serve_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     _add_prior_args(p, "(em is refused: estimate a file with `prior estimate`)")
     p.add_argument("--interval", type=_level, metavar="LEVEL", help="add age_lo/age_hi at this coverage")
+    p.add_argument("--detector", default="haar", metavar="NAME",
+                   help="face detector: haar (default) | dlib (pip install 'ordinalage[dlib]')")
     p.set_defaults(func=_serve)
 
 
@@ -418,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--strict", action="store_true", default=None, help="an unreadable image is an error")
     p.add_argument("--out", help="run folder (default runs/<head>-<backbone>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR|auto",
+                   help="continue a stopped run from its last.pt (mid-epoch after a preemption signal, exit status "
+                        "75); 'auto' with --out RUN_DIR: continue RUN_DIR if it holds a run, else start it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.lr=0.001 (repeatable)")
     p.set_defaults(func=_train)
@@ -449,8 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one row per --data spec (and the combined row); compare shows a runs x datasets matrix")
     p.add_argument("--calibrate", action="store_true",
                    help="fit a temperature on the val split: ECE before/after, and used before --prior em")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html (one self-contained page) beside metrics.json and MODEL_CARD.md")
     p.add_argument("--json", action="store_true", help="print the metrics object on stdout")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a run, several runs or a bake-off")
+    p.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="a run folder (or ensemble run folder), a bake-off folder, or several run folders to compare")
+    p.add_argument("--out", required=True, metavar="HTML", help="the page to write, e.g. report.html")
+    p.add_argument("--card", action="store_true", help="also write MODEL_CARD.md beside --out (one run folder)")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON on stdout")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("prior", help="the age mix of a set of images, for prior correction")
     prior_sub = p.add_subparsers(dest="prior_command", required=True)
@@ -505,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--detect", choices=("haar", "none"), default="haar")
+    p.add_argument("--detector", metavar="NAME",
+                   help="face detector: haar (default) | dlib (pip install 'ordinalage[dlib]')")
     p.add_argument("--csv", metavar="FILE")
     p.add_argument("--annotate", metavar="DIR")
     p.add_argument("--device", default="auto")

@@ -13,7 +13,8 @@ from ordinalage.models.backbones import BACKBONES
 from ordinalage.models.heads import HEADS
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "tune" not in p.parts)
+TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"tune", "bakeoff"} & set(p.parts))
+BAKEOFF_CONFIGS = sorted((ROOT / "configs" / "bakeoff").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -23,6 +24,16 @@ def test_training_config_resolves(path: Path) -> None:
     AgeGroups.parse(cfg.data.groups)
     for spec in cfg.data.sources:
         parse_spec(spec)
+
+
+@pytest.mark.parametrize("path", BAKEOFF_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_bakeoff_config_builds_every_cell(path: Path, monkeypatch) -> None:
+    from ordinalage.comparison.spec import build_spec, check_cells
+
+    monkeypatch.chdir(ROOT)  # data specs and run_config paths are relative to the repository
+    spec = build_spec(config=path)
+    cells = check_cells(spec, ROOT / "bakeoffs" / path.stem)  # every cell's config validates
+    assert len(spec.methods) >= 2 and len(cells) == len(spec.methods) * spec.seeds * spec.folds
 
 
 @pytest.mark.parametrize(("name", "head"), [("capstone_megaage_vgg16face", "class"),

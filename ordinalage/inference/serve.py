@@ -3,8 +3,10 @@
 Endpoints: `POST /predict` (multipart field `file`: a JPEG, PNG or WebP image; query `model` =
 index of the checkpoint when several are served, `detect` = false to take the whole image as one
 face) -> `{"faces": [Face.to_dict()...], "model": index, "ms": server time}`; `GET /health`;
-`GET /model` (`AgeEstimator.info()` of `?model=`); `GET /` (the page in static/index.html);
-OpenAPI docs at `/docs`.
+`GET /model` (`AgeEstimator.info()` of `?model=`); `GET /model/card` (the model card of `?model=`:
+the MODEL_CARD.md of its run's latest eval-test folder, else a card from the run's config and
+summary that says it is not evaluated; Markdown, or `?format=html` a page); `GET /` (the page in
+static/index.html); OpenAPI docs at `/docs`.
 
 Bad input never stops the server: a body over `max_mb` (413), an image over `max_pixels` (413,
 checked from the header before decoding), a content type or format other than JPEG/PNG/WebP
@@ -31,10 +33,11 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from ordinalage.errors import UsageError
 from ordinalage.inference.api import AgeEstimator, load
+from ordinalage.inference.card import card_for, markdown_to_html
 from ordinalage.inference.predict import FaceResults
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -204,6 +207,17 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
         i = pick(model)
         return {"index": i, "count": len(ests), **ests[i].info()}
 
+    @app.get("/model/card", response_class=PlainTextResponse)
+    def model_card(model: Annotated[int, Query(description="index of the served checkpoint")] = 0,
+                   fmt: Annotated[str, Query(alias="format", pattern="^(md|html)$",
+                                             description="md (Markdown, the default) or html (a page)")] = "md",
+                   ) -> Any:
+        i = pick(model)
+        text, _source = estimator_card(ests[i])
+        if fmt == "html":
+            return HTMLResponse(markdown_to_html(text, title=f"Model card: model {i}"))
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
     @app.post("/predict")
     async def predict(file: Annotated[UploadFile, File(description="a JPEG, PNG or WebP image")],
                       model: Annotated[int, Query(description="index of the served checkpoint")] = 0,
@@ -228,6 +242,14 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
     return app
 
 
+def estimator_card(est: AgeEstimator) -> tuple[str, Path | None]:
+    """The model card (Markdown) of a served model and the MODEL_CARD.md it came from (None: made
+    from the run's config and summary, saying it is not evaluated); see `inference.card.card_for`."""
+    loaded = est.predictor.loaded
+    run = Path(loaded.run_dir) if loaded.run_dir else Path(loaded.checkpoint_path).parent
+    return card_for(run, loaded.checkpoint_path, ensemble=bool(est.predictor.others))
+
+
 def _predict_one(est: AgeEstimator, batcher: Batcher | None, data: bytes, max_pixels: int, detect: bool) -> list[Any]:
     """Decode, crop, run the model (batched or under the estimator's lock), make Faces (in a worker thread)."""
     rgb = decode_upload(data, max_pixels)
@@ -248,11 +270,13 @@ def is_loopback(host: str) -> bool:
 
 def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, max_mb: float = 10,
                device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, batching: bool = True,
-               log_level: str = "warning", prior: str | None = None, interval: float | None = None) -> None:
+               log_level: str = "warning", prior: str | None = None, interval: float | None = None,
+               detector: str = "haar") -> None:
     """Load the checkpoints and serve them with uvicorn until interrupted.
 
     `prior`: train | uniform | a prior file (from `ordinalage prior estimate`); `interval`: add
-    age_lo/age_hi at this coverage from each run's calibration.json."""
+    age_lo/age_hi at this coverage from each run's calibration.json; `detector`: the face detector
+    (detectors.DETECTORS: haar, dlib), named in `GET /model` (`detector`, and the `crop` ratio)."""
     import uvicorn
 
     if not checkpoints:
@@ -263,7 +287,7 @@ def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port:
         raise UsageError("serve: a server sees one photo at a time and cannot estimate an age mix (em); "
                          "estimate one with `ordinalage prior estimate RUN --data SPEC --out prior.json` and serve "
                          "with that file")
-    ests = [load(c, device=device, prior=prior, interval=interval) for c in checkpoints]
+    ests = [load(c, device=device, prior=prior, interval=interval, detector=detector) for c in checkpoints]
     app = create_app(ests, max_mb=max_mb, max_pixels=max_pixels, batching=batching)
     for k, e in enumerate(ests):
         print(f"serve: model {k}: {e!r}", file=sys.stderr)
