@@ -134,6 +134,11 @@ def test_rerun_skips_finished_cells_and_methods_can_be_added(bakeoff_dir: Path, 
     with pytest.raises(SystemExit):  # argparse: --seeds must be an int
         main(_argv(bakeoff_dir, synth_cache_dir, "--seeds", "x"))
     assert main(_argv(bakeoff_dir, synth_cache_dir, grid="model.head=class,coral,regression", seeds=3)) == 2
+    # a method added to the finished bake-off: only its cells train, the comparison covers all four
+    assert main(_argv(bakeoff_dir, synth_cache_dir, grid="model.head=class,coral,regression,corn")) == 0
+    assert _starts(bakeoff_dir) == {**before, "corn--synth--f0-s0": 1, "corn--synth--f0-s1": 1}
+    result = json.loads((bakeoff_dir / "bakeoff.json").read_text())
+    assert len(result["pairs"]) == 6 and result["missing"] == []
 
 
 def test_compare_paired_on_two_runs_and_on_sets_of_runs(bakeoff_dir: Path, capsys) -> None:

@@ -18,6 +18,7 @@ whose trial died with its worker is finished too.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -177,7 +178,7 @@ def run_worker(job: WorkerJob, on_cell: Callable[[dict[str, Any] | None], None] 
     by_id = {c.id: c for c in cells}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.GridSampler({"cell": [c.id for c in cells]}, seed=job.index)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=open_storage(job.storage), sampler=sampler,
+    study = optuna.create_study(study_name=study_name(cells), storage=open_storage(job.storage), sampler=sampler,
                                 direction="minimize", load_if_exists=True)
     ran = 0
 
@@ -202,6 +203,13 @@ def run_worker(job: WorkerJob, on_cell: Callable[[dict[str, Any] | None], None] 
         if on_cell is not None:
             on_cell(record)
     return ran
+
+
+def study_name(cells: list[Cell]) -> str:
+    """The grid's study: one per set of cells, so that methods added to a bake-off get a new grid
+    (Optuna fixes a parameter's choices per study) while their finished cells are reused from disk."""
+    digest = hashlib.sha1("\n".join(sorted(c.id for c in cells)).encode()).hexdigest()[:10]
+    return f"{STUDY_NAME}-{len(cells)}-{digest}"
 
 
 def _worker_entry(job: WorkerJob) -> int:
