@@ -28,6 +28,7 @@ from ordinalage.inference.faces import (
     box_for_frame,
     chip_frame,
     detect_turned,
+    shrink_and_pad,
     suppress_nested,
 )
 
@@ -142,14 +143,7 @@ class DlibFaceDetector:
         return boxes
 
     def detect_upright(self, gray: np.ndarray, upsample: int = 0) -> list[Box]:
-        h, w = gray.shape
-        factor = min(1.0, self.max_side / max(h, w))
-        if factor < 1.0:
-            gray = cv2.resize(gray, (max(1, round(w * factor)), max(1, round(h * factor))),
-                              interpolation=cv2.INTER_AREA)
-        p = round(self.pad * min(gray.shape))
-        if p:
-            gray = cv2.copyMakeBorder(gray, p, p, p, p, cv2.BORDER_REPLICATE)
+        gray, factor, p = shrink_and_pad(gray, self.max_side, self.pad)
         gray = np.ascontiguousarray(gray)
         rects, _scores, _kinds = self._detector.run(gray, upsample, self.threshold)
         boxes = []

@@ -210,6 +210,21 @@ def detect_turned(detect: Callable[[np.ndarray], list[Box]], image: np.ndarray, 
     return out
 
 
+def shrink_and_pad(gray: np.ndarray, max_side: int, pad: float) -> tuple[np.ndarray, float, int]:
+    """A grey image as the detectors search it: shrunk so its longer side is at most `max_side`
+    (INTER_AREA), then padded by `pad` x its shorter side on every side (edge pixels repeated), so
+    faces at the border are found whole. Returns the image, the scale `factor` and the pad `p`:
+    a box found at (x, y) lies at ((x - p) / factor, (y - p) / factor) in the original."""
+    h, w = gray.shape
+    factor = min(1.0, max_side / max(h, w))
+    if factor < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    p = round(pad * min(gray.shape))
+    if p:
+        gray = cv2.copyMakeBorder(gray, p, p, p, p, cv2.BORDER_REPLICATE)
+    return gray, factor, p
+
+
 class HaarFaceDetector:
     """Frontal faces with `cv2.CascadeClassifier` and OpenCV's bundled cascade (nothing downloaded).
 
@@ -315,14 +330,7 @@ class HaarFaceDetector:
                        min_size: int | None = None) -> list[Box]:
         """One pass of the cascade over a grey image (faces of at least `min_size` px, default
         `self.min_size`), nested boxes dropped."""
-        h, w = gray.shape
-        factor = min(1.0, self.max_side / max(h, w))
-        if factor < 1.0:
-            gray = cv2.resize(gray, (max(1, round(w * factor)), max(1, round(h * factor))),
-                              interpolation=cv2.INTER_AREA)
-        p = round(self.pad * min(gray.shape))
-        if p:
-            gray = cv2.copyMakeBorder(gray, p, p, p, p, cv2.BORDER_REPLICATE)
+        gray, factor, p = shrink_and_pad(gray, self.max_side, self.pad)
         smallest = self.min_size if min_size is None else max(self.min_size, round(min_size * factor))
         found = self.classifier.detectMultiScale(gray, scaleFactor=scale_factor or self.scale_factor,
                                                  minNeighbors=self.min_neighbors, minSize=(smallest, smallest))
