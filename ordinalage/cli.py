@@ -298,7 +298,7 @@ def _prior_estimate(args: argparse.Namespace) -> int:
     from ordinalage.evaluation.estimate import estimate_prior
 
     result = estimate_prior(args.run, data=args.data, out=args.out, split=args.split, device=args.device,
-                            show=not args.json)
+                            show=not args.json, detector=args.detector)
     if args.json:
         _print_json(result)
     return 0
@@ -308,7 +308,8 @@ def _live(args: argparse.Namespace) -> int:
     from ordinalage.inference.live import run_live
 
     run_live(args.checkpoint, source=args.source, output=args.output, every=args.every,
-             device=args.device, max_frames=args.max_frames, tta=args.tta, ensemble=args.ensemble or ())
+             device=args.device, max_frames=args.max_frames, tta=args.tta, ensemble=args.ensemble or (),
+             detector=args.detector)
     return 0
 
 
@@ -519,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=("train", "val", "test", "all"))
     p.add_argument("--out", required=True, help="prior.json to write (a PNG is written beside it)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--detector", default="haar", metavar="NAME",
+                   help="face detector for photos:PATH specs: haar (default) | dlib (pip install 'ordinalage[dlib]')")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_prior_estimate)
 
@@ -589,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average each face's logits with its mirror's (2x model time)")
     p.add_argument("--ensemble", nargs="+", metavar="RUN_OR_CHECKPOINT",
                    help="more models averaged with CHECKPOINT (an ensemble run folder needs no flag)")
+    p.add_argument("--detector", default="haar", metavar="NAME",
+                   help="face detector: haar (default) | dlib (pip install 'ordinalage[dlib]')")
     p.set_defaults(func=_live)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked on the spot")

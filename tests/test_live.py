@@ -121,6 +121,8 @@ def test_live_bad_sources_exit_2(tiny_run, tmp_path: Path, capsys) -> None:
     assert f"{junk}: OpenCV cannot open this video" in capsys.readouterr().err
     assert main(["live", run, "--source", str(junk), "--every", "0"]) == 2
     assert "must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["live", run, "--source", str(junk), "--detector", "mtcnn", "--output", str(tmp_path / "o.mp4")]) == 2
+    assert "--detector: unknown detector 'mtcnn' (choose from haar, dlib)" in capsys.readouterr().err
     fake = tmp_path / "fake.pt"
     torch.save([1, 2, 3], fake)
     assert main(["live", str(fake), "--source", str(junk), "--output", str(tmp_path / "o.mp4")]) == 2

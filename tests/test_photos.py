@@ -324,6 +324,10 @@ def test_prior_estimate_on_plain_photos(tiny_run, photo_folder: Path, tmp_path: 
     # the labelled folder: spec on the same folder says what to use instead
     assert main(["prior", "estimate", str(run), "--data", f"folder:{photo_folder}", "--out", str(out)]) == 2
     assert f"photos:{photo_folder}" in capsys.readouterr().err
+    # the detector is chosen as predict chooses it
+    assert main(["prior", "estimate", str(run), "--data", f"photos:{photo_folder}", "--out", str(out),
+                 "--detector", "yolo"]) == 2
+    assert "unknown detector 'yolo'" in capsys.readouterr().err
 
 
 def test_commands_that_need_ages_refuse_photos(tiny_run, photo_folder: Path, tmp_path: Path, capsys) -> None:

@@ -62,7 +62,8 @@ def _check_good(client: TestClient, face_jpeg: bytes) -> dict:
     r = _post(client, face_jpeg)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"faces", "model", "ms"} and body["model"] == 0 and body["ms"] >= 0
+    assert set(body) == {"faces", "model", "detector", "ms"} and body["model"] == 0 and body["ms"] >= 0
+    assert body["detector"] == "haar"
     assert len(body["faces"]) >= 1
     return body
 
@@ -92,8 +93,9 @@ def test_predict_a_face(client: TestClient, face_jpeg: bytes, estimator) -> None
     # the same as the Python API on the decoded image
     direct = estimator.predict(np.asarray(Image.open(io.BytesIO(face_jpeg)).convert("RGB")))
     assert face == direct[0].to_dict()
-    whole = _post(client, face_jpeg, detect="false").json()["faces"]
-    assert len(whole) == 1 and whole[0]["box"] is None
+    whole_body = _post(client, face_jpeg, detect="false").json()
+    whole = whole_body["faces"]
+    assert len(whole) == 1 and whole[0]["box"] is None and whole_body["detector"] == "none"
     assert _post(client, face_jpeg, model=1).json()["model"] == 1
     png = _encode(np.asarray(Image.open(io.BytesIO(face_jpeg))), "PNG")
     webp = _encode(np.asarray(Image.open(io.BytesIO(face_jpeg))), "WEBP")

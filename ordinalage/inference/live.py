@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.inference.faces import Box, HaarFaceDetector
+from ordinalage.inference.faces import Box
 from ordinalage.inference.predict import FacePredictor, draw_face
 
 WINDOW = "ordinalage live (q or Esc to quit)"
@@ -136,10 +136,12 @@ def run_live(
     max_frames: int | None = None,
     tta: bool = False,
     ensemble: Sequence[str | Path] = (),
+    detector: str = "haar",
 ) -> dict[str, Any]:
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
     `tta` averages each face's logits with its mirror's (twice the model time); `ensemble` averages
-    more models with this one (FacePredictor).
+    more models with this one (FacePredictor); `detector` names the face detector
+    (`detectors.DETECTORS`: haar, dlib), whose boxes are mapped to the training framing by its own ratio.
 
     Returns a summary: frames read and written, frames run through the model, face detections,
     distinct tracks, mean frames per second, and the output path.
@@ -148,8 +150,10 @@ def run_live(
         raise UsageError(f"--every: must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UsageError(f"--max-frames: must be at least 1, got {max_frames}")
-    predictor = FacePredictor(checkpoint, device, tta=tta, ensemble=ensemble)
-    detector = HaarFaceDetector()
+    from ordinalage.inference.detectors import make_detector
+
+    finder = make_detector(detector)
+    predictor = FacePredictor(checkpoint, device, tta=tta, ensemble=ensemble, detector=detector)
     cap = open_source(source)
     writer: cv2.VideoWriter | None = None
     window = False
@@ -176,7 +180,7 @@ def run_live(
                 frame = cv2.resize(frame, (width, height))
             if frames % every == 0:
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                boxes = detector.detect(rgb)
+                boxes = finder.detect(rgb)
                 if boxes:
                     res = predictor([predictor.crop(rgb, b) for b in boxes])
                     shown = tracker.update(boxes, res.age, res.group_proba)
@@ -209,7 +213,7 @@ def run_live(
             cv2.destroyAllWindows()
     seconds = time.perf_counter() - started
     summary = {"frames": frames, "processed": processed, "detections": detections, "tracks": tracker.next_id,
-               "fps": frames / seconds if seconds > 0 else 0.0, "output": str(output) if output is not None else None}
+               "fps": frames / seconds if seconds > 0 else 0.0, "detector": detector, "output": str(output) if output is not None else None}
     print(f"live: {frames} frames ({processed} through the model), {detections} face detections in "
           f"{tracker.next_id} tracks, {summary['fps']:.1f} frames/s"
           + (f"; wrote {output}" if output is not None else ""), file=sys.stderr)

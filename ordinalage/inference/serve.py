@@ -2,7 +2,8 @@
 
 Endpoints: `POST /predict` (multipart field `file`: a JPEG, PNG or WebP image; query `model` =
 index of the checkpoint when several are served, `detect` = false to take the whole image as one
-face) -> `{"faces": [Face.to_dict()...], "model": index, "ms": server time}`; `GET /health`;
+face) -> `{"faces": [Face.to_dict()...], "model": index, "detector": the face detector's name ("none"
+with detect=false), "ms": server time}`; `GET /health`;
 `GET /model` (`AgeEstimator.info()` of `?model=`); `GET /model/card` (the model card of `?model=`:
 the MODEL_CARD.md of its run's latest eval-test folder, else a card from the run's config and
 summary that says it is not evaluated; Markdown, or `?format=html` a page); `GET /` (the page in
@@ -237,6 +238,7 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
         except UploadError as exc:
             raise HTTPException(exc.status, exc.reason) from None
         return {"faces": [f.to_dict() for f in faces], "model": i,
+                "detector": ests[i].detector_name if detect else "none",
                 "ms": round((time.perf_counter() - started) * 1000, 1)}
 
     return app
