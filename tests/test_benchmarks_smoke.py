@@ -207,6 +207,23 @@ def test_cpu_speed_smoke(tmp_path):
     assert all(v["images_per_s"] > 0 for v in variants.values())
 
 
+def test_budget_burst_smoke(tmp_path):
+    import budget_burst
+
+    out, run = tmp_path / "bb.json", tmp_path / "run"
+    sets = ["data.synth_n=120", "data.synth_size=48", "data.image_size=32", "data.num_workers=0", "model.width=8",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"]
+    argv = ["--config", str(ROOT / "configs" / "head" / "class.yaml"), "--budget", "15s", "--burst-s", "1", "--burners", "1",
+            "--run", str(run), "--json", str(out)]
+    assert budget_burst.main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    doc = load(out)
+    (model,) = doc["models"]
+    assert model["probe_ms_per_step"] > 0 and model["epochs"] >= 1 and 0 < doc["budget_used"] <= 1.5
+    assert doc["test_mae"] > 0 and doc["wall_minutes"] > 0
+    with pytest.raises(SystemExit, match="holds a run already"):
+        budget_burst.main(argv)
+
+
 def test_budget_utkface_smoke(tmp_path):
     import budget_utkface
 
