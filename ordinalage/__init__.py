@@ -6,6 +6,7 @@ The Python API is loaded on first use (importing the package stays cheap):
     est = ordinalage.load("runs/x")          # an AgeEstimator (run folder or .pt)
     faces = est.predict("photo.jpg")         # list[Face]
     run = ordinalage.fit("cfg.yaml", epochs=2)   # train (a Run); ordinalage.evaluate(run, split="test")
+    student = ordinalage.distill(run, budget="10m")   # one model from a teacher's distributions
     cmp = ordinalage.bakeoff(grid={"model.head": ["class", "coral"]}, seeds=3, data="synth", budget="2m")
 """
 
@@ -17,12 +18,12 @@ from ordinalage.version import __version__
 
 _LAZY = {"load": "ordinalage.inference.api", "AgeEstimator": "ordinalage.inference.api",
          "Face": "ordinalage.inference.api", "fit": "ordinalage.api", "evaluate": "ordinalage.api",
-         "Run": "ordinalage.api", "bakeoff": "ordinalage.api"}
+         "Run": "ordinalage.api", "bakeoff": "ordinalage.api", "distill": "ordinalage.api"}
 
-__all__ = ["AgeEstimator", "Face", "Run", "__version__", "bakeoff", "evaluate", "fit", "load"]
+__all__ = ["AgeEstimator", "Face", "Run", "__version__", "bakeoff", "distill", "evaluate", "fit", "load"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ordinalage.api import Run, bakeoff, evaluate, fit
+    from ordinalage.api import Run, bakeoff, distill, evaluate, fit
     from ordinalage.inference.api import AgeEstimator, Face, load
 
 

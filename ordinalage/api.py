@@ -88,6 +88,21 @@ def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **ove
     return Run(Path(_fit(cfg, quiet=quiet)))
 
 
+def distill(teacher: Run | str | Path, *, budget: str | float | None = None, epochs: int | None = None,
+            out: str | Path | None = None, seed: int | None = None, temperature: float = 1.0, alpha: float = 0.0,
+            quiet: bool = False, **overrides: Any) -> Run:
+    """One model trained on `teacher`'s distributions (`ordinalage distill`): `budget` as "10m" or
+    minutes, or `epochs`; keyword overrides as in `fit` (`train__lr=0.001`). Returns the finished Run."""
+    from ordinalage.distillation import distill as _distill
+    from ordinalage.training.budget import parse_budget
+
+    minutes = parse_budget(budget) if isinstance(budget, str) else budget
+    dotted = {_key(k): _value(k, v) for k, v in overrides.items()}
+    path = teacher.path if isinstance(teacher, Run) else teacher
+    return Run(Path(_distill(path, budget_min=minutes, epochs=epochs, out=out, seed=seed, temperature=temperature,
+                             alpha=alpha, overrides=dotted, quiet=quiet)))
+
+
 def evaluate(run: Run | str | Path, data: str | Sequence[str] | None = None, split: str = "test",
              show: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Evaluate a run (or checkpoint) on `split` of its own data or of `data`; returns the metrics

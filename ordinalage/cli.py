@@ -115,9 +115,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from ordinalage.config import load_config
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.runs.rundir import RunExists
     from ordinalage.training.choices import validate
-    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingInterrupted, TrainingPreempted
     from ordinalage.training.folds import saved_folds_config
     from ordinalage.training.train import resumable
     from ordinalage.training.train import train as fit
@@ -142,23 +140,55 @@ def _train(args: argparse.Namespace) -> int:
             if n_folds is not None:  # folds:K, loso, or a source's own folds: every fold, then mean +- std
                 return _train_folds(config, args, n_folds)
             run_dir = fit(config)
-    except RunExists as exc:
+    except _training_stops() as exc:
+        return _training_stopped(exc, main_rank)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone evaluates and reports
+        evaluate_after_training(run_dir, device=args.device or "auto")
+        print(f"run folder: {run_dir}", file=sys.stderr)
+    return 0
+
+
+def _training_stopped(exc: Exception, main_rank: bool = True) -> int:
+    """The message and exit status of a training run that did not finish: its folder exists
+    already (a usage error), a preemption signal (75) or Ctrl-C (130)."""
+    from ordinalage.runs.rundir import RunExists
+    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+
+    if isinstance(exc, RunExists):
         raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
                          "or choose another --out") from None
-    except TrainingPreempted as exc:  # SIGTERM / SIGUSR1: the position is saved; a scheduler requeues on 75
+    if isinstance(exc, TrainingPreempted):  # SIGTERM / SIGUSR1: the position is saved; a scheduler requeues on 75
         if main_rank:
             where = f" in {exc.where}" if exc.where else ""
             at = f"{exc.step} batch(es) into epoch {exc.epoch + 1}" if exc.step else f"after {exc.epoch} epoch(s)"
             print(f"ordinalage: preempted by {exc.signal_name}{where}, {at}; last.pt holds that position; "
                   f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)
         return PREEMPTED_EXIT
-    except TrainingInterrupted as exc:
-        print(f"ordinalage: interrupted; {exc.run_dir / 'last.pt'} holds {exc.epochs_done} finished epoch(s); "
-              f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)
-        return 130
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone evaluates and reports
-        evaluate_after_training(run_dir, device=args.device or "auto")
-        print(f"run folder: {run_dir}", file=sys.stderr)
+    print(f"ordinalage: interrupted; {exc.run_dir / 'last.pt'} holds {exc.epochs_done} finished epoch(s); "  # type: ignore[attr-defined]
+          f"continue with: ordinalage train --resume {exc.run_dir}", file=sys.stderr)  # type: ignore[attr-defined]
+    return 130
+
+
+def _training_stops() -> tuple[type[Exception], ...]:
+    from ordinalage.runs.rundir import RunExists
+    from ordinalage.training.fit import TrainingInterrupted, TrainingPreempted
+
+    return (RunExists, TrainingPreempted, TrainingInterrupted)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from ordinalage.distillation import distill
+    from ordinalage.evaluation.evaluate import evaluate_after_training
+
+    if args.budget is not None and args.epochs is not None:
+        raise UsageError("distill: give --budget or --epochs, not both")
+    try:
+        run_dir = distill(args.teacher, budget_min=args.budget, epochs=args.epochs, out=args.out, seed=args.seed,
+                          temperature=args.temperature, alpha=args.alpha, sets=args.set, device=args.device or "auto")
+    except _training_stops() as exc:
+        return _training_stopped(exc)
+    evaluate_after_training(run_dir, device=args.device or "auto")
+    print(f"run folder: {run_dir}", file=sys.stderr)
     return 0
 
 
@@ -472,6 +502,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.lr=0.001 (repeatable)")
     p.set_defaults(func=_train)
+
+    # distill
+    p = sub.add_parser("distill", help="one model trained on a teacher run's (an ensemble's) age distributions")
+    p.add_argument("teacher", metavar="TEACHER_RUN", help="the teacher's run folder (an ensemble's folder: its members averaged)")
+    p.add_argument("--budget", type=_budget_minutes, metavar="TIME",
+                   help="wall time for the whole distillation, the teacher's pass included (e.g. 10m)")
+    p.add_argument("--epochs", type=int, help="train this many epochs instead (default: the teacher member's)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="soften the teacher's distributions (p ** (1/T)) and the student's logits (default 1)")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="weight of the loss on the true ages beside the teacher's, in [0, 1] (default 0)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", help="the student's run folder (default TEACHER_RUN-student)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the student's config (the teacher's), e.g. --set data.image_size=80")
+    p.set_defaults(func=_distill)
 
     # evaluate
     p = sub.add_parser("evaluate", help="metrics, baseline, confusion matrices for a run or a predictions CSV")

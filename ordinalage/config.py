@@ -132,6 +132,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
     time_budget_min: float | None = None  # wall minutes for the whole run: sets train.epochs (training/budget.py)
     members: int = 1  # N > 1: an ensemble of N models, each with budget / N (training/ensemble.py)
+    distill_from: str | None = None  # teacher run: train on its label distributions (ordinalage distill)
+    distill_temperature: float = 1.0  # softens the teacher's distributions (p ** (1/T)) and the student's logits
+    distill_alpha: float = 0.0  # weight of the head's own loss on the true ages beside the teacher's (0: teacher only)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -143,6 +146,10 @@ class TrainConfig:
             raise UsageError(f"config key 'train.members': must be at least 1, got {self.members}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UsageError(f"config key 'train.layer_decay': must be in (0, 1] or null, got {self.layer_decay}")
+        if not self.distill_temperature > 0:
+            raise UsageError(f"config key 'train.distill_temperature': must be more than 0, got {self.distill_temperature}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise UsageError(f"config key 'train.distill_alpha': must be in [0, 1], got {self.distill_alpha}")
         if self.backbone_lr_mult < 0:
             raise UsageError(f"config key 'train.backbone_lr_mult': must be at least 0, got {self.backbone_lr_mult}")
 

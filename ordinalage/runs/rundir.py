@@ -7,6 +7,7 @@
     <run>/val_best.json      validation metrics of the best epoch
     <run>/summary.json       what the run did; `test` holds test metrics once evaluated
     <run>/train_prior.json   the head's effective training distribution over its labels (prior correction)
+    <run>/teacher_targets.npz  a distilled student's soft targets: its teacher's distribution per training image
     <run>/calibration.json   interval calibration on the validation split (`evaluate --interval`)
     <run>/tensorboard/       event files when train.loggers names tensorboard
     <run>/eval-<split>[-<data>][-tta]/   metrics.json, predictions.csv, PNGs of one evaluation
@@ -125,6 +126,7 @@ class RunDir:
     summary_json = property(lambda self: self.path / "summary.json")
     calibration_json = property(lambda self: self.path / "calibration.json")
     train_prior_json = property(lambda self: self.path / "train_prior.json")
+    teacher_targets_npz = property(lambda self: self.path / "teacher_targets.npz")
 
     @classmethod
     def of(cls, target: str | Path) -> RunDir | None:

@@ -38,6 +38,9 @@ def validate(config: Config) -> Config:
                 continue
         if value not in names:
             raise UsageError(f"config key '{key}': unknown value {value!r} ({', '.join(map(str, names))})")
+    if config.train.distill_from and config.model.head != "class":
+        raise UsageError(f"config key 'train.distill_from': a distilled student needs model.head 'class' (its "
+                         f"softmax is the distribution the teacher's is matched to), got {config.model.head!r}")
     check_ranges(config)
     check_cache_mode(config.data.cache)
     check_loggers(config.train.loggers)

@@ -199,6 +199,7 @@ class TrainState:
     cycle_start: float = field(default_factory=time.monotonic)  # when the epoch being timed began (re-plans)
     epoch_train_s: float = 0.0  # seconds of training steps this process ran in the last epoch
     epoch_steps: int = 0  # and how many batches they were
+    soft_targets: torch.Tensor | None = None  # (len(train), L) teacher distributions of a distilled student
 
     @property
     def run(self) -> RunDir:
@@ -213,7 +214,7 @@ def _console() -> Console:
 
 
 def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: EpochCallback | None = None,
-        quiet: bool = False, stop_after_epochs: int | None = None) -> Path:
+        quiet: bool = False, stop_after_epochs: int | None = None, started: float | None = None) -> Path:
     """Train a model and return its run folder.
 
     `on_epoch(epoch, row)` is called after each epoch with the metrics row (the tuner reports
@@ -221,11 +222,13 @@ def fit(config: Config | None, *, resume: str | Path | None = None, on_epoch: Ep
     as if interrupted (for tests and for splitting work); `resume` continues it, mid-epoch when a
     signal stopped it (`TrainingPreempted`); a run whose summary says it finished is returned as
     it is. With `train.members` N > 1 use `training.train.train` (an ensemble calls `fit` once per member).
+    `started` (a `time.monotonic()` value, default now): where a time budget counts from, when the
+    caller spent part of it before (e.g. `distill` running the teacher).
     """
     if (resume is not None and is_ensemble_run(resume)) or (config is not None and config.train.members > 1):
         raise UsageError("fit trains one model; an ensemble (train.members > 1) is trained by "
                          "ordinalage.training.train.train, which calls fit for each member")
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     ckpt = None
     if resume is not None:  # every rank reads last.pt (the run folder must be on a shared file system)
         run = RunDir(resume)
@@ -401,6 +404,8 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
 
         # BatchNorm statistics are averaged with the weights (use_buffers), as swa_utils prescribes for EMA
         state.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    if t.distill_from:
+        state.soft_targets = _soft_targets(state, data, model)
     if ckpt is not None:
         _restore(state, ckpt)
     elif ctx.is_main:
@@ -422,6 +427,31 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
             f"train {len(data.train)} / val {len(data.val)} / test {len(data.test)} images at {spec.size} px | "
             + (f"{ctx.world_size} processes | " if ctx.enabled else "") + f"run folder {run_dir}")
     return state
+
+
+def _soft_targets(state: TrainState, data: Any, model: Any) -> torch.Tensor:
+    """The teacher's targets of a distilled run (teacher_targets.npz in its folder), in training order."""
+    from ordinalage.training.soft_targets import read_soft_targets, targets_for
+
+    path = state.run.teacher_targets_npz
+    return targets_for(data.train, read_soft_targets(path), held_out=[*data.val, *data.test],
+                       num_classes=model.head.num_classes, where=str(path)).to(state.device)
+
+
+def _step_loss(state: TrainState, logits: torch.Tensor, age: torch.Tensor, group: torch.Tensor,
+               batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The head's loss on the true ages or, for a distilled student, the loss on its teacher's
+    distributions (mixed with the head's by `train.distill_alpha`)."""
+    if state.soft_targets is None:
+        return state.model.head.loss(logits, age, group)
+    from ordinalage.training.soft_targets import distillation_loss
+
+    t = state.config.train
+    soft = state.soft_targets[batch["index"].to(state.soft_targets.device)]
+    loss = distillation_loss(logits, soft, t.distill_temperature)
+    if t.distill_alpha > 0:
+        loss = (1.0 - t.distill_alpha) * loss + t.distill_alpha * state.model.head.loss(logits, age, group)
+    return loss
 
 
 def _saved_plan(ckpt: dict[str, Any] | None) -> Any:
@@ -729,7 +759,7 @@ def _train_steps(state: TrainState, batches: Any, first: int, progress: Progress
             x, age, group = batch_to(batch, state.device, state.input_spec, cfg.channels_last)
             with state.precision.autocast(state.device):
                 logits = model(x)
-            loss = state.model.head.loss(logits, age, group)
+            loss = _step_loss(state, logits, age, group, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {state.epoch + 1}, step {i + 1}; stopped. "
