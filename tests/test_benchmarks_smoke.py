@@ -207,6 +207,40 @@ def test_cpu_speed_smoke(tmp_path):
     assert all(v["images_per_s"] > 0 for v in variants.values())
 
 
+def test_distill_utkface_smoke(tmp_path):
+    import distill_utkface
+
+    from ordinalage.cli import main as cli
+
+    teacher = tmp_path / "teacher"
+    sets = ["data.synth_n=120", "data.synth_size=48", "data.image_size=32", "data.num_workers=0", "model.width=8",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"]
+    argv = ["train", "--head", "class", "--epochs", "1", "--members", "2", "--out", str(teacher)]
+    assert cli([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    out = tmp_path / "d.json"
+    assert distill_utkface.main(["--teacher", str(teacher), "--budget", "0.2", "--seeds", "0",
+                                 "--runs", str(tmp_path / "runs"), "--json", str(out)]) == 0
+    doc = load(out)
+    (run,) = doc["runs"]
+    assert run["kind"] == "student" and run["test_mae"] > 0 and 0 < run["budget_used"] <= 1.5
+    (comparison,) = doc["comparisons"]
+    assert comparison["b"] == "teacher" and comparison["n_images"] == doc["teacher"]["n_test"] > 0
+
+    import tta_views
+
+    out = tmp_path / "tta.json"
+    assert tta_views.main([str(teacher), "--sets", "none,flip,flip+zoom", "--json", str(out)]) == 0
+    rows = {r["views"]: r for r in load(out)["rows"]}
+    assert [rows[k]["passes_per_face"] for k in ("none", "flip", "flip+zoom")] == [2, 4, 12]
+    assert all(r["val_mae"] > 0 and r["test_mae"] > 0 for r in rows.values())
+    assert rows["none"]["val_mae"] != rows["flip"]["val_mae"]
+    from ordinalage.evaluation.evaluate import evaluate_run
+
+    for tta, key in ((False, "none"), (True, "flip")):  # the same numbers as the package's own evaluation
+        m = evaluate_run(teacher, split="val", show=False, tta=tta, out=tmp_path / f"ev{tta}", workers=0)
+        assert m["mae"] == pytest.approx(rows[key]["val_mae"], abs=2e-3)
+
+
 def test_budget_burst_smoke(tmp_path):
     import budget_burst
 
