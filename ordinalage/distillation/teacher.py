@@ -1,7 +1,8 @@
 """A teacher's soft targets: the distribution over years that a trained run (one model or an
 ensemble, averaged as `evaluate` averages it) gives each of its training images, each image's
 logits averaged with its mirror's (the training images plus their flips), then softened by a
-temperature. The images are decoded once and every member runs over the same batches."""
+temperature. The images are decoded once (or read from the decoded-image cache that the teacher's
+training filled) and every member runs over the same batches."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def teacher_targets(teacher: str | Path, *, temperature: float = 1.0, device: st
                     workers: int | None = None, show: bool = False) -> TeacherTargets:
     """Run the teacher (a run folder; an ensemble's folder stands for its members) over its own
     training split with flip TTA and return its averaged, tempered label distributions."""
+    from ordinalage.data.cache import prepare_cache
     from ordinalage.data.dataset import build_loader
     from ordinalage.inference.infer import infer
     from ordinalage.runs.runtime import resolve_precision, select_device
@@ -48,8 +50,10 @@ def teacher_targets(teacher: str | Path, *, temperature: float = 1.0, device: st
     if not records:
         raise UsageError(f"{first.run_dir / 'split.csv'}: no training images")
     cfg = first.config.data
+    # the decoded-image cache of the teacher's whole split (the one its training built: same key), when it has one
+    cache = prepare_cache(RunDir(first.run_dir).read_split("all"), cfg, first.input_spec.size, progress=show)
     loader = build_loader(records, first.groups, cfg, first.input_spec.size, batch_size, train=False, seed=0,
-                          num_workers=cfg.num_workers if workers is None else workers)
+                          num_workers=cfg.num_workers if workers is None else workers, cache=cache)
     batches = _decoded_batches(loader, len(records), show)
     outputs = []
     for m in members:
