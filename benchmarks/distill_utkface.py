@@ -17,7 +17,6 @@ benchmarks/runs/distill_utkface/ are reused. Writes benchmarks/results/distill_u
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from pathlib import Path
@@ -29,21 +28,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import mean_std, parser, write_result  # noqa: E402
 
 from ordinalage.config import load_config  # noqa: E402
+from ordinalage.evaluation.compare import read_abs_errors, test_predictions_csv  # noqa: E402
 from ordinalage.runs.rundir import RunDir  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "runs" / "distill_utkface"
 RECIPE = ROOT / "configs" / "experiments" / "utkface_30min.yaml"
 
 
-def test_errors(run_dir: Path, tta_first: bool = False) -> dict[str, float]:
-    """{image path: absolute error} of the run's test evaluation (the teacher's with flip TTA, as
-    its recipe evaluates it; the others' without)."""
-    for name in ("eval-test-tta", "eval-test") if tta_first else ("eval-test", "eval-test-tta"):
-        path = run_dir / name / "predictions.csv"
-        if path.is_file():
-            with path.open(encoding="utf-8") as fh:
-                return {r["file"]: abs(float(r["pred_age"]) - float(r["true_age"])) for r in csv.DictReader(fh)}
-    raise FileNotFoundError(f"{run_dir}: no eval-test*/predictions.csv")
+def test_errors(run_dir: Path) -> dict[str, float]:
+    """{image path: absolute error} of the run's test evaluation (with flip TTA when its config evaluates so)."""
+    return read_abs_errors(test_predictions_csv(run_dir))
 
 
 def row_of(run_dir: Path, **extra: Any) -> dict[str, Any]:
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = {s: run_plain(args.budget, s, args.report_only, args.runs) for s in seeds} if args.plain else {}
     rows += [r for r in plain.values() if r is not None]
     cells, comparisons = [], []
-    teacher_errors = test_errors(teacher, tta_first=True)
+    teacher_errors = test_errors(teacher)
     for t in temps:
         students = [r for r in rows if r["kind"] == "student" and r["temperature"] == t]
         if not students:

@@ -39,6 +39,7 @@ from ordinalage.evaluation.breakdown import (
     largest_gap,
     utkface_attributes,
 )
+from ordinalage.evaluation.report import fmt
 from ordinalage.inference.card import (
     CARD_NAME,
     INTENDED_USE,
@@ -191,17 +192,13 @@ def group_rows(pred: Mapping[str, Any], seed: int = 0, n_resamples: int = 2000) 
 
 
 def _f(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return "-" if np.isnan(v) else f"{v:.{digits}f}"
+    """`report.fmt`, with numpy scalars and numeric strings read as numbers first."""
+    if value is not None and not isinstance(value, (bool, int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+    return fmt(value, digits)
 
 
 def _ci(value: Any, lo: Any, hi: Any, digits: int = 2) -> str:

@@ -67,6 +67,7 @@ from ordinalage.training.distributed import (
     sync_buffers,
 )
 from ordinalage.training.optim import MONITORS, build_optimizer, build_scheduler
+from ordinalage.training.soft_targets import distillation_loss, read_soft_targets, targets_for
 from ordinalage.training.steps import backward_and_step, batch_to
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
@@ -431,8 +432,6 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
 
 def _soft_targets(state: TrainState, data: Any, model: Any) -> torch.Tensor:
     """The teacher's targets of a distilled run (teacher_targets.npz in its folder), in training order."""
-    from ordinalage.training.soft_targets import read_soft_targets, targets_for
-
     path = state.run.teacher_targets_npz
     return targets_for(data.train, read_soft_targets(path), held_out=[*data.val, *data.test],
                        num_classes=model.head.num_classes, where=str(path)).to(state.device)
@@ -444,8 +443,6 @@ def _step_loss(state: TrainState, logits: torch.Tensor, age: torch.Tensor, group
     distributions (mixed with the head's by `train.distill_alpha`)."""
     if state.soft_targets is None:
         return state.model.head.loss(logits, age, group)
-    from ordinalage.training.soft_targets import distillation_loss
-
     t = state.config.train
     soft = state.soft_targets[batch["index"].to(state.soft_targets.device)]
     loss = distillation_loss(logits, soft, t.distill_temperature)
