@@ -3,6 +3,8 @@
     python benchmarks/distill_utkface.py --teacher benchmarks/runs/recipe30_burst --budget 10 --seeds 0,1,2
     python benchmarks/distill_utkface.py --teacher RUN --temperatures 1,2 --seeds 0     # choose T on validation
     python benchmarks/distill_utkface.py --teacher RUN --report-only                    # JSON from finished runs
+    python benchmarks/distill_utkface.py --teacher RUN --budget 30 --runs benchmarks/runs/distill_utkface_30 \
+        --json benchmarks/results/distill_utkface_30.json                                # 30-minute students
 
 Each student is `ordinalage distill TEACHER --budget B --seed S --temperature T` (in this process):
 the teacher's pass over the training images and the student's training share the budget, and the
