@@ -13,7 +13,8 @@ model, one photo at a time as `serve` sees them).
     python benchmarks/photo_skew.py [--run RUN] [--n 300] [--seed 0] [--split test]
         [--detectors haar-today,haar,dlib] [--modes box,turned,exposed,jitter] [--json benchmarks/results/photo_skew.json]
 
-RUN defaults to the first finished cell of benchmarks/runs/bakeoff_heads_utkface/ (its cell.json says
+RUN is a run folder or an ensemble's (`train --members N`: its members averaged, the faces of its
+first member's split). RUN defaults to the first finished cell of benchmarks/runs/bakeoff_heads_utkface/ (its cell.json says
 done), else benchmarks/runs/photo_model (train it with `ordinalage train --config
 configs/experiments/utkface_bakeoff.yaml --epochs 6 --out benchmarks/runs/photo_model`).
 `haar-today` is the detector and crop as they were before this benchmark (minNeighbors 5, no
@@ -64,6 +65,14 @@ def default_run() -> Path:
                 (cell.parent / "best.pt").is_file():
             return cell.parent
     return ROOT / "benchmarks" / "runs" / "photo_model"
+
+
+def split_source(run: Path) -> Path:
+    """The folder whose split.csv names the run's faces: the run, or an ensemble's first member."""
+    from ordinalage.runs.members import member_dirs
+
+    members = member_dirs(run)
+    return members[0] if members and not (run / "split.csv").is_file() else run
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -138,7 +147,7 @@ def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str]
     from ordinalage.runs.rundir import RunDir
 
     torch.set_num_threads(1)
-    records = RunDir(run).read_split(split)
+    records = RunDir(split_source(run)).read_split(split)
     if n > len(records):
         sys.exit(f"{run}: split {split!r} has {len(records)} faces, asked for {n}")
     records = random.Random(seed).sample(records, n)
@@ -261,7 +270,7 @@ def latency(run: Path, chips: list[np.ndarray], detectors: list[str], seed: int,
             for name, t in times.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=None)
     p.add_argument("--n", type=int, default=300)
@@ -272,9 +281,11 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--latency-n", type=int, default=100, dest="latency_n", help="photos timed end to end")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     run = args.run or default_run()
-    if not (run / "best.pt").is_file():
+    from ordinalage.runs.members import member_dirs
+
+    if not (run / "best.pt").is_file() and not member_dirs(run):
         sys.exit(f"{run}: no trained run (train one: ordinalage train --config configs/experiments/"
                  "utkface_bakeoff.yaml --epochs 6 --out benchmarks/runs/photo_model)")
     result = run_benchmark(run, args.n, args.seed, args.split, args.detectors.split(","), args.modes.split(","),
@@ -290,7 +301,8 @@ def main() -> None:
                 "exposure": dataclasses.asdict(load_exposure(run)), "haar_today_ratio": dataclasses.asdict(UTKFACE_CHIP),
                 "latency_photos": min(args.latency_n, args.n)}
     write_result("photo_skew", {"settings": settings, **result}, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

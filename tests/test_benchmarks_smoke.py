@@ -241,6 +241,28 @@ def test_distill_utkface_smoke(tmp_path):
         assert m["mae"] == pytest.approx(rows[key]["val_mae"], abs=2e-3)
 
 
+def test_photo_skew_smoke_on_an_ensemble(tmp_path):
+    """The benchmark takes an ensemble's folder (the 30-minute recipe): its faces come from the first
+    member's split, and its rows and latency are written whether or not the detector finds the faces."""
+    import photo_skew
+
+    from ordinalage.cli import main as cli
+
+    run = tmp_path / "ens"
+    sets = ["data.synth_n=120", "data.synth_size=64", "data.image_size=32", "data.num_workers=0", "model.width=8",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"]
+    argv = ["train", "--head", "class", "--epochs", "1", "--members", "2", "--out", str(run)]
+    assert cli([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert not (run / "split.csv").exists() and photo_skew.split_source(run) == run / "member-0"
+    out = tmp_path / "p.json"
+    assert photo_skew.main(["--run", str(run), "--n", "4", "--detectors", "haar", "--modes", "exposed,jitter",
+                            "--variants", "plain", "--latency-n", "2", "--json", str(out)]) == 0
+    doc = load(out)
+    assert doc["chip_mae"] > 0 and doc["settings"]["n"] == 4
+    assert [(r["detector"], r["mode"], r["faces"]) for r in doc["rows"]] == [("haar", "exposed", 4), ("haar", "jitter", 4)]
+    assert doc["latency"]["haar"]["photos"] == 2
+
+
 def test_budget_burst_smoke(tmp_path):
     import budget_burst
 
