@@ -263,6 +263,25 @@ def test_photo_skew_smoke_on_an_ensemble(tmp_path):
     assert doc["latency"]["haar"]["photos"] == 2
 
 
+def test_frame_jitter_smoke(tmp_path):
+    """Two tiny models that differ only in data.augment.affine_p, each through photo_skew on its validation faces."""
+    import frame_jitter
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data:\n  augment:\n    affine_p: 0.2\n")
+    sets = ["data.synth_n=120", "data.synth_size=64", "data.image_size=32", "data.num_workers=0", "model.width=8",
+            f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"]
+    out = tmp_path / "f.json"
+    argv = ["--seeds", "0", "--epochs", "1", "--n", "4", "--config", str(config), "--runs", str(tmp_path / "runs"),
+            "--json", str(out), *[a for s in sets for a in ("--set", s)]]
+    assert frame_jitter.main(argv) == 0
+    doc = load(out)
+    assert [(r["kind"], r["affine_p"], r["epochs"]) for r in doc["runs"]] == [("base", 0.2, 1), ("jitter", 0.8, 1)]
+    assert {(c["detector"], c["variant"]) for c in doc["cells"]} >= {("haar", "plain"), ("haar", "rot15")}
+    assert doc["val_mae"]["base"]["mean"] > 0
+    assert frame_jitter.main([*argv, "--report-only"]) == 0 and load(out)["runs"] == doc["runs"]
+
+
 def test_budget_burst_smoke(tmp_path):
     import budget_burst
 
