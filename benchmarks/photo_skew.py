@@ -67,14 +67,6 @@ def default_run() -> Path:
     return ROOT / "benchmarks" / "runs" / "photo_model"
 
 
-def split_source(run: Path) -> Path:
-    """The folder whose split.csv names the run's faces: the run, or an ensemble's first member."""
-    from ordinalage.runs.members import member_dirs
-
-    members = member_dirs(run)
-    return members[0] if members and not (run / "split.csv").is_file() else run
-
-
 def read_rgb(path: str | Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -144,10 +136,11 @@ def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str]
     import torch
 
     from ordinalage.inference.api import load
+    from ordinalage.inference.card import first_member
     from ordinalage.runs.rundir import RunDir
 
     torch.set_num_threads(1)
-    records = RunDir(split_source(run)).read_split(split)
+    records = RunDir(first_member(run)).read_split(split)
     if n > len(records):
         sys.exit(f"{run}: split {split!r} has {len(records)} faces, asked for {n}")
     records = random.Random(seed).sample(records, n)
