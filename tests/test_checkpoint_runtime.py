@@ -251,3 +251,22 @@ def test_seed_everything_reseeds_all_three_generators() -> None:
     seed_everything(124)
     b = draw()
     assert all(x != y for x, y in zip(a, b, strict=True))
+
+
+def test_member_dirs_orders_members_by_number_and_model_cards_read_the_same(tmp_path: Path) -> None:
+    from ordinalage.inference.card import first_member
+    from ordinalage.runs.rundir import member_dirs
+
+    run = tmp_path / "ensemble"
+    for i in (10, 2, 0, 1):
+        (run / f"member-{i}").mkdir(parents=True)
+        (run / f"member-{i}" / "config.yaml").write_text("model: {}\n")
+    (run / "member-3").mkdir()  # no config.yaml: not a member
+    assert member_dirs(run) == []  # the ensemble's own config.yaml is missing: not an ensemble folder
+    assert first_member(run) == run
+    (run / "config.yaml").write_text("train: {members: 4}\n")
+    assert [p.name for p in member_dirs(run)] == ["member-0", "member-1", "member-2", "member-10"]
+    assert first_member(run) == run / "member-0"
+    (run / "summary.json").write_text('{"members": ["member-2", "member-0"]}')
+    assert [p.name for p in member_dirs(run)] == ["member-2", "member-0"]  # summary.json's order wins
+    assert first_member(run) == run / "member-2" and member_dirs(run / "member-2") == []

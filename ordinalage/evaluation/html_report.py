@@ -39,8 +39,9 @@ from ordinalage.atomic import atomic_write_text
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.report import METRIC_TITLES, fmt
 from ordinalage.figures import confusion_figure, new_figure
-from ordinalage.inference.card import CARD_NAME, first_member, members_of, read_config, unevaluated_card
+from ordinalage.inference.card import CARD_NAME, first_member, read_config, unevaluated_card
 from ordinalage.posterior.metrics import LOWER_IS_BETTER, SCALAR_METRICS
+from ordinalage.runs.rundir import member_dirs
 from ordinalage.version import __version__
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -259,7 +260,7 @@ def _run_sections(run: Path | None, eval_dir: Path | None) -> tuple[str, list[di
     sections: list[dict[str, Any]] = []
     cfg = read_config(run) if run is not None else {}
     summary = _read_json(run / "summary.json") if run is not None else {}
-    members = members_of(run) if run is not None else []
+    members = member_dirs(run) if run is not None else []
     if eval_dir is None and run is not None:
         eval_dir = find_eval_dir(run)
     metrics = _read_json(eval_dir / "metrics.json") if eval_dir is not None else {}
@@ -746,7 +747,7 @@ def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = Fa
         run = paths[0] if paths else None
         title, sections = _run_sections(run, Path(eval_dir) if eval_dir is not None else None)
         subtitle = f"run folder {run}" if run is not None else f"evaluation {eval_dir}"
-        if run is not None and members_of(run):
+        if run is not None and member_dirs(run):
             subtitle = f"ensemble run folder {run}"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render(title, subtitle, sections))

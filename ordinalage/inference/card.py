@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from ordinalage.groups import AgeGroups
+from ordinalage.runs.rundir import MEMBER_PREFIX, member_dirs
 from ordinalage.version import __version__
 
 CARD_NAME = "MODEL_CARD.md"
-MEMBER_PREFIX = "member-"
 
 HEAD_TITLES = {
     "class": "classification: a softmax over the labels",
@@ -58,20 +58,10 @@ def read_config(run: Path) -> dict[str, Any]:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def members_of(run: Path) -> list[Path]:
-    """The member folders of an ensemble run ([] for a single run)."""
-    summary = _read_json(Path(run) / "summary.json")
-    names = summary.get("members")
-    if isinstance(names, list) and names:
-        return [Path(run) / str(n) for n in names]
-    return sorted((p for p in Path(run).glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()),
-                  key=lambda p: (len(p.name), p.name))
-
-
 def first_member(run: Path) -> Path:
     """The folder that holds split.csv, metrics.csv and train_prior.json: the run, or an ensemble's
     first member."""
-    members = members_of(run)
+    members = member_dirs(run)
     return members[0] if members else Path(run)
 
 
@@ -135,7 +125,7 @@ def model_details(run: Path, checkpoint: str | Path | None = None, today: date |
                  + (f", initialised from `{model.get('init')}`" if model.get("init") else ""))
     lines.append(f"- **Input**: {data.get('image_size', '-')} x {data.get('image_size', '-')} px RGB face crop "
                  f"(geometry `{data.get('geometry', 'auto')}`)")
-    members = members_of(run)
+    members = member_dirs(run)
     if members:
         lines.append(f"- **Ensemble**: {len(members)} models with their own seeds, their age distributions averaged")
     report = member_summary.get("data_report") or {}

@@ -13,22 +13,7 @@ from typing import Any
 
 from ordinalage.errors import UsageError
 from ordinalage.runs.checkpoint import LoadedModel, load_model
-from ordinalage.runs.rundir import RunDir
-
-MEMBER_PREFIX = "member-"
-
-
-def member_dirs(run_dir: str | Path) -> list[Path]:
-    """The member folders of an ensemble run, in order; [] for any other folder or file."""
-    run = RunDir(run_dir)
-    if not run.path.is_dir() or not run.config_yaml.is_file():
-        return []
-    members = run.read_summary(tolerant=True).get("members")
-    if isinstance(members, list) and members:
-        return [run.path / str(m) for m in members]
-    found = sorted((p for p in run.path.glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()),
-                   key=lambda p: int(p.name[len(MEMBER_PREFIX):]) if p.name[len(MEMBER_PREFIX):].isdigit() else 0)
-    return found
+from ordinalage.runs.rundir import MEMBER_PREFIX, member_dirs
 
 
 def expand_members(checkpoint: str | Path, extra: Sequence[str | Path] = ()) -> list[Path]:

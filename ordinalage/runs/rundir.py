@@ -226,6 +226,28 @@ class RunDir:
         return None, None
 
 
+MEMBER_PREFIX = "member-"
+
+
+def member_dirs(run_dir: str | Path) -> list[Path]:
+    """The member folders of an ensemble run (`member-<i>/`), in order; [] for any other folder or file.
+
+    The order is the one summary.json lists, else the members' numbers. Plain files only (no torch),
+    so model cards and reports read ensembles through here too."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir() or not run.config_yaml.is_file():
+        return []
+    members = run.read_summary(tolerant=True).get("members")
+    if isinstance(members, list) and members:
+        return [run.path / str(m) for m in members]
+
+    def number(p: Path) -> int:
+        tail = p.name[len(MEMBER_PREFIX):]
+        return int(tail) if tail.isdigit() else 0
+
+    return sorted((p for p in run.path.glob(f"{MEMBER_PREFIX}*") if (p / "config.yaml").is_file()), key=number)
+
+
 def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
     import io
 
