@@ -130,6 +130,8 @@ class TrainConfig:
     eval_tta: bool = False  # that evaluation with flip test-time augmentation (eval-test-tta/)
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
     ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
+    mixup_alpha: float = 0.0  # mixup: blend each face with a partner, lam ~ Beta(alpha, alpha); 0: off (training/mixup.py)
+    mixup_sigma: float = 0.0  # partner drawn by age, weight exp(-d^2 / 2 sigma^2) in years (C-Mixup); 0: any partner
     time_budget_min: float | None = None  # wall minutes for the whole run: sets train.epochs (training/budget.py)
     members: int = 1  # N > 1: an ensemble of N models, each with budget / N (training/ensemble.py)
     distill_from: str | None = None  # teacher run: train on its label distributions (ordinalage distill)
@@ -139,6 +141,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise UsageError(f"config key 'train.ema_decay': must be in [0, 1), got {self.ema_decay}")
+        if self.mixup_alpha < 0 or self.mixup_sigma < 0:
+            key = "mixup_alpha" if self.mixup_alpha < 0 else "mixup_sigma"
+            raise UsageError(f"config key 'train.{key}': must be at least 0, got {getattr(self, key)}")
         if self.time_budget_min is not None and not self.time_budget_min > 0:
             raise UsageError(f"config key 'train.time_budget_min': must be more than 0 minutes, or null, "
                              f"got {self.time_budget_min}")

@@ -217,6 +217,43 @@ def test_ema_weights_are_validated_kept_as_best_and_resumed(synth_cache_dir: str
         torch.testing.assert_close(resumed[k], v, msg=k)
 
 
+# --------------------------------------------------------------------------------------------- mixup
+
+
+def test_mixup_partners_are_drawn_by_age_and_images_blended_by_lam() -> None:
+    from ordinalage.training.mixup import mix_batch, partner_index
+
+    torch.manual_seed(0)
+    age = torch.tensor([3.0, 4.0, 40.0, 41.0, 80.0, 81.0] * 20)
+    for _ in range(5):  # sigma 1 year: a partner is within a few years, never from another decade
+        assert (age[partner_index(age, 1.0)] - age).abs().max() <= 5
+    random_partners = torch.cat([partner_index(age, 0.0) for _ in range(5)])  # sigma 0: any face of the batch
+    assert (age[random_partners] - age.repeat(5)).abs().max() > 30
+    x = torch.randn(age.numel(), 3, 4, 4)
+    mixed, partner, lam = mix_batch(x, age, alpha=0.4, sigma=2.0)
+    assert 0.5 <= lam <= 1.0 and partner.shape == age.shape
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[partner])
+    with pytest.raises(ValueError, match="alpha"):
+        mix_batch(x, age, alpha=0.0, sigma=0.0)
+
+
+def test_mixup_trains_every_head_deterministically_and_changes_the_weights(synth_cache_dir: str,
+                                                                           tmp_path: Path) -> None:
+    from ordinalage.errors import UsageError
+
+    sets = ("train.epochs=1", "data.augment.enabled=false", "train.scheduler=none")
+    for head in ("class", "coral"):
+        mixed = [fit(tiny(synth_cache_dir, tmp_path / f"{head}{i}", *sets, f"model.head={head}",
+                          "train.mixup_alpha=0.4", "train.mixup_sigma=5"), quiet=True) for i in range(2)]
+        plain = fit(tiny(synth_cache_dir, tmp_path / f"{head}-plain", *sets, f"model.head={head}"), quiet=True)
+        a, b, c = (load_checkpoint(r / "last.pt")["model"] for r in (*mixed, plain))
+        assert same(a, b)  # the partners and lam follow the run's seed
+        assert not same(a, c)
+        assert math.isfinite(float(rows(mixed[0])[0]["train_loss"]))
+    with pytest.raises(UsageError, match="train.mixup_sigma"):
+        tiny(synth_cache_dir, tmp_path / "bad", "train.mixup_sigma=-1")
+
+
 def test_eval_tta_evaluates_the_test_split_with_flip_tta(synth_cache_dir: str, tmp_path: Path) -> None:
     from ordinalage.evaluation.evaluate import evaluate_after_training
 

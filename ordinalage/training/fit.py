@@ -66,6 +66,7 @@ from ordinalage.training.distributed import (
     shutdown,
     sync_buffers,
 )
+from ordinalage.training.mixup import mix_batch
 from ordinalage.training.optim import MONITORS, build_optimizer, build_scheduler
 from ordinalage.training.soft_targets import distillation_loss, read_soft_targets, targets_for
 from ordinalage.training.steps import backward_and_step, batch_to
@@ -451,6 +452,15 @@ def _step_loss(state: TrainState, logits: torch.Tensor, age: torch.Tensor, group
     return loss
 
 
+def _rows_of(age: torch.Tensor, group: torch.Tensor, batch: dict[str, Any],
+             rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The targets of batch rows `rows` (mixup's partners): ages, groups and, for a distilled
+    student, the training indices its teacher's distributions are looked up by."""
+    index = batch.get("index")
+    picked = batch if index is None else {**batch, "index": index[rows.to(index.device)]}
+    return age[rows], group[rows], picked
+
+
 def _saved_plan(ckpt: dict[str, Any] | None) -> Any:
     """The budget plan kept in a checkpoint (None without one)."""
     if not ckpt or not ckpt.get("budget"):
@@ -754,9 +764,16 @@ def _train_steps(state: TrainState, batches: Any, first: int, progress: Progress
         consumed = i + 1
         if batch is not None:
             x, age, group = batch_to(batch, state.device, state.input_spec, cfg.channels_last)
+            partner = None
+            if cfg.mixup_alpha > 0:  # blended faces; the loss on own and partners' targets, weighted alike
+                x, partner, lam = mix_batch(x, age, cfg.mixup_alpha, cfg.mixup_sigma)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
             with state.precision.autocast(state.device):
                 logits = model(x)
             loss = _step_loss(state, logits, age, group, batch)
+            if partner is not None:
+                loss = lam * loss + (1.0 - lam) * _step_loss(state, logits, *_rows_of(age, group, batch, partner))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {state.epoch + 1}, step {i + 1}; stopped. "
