@@ -9,13 +9,19 @@ Every run is `ordinalage train` (in this process, through `ordinalage.training.f
 `train.time_budget_min` set to the budget: the run measures its own step time, trains the epochs
 that fit and evaluates the test split (split_seed 0, 20%), all inside the budget. Models:
 
-- `recipe4`: configs/experiments/utkface_30min.yaml, the recipe chosen on validation MAE: an
-  ensemble of four models (`train.members: 4`), each trained for a quarter of the budget;
-- `recipe`: the same config with three models (`train.members=3`; the recipe until 2026-12-05,
-  when four members won on validation at 30 minutes; the key is kept for its run folders);
-- `single`: the same settings as one model using the whole budget (`train.members=1`);
+- `jitter4`: configs/experiments/utkface_30min.yaml, the recipe chosen on validation MAE: an
+  ensemble of four models (`train.members: 4`), each trained for a quarter of the budget, with the
+  random shift/scale/turn on 80% of the training faces (`data.augment.affine_p: 0.8`, which won
+  on validation on 2026-12-06; the key is kept for its run folders);
+- `recipe4`: the same with `data.augment.affine_p=0.2`, the recipe until 2026-12-06;
+- `recipe`: `recipe4` with three models (`train.members=3`; the recipe until 2026-12-05, when
+  four members won on validation at 30 minutes);
+- `single`: `recipe4`'s settings as one model using the whole budget (`train.members=1`);
 - `start`: configs/experiments/utkface_improved.yaml, the best model before time budgets;
-- `ordinal`: the single model with the CORAL head (an ordinal head at equal time).
+- `ordinal`: the single model with the CORAL head (an ordinal head at equal time);
+- `ordinal_jitter`: `ordinal` with the recipe's augmentation (`affine_p` 0.8).
+The keys measured before 2026-12-06 set `affine_p` 0.2 explicitly, so rerunning them repeats what
+their rows measured.
 
 Each finished run folder is kept and reused, so an interrupted grid continues where it stopped;
 a run recorded in the JSON whose folder is gone is reported from the JSON (`--fresh` retrains it).
@@ -48,17 +54,23 @@ from common import RESULTS, fit_or_reuse, mean_std, parser, write_result  # noqa
 from ordinalage.config import load_config  # noqa: E402
 
 EXPERIMENTS = ROOT / "configs" / "experiments"
+OLD = {"data.augment.affine_p": 0.2}  # the recipe's augmentation until 2026-12-06 (the rows measured with it)
 MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
-    "recipe4": (EXPERIMENTS / "utkface_30min.yaml", {}),
-    "recipe": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 3}),
-    "single": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1}),
+    "jitter4": (EXPERIMENTS / "utkface_30min.yaml", {}),
+    "recipe4": (EXPERIMENTS / "utkface_30min.yaml", dict(OLD)),
+    "recipe": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 3, **OLD}),
+    "single": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, **OLD}),
     "start": (EXPERIMENTS / "utkface_improved.yaml", {}),
     "ordinal": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, "model.head": "coral",
-                                                     "model.label_sigma": 0.0}),
+                                                     "model.label_sigma": 0.0, **OLD}),
+    "ordinal_jitter": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, "model.head": "coral",
+                                                            "model.label_sigma": 0.0}),
 }
-LABELS = {"recipe4": "recipe: 4-model ensemble (utkface_30min.yaml)",
-          "recipe": "3-model ensemble (the same, --members 3)", "single": "one model, same settings",
-          "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head"}
+LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
+          "recipe4": "4 models, affine_p 0.2 (the recipe until 2026-12-06)",
+          "recipe": "3 models, affine_p 0.2 (--members 3)", "single": "one model, affine_p 0.2",
+          "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head, affine_p 0.2",
+          "ordinal_jitter": "one model, CORAL head (affine_p 0.8)"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 
@@ -87,6 +99,15 @@ def _tested(run_dir: Path) -> dict[str, Any] | None:
     return summary if summary.get("finished") and "test" in summary else None
 
 
+def same_but_members(a: str, b: str) -> bool:
+    """Models `a` and `b` have the same config file and overrides, `train.members` aside."""
+    def rest(m: str) -> tuple[Path, dict[str, Any]]:
+        path, sets = MODELS[m]
+        return path, {k: v for k, v in sets.items() if k != "train.members"}
+
+    return rest(a) == rest(b)
+
+
 def assemble(args: Any, model: str, minutes: float, seed: int) -> list[str] | None:
     """Build ensemble run `model` from finished `single` runs of its members' seeds and budget share
     (symbolic links to their folders), then finish it as `ordinalage train --resume` would: the
@@ -98,7 +119,7 @@ def assemble(args: Any, model: str, minutes: float, seed: int) -> list[str] | No
     config = config_of(args, model, minutes, seed)
     n = config.train.members
     sources = [run_dir_of(args, "single", minutes / n, seed * n + i) for i in range(n)]
-    if n < 2 or MODELS[model][0] != MODELS["single"][0] or not all(_tested(s) for s in sources):
+    if n < 2 or not same_but_members(model, "single") or not all(_tested(s) for s in sources):
         return None
     run = RunDir(run_dir_of(args, model, minutes, seed))
     run.path.mkdir(parents=True, exist_ok=False)

@@ -78,14 +78,20 @@ def run_student(teacher: Path, budget: float, seed: int, temperature: float, rep
     return row_of(out, kind="student", seed=seed, temperature=temperature)
 
 
-def run_plain(budget: float, seed: int, report_only: bool, runs: Path = RUNS) -> dict[str, Any] | None:
+def run_plain(budget: float, seed: int, report_only: bool, runs: Path = RUNS,
+              affine_p: float | None = None) -> dict[str, Any] | None:
+    """One model of the recipe's member config trained on the true ages; `affine_p`: the teacher's
+    augmentation (the recipe's value changed after the measured teacher was trained)."""
     from common import fit_or_reuse
 
     out = runs / f"plain-s{seed}"
 
     def make() -> Any:
-        return load_config(RECIPE, {"train.members": 1, "train.time_budget_min": budget, "train.seed": seed,
-                                    "train.eval_tta": False, "train.out_dir": str(out)})
+        sets = {"train.members": 1, "train.time_budget_min": budget, "train.seed": seed,
+                "train.eval_tta": False, "train.out_dir": str(out)}
+        if affine_p is not None:
+            sets["data.augment.affine_p"] = affine_p
+        return load_config(RECIPE, sets)
 
     if fit_or_reuse(out, make, report_only, f"plain seed {seed}") is None:
         return None
@@ -114,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             r = run_student(teacher, args.budget, s, t, args.report_only, args.runs)
             if r is not None:
                 rows.append(r)
-    plain = {s: run_plain(args.budget, s, args.report_only, args.runs) for s in seeds} if args.plain else {}
+    teacher_affine = load_config(teacher / "config.yaml").data.augment.affine_p if args.plain else None
+    plain = ({s: run_plain(args.budget, s, args.report_only, args.runs, teacher_affine) for s in seeds}
+             if args.plain else {})
     rows += [r for r in plain.values() if r is not None]
     cells, comparisons = [], []
     teacher_errors = test_errors(teacher)

@@ -6,8 +6,8 @@
 Two single models of the 30-minute recipe's member config (`configs/experiments/utkface_30min.yaml`,
 `train.members=1`, no test-time flip) trained for the same number of epochs (`--epochs`, default 24,
 about what one recipe member gets), differing only in how often the random affine (shift, zoom,
-turn: the detector's box jitter) is applied to a training image: `data.augment.affine_p` 0.2 (the
-recipe) against `--jitter-p` (0.8). Each is then put through `benchmarks/photo_skew.py` on its
+turn: the detector's box jitter) is applied to a training image: `--base-p` (0.2, the recipe's
+value when this was measured; the recipe has 0.8 since) against `--jitter-p` (0.8). Each is then put through `benchmarks/photo_skew.py` on its
 **validation** faces (`--split val --n 1000`, Haar and dlib, 5 views, photos `plain`, `small`,
 `rot15`), so that the choice is made on validation only. Per seed the two models share seed,
 split and epochs; the JSON holds each model's validation MAE on chips, its photo rows and, per
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--base-p", type=float, default=0.2, dest="base_p")
     p.add_argument("--jitter-p", type=float, default=0.8, dest="jitter_p")
     p.add_argument("--n", type=int, default=1000, help="validation faces pasted into photos")
     p.add_argument("--config", type=Path, default=RECIPE)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=RUNS)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    base_p = load_config(args.config).data.augment.affine_p
+    base_p = args.base_p
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = [r for s in seeds for kind, ap in (("base", base_p), ("jitter", args.jitter_p))
             if (r := train_and_measure(kind, ap, s, args)) is not None]

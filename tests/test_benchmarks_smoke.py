@@ -352,6 +352,20 @@ def test_budget_utkface_plot_legend_gives_the_seed_range():
     assert budget_utkface._seeds_label([{"n": 3}, {"n": 2}, {"n": 3}]) == "n=2-3"
 
 
+def test_budget_utkface_assembles_only_from_single_runs_of_the_same_settings():
+    """The recipe (augmentation 0.8) is never assembled from `single` runs (0.2); the models measured
+    with 0.2 are, and they pin 0.2 so that rerunning them repeats their rows."""
+    import budget_utkface
+
+    assert budget_utkface.same_but_members("recipe4", "single") and budget_utkface.same_but_members("recipe", "single")
+    assert not budget_utkface.same_but_members("jitter4", "single")
+    configs = {m: budget_utkface.config_of(type("A", (), {"runs": "r", "smoke": False, "set": []})(), m, 30, 0)
+               for m in ("jitter4", "recipe4", "single", "ordinal", "ordinal_jitter")}
+    assert {m: c.data.augment.affine_p for m, c in configs.items()} == {
+        "jitter4": 0.8, "recipe4": 0.2, "single": 0.2, "ordinal": 0.2, "ordinal_jitter": 0.8}
+    assert configs["jitter4"].train.members == 4 and configs["ordinal_jitter"].model.head == "coral"
+
+
 def load_summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
