@@ -171,3 +171,20 @@ def test_targets_that_do_not_match_the_split_are_refused() -> None:
         targets_for([R("a")], targets, num_classes=7, where="t.npz")
     with pytest.raises(UsageError, match="ordinalage distill"):
         read_soft_targets("/nonexistent/teacher_targets.npz")
+
+
+def test_a_mixup_student_reads_its_partners_teacher_rows(teacher: Path, tmp_path: Path) -> None:
+    """With mixup the partners' targets are their own teacher rows (looked up by training index)."""
+    import ordinalage
+    from ordinalage.training.fit import _rows_of
+
+    age, group = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([1, 2, 3])
+    batch = {"index": torch.tensor([7, 8, 9]), "age": age}
+    a, g, picked = _rows_of(age, group, batch, torch.tensor([2, 0, 0]))
+    assert a.tolist() == [30.0, 10.0, 10.0] and g.tolist() == [3, 1, 1] and picked["index"].tolist() == [9, 7, 7]
+    assert batch["index"].tolist() == [7, 8, 9]  # the batch itself is left as it was
+    run = ordinalage.distill(teacher, epochs=1, out=tmp_path / "mix", quiet=True, train__mixup_alpha=0.4,
+                             train__mixup_sigma=5.0).path
+    plain = ordinalage.distill(teacher, epochs=1, out=tmp_path / "plain", quiet=True).path
+    wa, wb = (torch.load(p / "last.pt", weights_only=False)["model"]["head.fc.weight"] for p in (run, plain))
+    assert torch.isfinite(wa).all() and not torch.allclose(wa, wb)
