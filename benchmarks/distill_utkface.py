@@ -10,8 +10,8 @@ Each student is `ordinalage distill TEACHER --budget B --seed S --temperature T`
 the teacher's pass over the training images and the student's training share the budget, and the
 student is tested on the teacher's test split at one forward pass per face (no TTA). The plain
 model (`--plain`) is the teacher's member config as one class-head model with the same budget and
-seed, trained from the true ages alone (`configs/experiments/utkface_30min.yaml` with
-`train.members=1`, also tested without TTA). Differences are paired per test image
+seed, trained from the true ages alone (the teacher's config.yaml with `train.members=1`, also
+tested without TTA). Differences are paired per test image
 (`ordinalage.evaluation.paired`: bootstrap CI over images, each student seed paired with the one
 teacher and with the plain model of its seed). Finished run folders under
 benchmarks/runs/distill_utkface/ are reused. Writes benchmarks/results/distill_utkface.json.
@@ -34,7 +34,6 @@ from ordinalage.evaluation.compare import read_abs_errors, test_predictions_csv 
 from ordinalage.runs.rundir import RunDir  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "runs" / "distill_utkface"
-RECIPE = ROOT / "configs" / "experiments" / "utkface_30min.yaml"
 
 
 def test_errors(run_dir: Path) -> dict[str, float]:
@@ -78,20 +77,16 @@ def run_student(teacher: Path, budget: float, seed: int, temperature: float, rep
     return row_of(out, kind="student", seed=seed, temperature=temperature)
 
 
-def run_plain(budget: float, seed: int, report_only: bool, runs: Path = RUNS,
-              affine_p: float | None = None) -> dict[str, Any] | None:
-    """One model of the recipe's member config trained on the true ages; `affine_p`: the teacher's
-    augmentation (the recipe's value changed after the measured teacher was trained)."""
+def run_plain(teacher: Path, budget: float, seed: int, report_only: bool, runs: Path = RUNS) -> dict[str, Any] | None:
+    """One model of the teacher's config (its member config, one model) trained on the true ages."""
     from common import fit_or_reuse
 
     out = runs / f"plain-s{seed}"
 
     def make() -> Any:
-        sets = {"train.members": 1, "train.time_budget_min": budget, "train.seed": seed,
-                "train.eval_tta": False, "train.out_dir": str(out)}
-        if affine_p is not None:
-            sets["data.augment.affine_p"] = affine_p
-        return load_config(RECIPE, sets)
+        return load_config(teacher / "config.yaml", {"train.members": 1, "train.time_budget_min": budget,
+                                                     "train.seed": seed, "train.eval_tta": False,
+                                                     "train.out_dir": str(out)})
 
     if fit_or_reuse(out, make, report_only, f"plain seed {seed}") is None:
         return None
@@ -120,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run_student(teacher, args.budget, s, t, args.report_only, args.runs)
             if r is not None:
                 rows.append(r)
-    teacher_affine = load_config(teacher / "config.yaml").data.augment.affine_p if args.plain else None
-    plain = ({s: run_plain(args.budget, s, args.report_only, args.runs, teacher_affine) for s in seeds}
-             if args.plain else {})
+    plain = {s: run_plain(teacher, args.budget, s, args.report_only, args.runs) for s in seeds} if args.plain else {}
     rows += [r for r in plain.values() if r is not None]
     cells, comparisons = [], []
     teacher_errors = test_errors(teacher)

@@ -69,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=RUNS)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    base_p = args.base_p
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = [r for s in seeds for kind, ap in (("base", base_p), ("jitter", args.jitter_p))
+    runs = [r for s in seeds for kind, ap in (("base", args.base_p), ("jitter", args.jitter_p))
             if (r := train_and_measure(kind, ap, s, args)) is not None]
     by = {(r["kind"], r["seed"]): r for r in runs}
     paired = [s for s in seeds if ("base", s) in by and ("jitter", s) in by]
@@ -89,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
                           "gap_difference": mean_std(diffs) if diffs else None})
     val = {kind: mean_std([by[(kind, s)]["val_mae"] for s in paired]) for kind in ("base", "jitter")} if paired else {}
     write_result("frame_jitter", {"settings": {"config": str(args.config), "epochs": args.epochs, "seeds": seeds,
-                                               "affine_p": {"base": base_p, "jitter": args.jitter_p}, "n": args.n,
+                                               "affine_p": {"base": args.base_p, "jitter": args.jitter_p}, "n": args.n,
                                                "photo_skew": PHOTO_ARGS, "set": args.set},
                                   "val_mae": val, "cells": cells, "runs": runs}, args.json)
     for c in cells:
         print(f"{c['detector']:5s} {c['variant']:6s} gap {c['gap_base']} -> {c['gap_jitter']}", file=sys.stderr)
     if val:
-        print(f"val MAE: affine_p {base_p} {val['base']['mean']:.3f}, {args.jitter_p} {val['jitter']['mean']:.3f}",
+        print(f"val MAE: affine_p {args.base_p} {val['base']['mean']:.3f}, {args.jitter_p} {val['jitter']['mean']:.3f}",
               file=sys.stderr)
     return 0
 
