@@ -19,7 +19,10 @@ that fit and evaluates the test split (split_seed 0, 20%), all inside the budget
 - `single`: `recipe4`'s settings as one model using the whole budget (`train.members=1`);
 - `start`: configs/experiments/utkface_improved.yaml, the best model before time budgets;
 - `ordinal`: the single model with the CORAL head (an ordinal head at equal time);
-- `ordinal_jitter`: `ordinal` with the recipe's augmentation (`affine_p` 0.8).
+- `ordinal_jitter`: `ordinal` with the recipe's augmentation (`affine_p` 0.8);
+- `ordinal_mixup`: configs/experiments/utkface_30min_one.yaml, the one-model recipe: `ordinal` with
+  mixup by age (`train.mixup_alpha` 0.4, `train.mixup_sigma` 5 years);
+- `jitter4_mixup`: the recipe (`jitter4`) with the same mixup.
 The keys measured before 2026-12-06 set `affine_p` 0.2 explicitly, so rerunning them repeats what
 their rows measured.
 
@@ -55,6 +58,7 @@ from ordinalage.config import load_config  # noqa: E402
 
 EXPERIMENTS = ROOT / "configs" / "experiments"
 OLD = {"data.augment.affine_p": 0.2}  # the recipe's augmentation until 2026-12-06 (the rows measured with it)
+MIXUP = {"train.mixup_alpha": 0.4, "train.mixup_sigma": 5.0}  # utkface_30min_one.yaml's mixup by age (C-Mixup)
 MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
     "jitter4": (EXPERIMENTS / "utkface_30min.yaml", {}),
     "recipe4": (EXPERIMENTS / "utkface_30min.yaml", dict(OLD)),
@@ -65,12 +69,16 @@ MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
                                                      "model.label_sigma": 0.0, **OLD}),
     "ordinal_jitter": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, "model.head": "coral",
                                                             "model.label_sigma": 0.0}),
+    "ordinal_mixup": (EXPERIMENTS / "utkface_30min_one.yaml", {}),
+    "jitter4_mixup": (EXPERIMENTS / "utkface_30min.yaml", dict(MIXUP)),
 }
 LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
           "recipe4": "4 models, affine_p 0.2 (the recipe until 2026-12-06)",
           "recipe": "3 models, affine_p 0.2 (--members 3)", "single": "one model, affine_p 0.2",
           "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head, affine_p 0.2",
-          "ordinal_jitter": "one model, CORAL head (affine_p 0.8)"}
+          "ordinal_jitter": "one model, CORAL head (affine_p 0.8)",
+          "ordinal_mixup": "one model: CORAL, affine_p 0.2, mixup (utkface_30min_one.yaml)",
+          "jitter4_mixup": "the recipe with mixup (alpha 0.4, sigma 5 years)"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 
