@@ -6,12 +6,13 @@
 Two single models of the 30-minute recipe's member config (`configs/experiments/utkface_30min.yaml`,
 `train.members=1`, no test-time flip) trained for the same number of epochs (`--epochs`, default 24,
 about what one recipe member gets), differing only in how often the random affine (shift, zoom,
-turn: the detector's box jitter) is applied to a training image: `--base-p` (0.2, the recipe's
-value when this was measured; the recipe has 0.8 since) against `--jitter-p` (0.8). Each is then put through `benchmarks/photo_skew.py` on its
-**validation** faces (`--split val --n 1000`, Haar and dlib, 5 views, photos `plain`, `small`,
-`rot15`), so that the choice is made on validation only. Per seed the two models share seed,
-split and epochs; the JSON holds each model's validation MAE on chips, its photo rows and, per
-detector and photo kind, the gap (photo MAE - chip MAE) of each model and their difference.
+turn: the detector's box jitter) is applied to a training image: `--base-p` (0.2, the recipe's value
+when this was measured; the recipe has 0.8 since) against `--jitter-p` (0.8). Each is then put
+through `benchmarks/photo_skew.py` on its **validation** faces (`--split val --n 1000`, Haar and
+dlib, 5 views, photos `plain`, `small`, `rot15`), so that the choice is made on validation only. Per
+seed the two models share seed, split and epochs; the JSON holds each model's validation MAE on
+chips, its photo rows and, per detector and photo kind, the gap (photo MAE - chip MAE) of each model
+and their difference.
 Run folders: benchmarks/runs/frame_{base,jitter}_s{seed}/ (reused when finished).
 """
 
