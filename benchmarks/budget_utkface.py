@@ -22,7 +22,9 @@ that fit and evaluates the test split (split_seed 0, 20%), all inside the budget
 - `ordinal_jitter`: `ordinal` with the recipe's augmentation (`affine_p` 0.8);
 - `ordinal_mixup`: configs/experiments/utkface_30min_one.yaml, the one-model recipe: `ordinal` with
   mixup by age (`train.mixup_alpha` 0.4, `train.mixup_sigma` 5 years);
-- `jitter4_mixup`: the recipe (`jitter4`) with the same mixup.
+- `jitter4_mixup`: the recipe (`jitter4`) with the same mixup;
+- `ordinal_swa`: `ordinal_mixup` with stochastic weight averaging over the last quarter of the
+  epochs (`train.swa_start` 0.75, `train.swa_lr_scale` 0.1).
 The keys measured before 2026-12-06 set `affine_p` 0.2 explicitly, so rerunning them repeats what
 their rows measured.
 
@@ -71,6 +73,7 @@ MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
                                                             "model.label_sigma": 0.0}),
     "ordinal_mixup": (EXPERIMENTS / "utkface_30min_one.yaml", {}),
     "jitter4_mixup": (EXPERIMENTS / "utkface_30min.yaml", dict(MIXUP)),
+    "ordinal_swa": (EXPERIMENTS / "utkface_30min_one.yaml", {"train.swa_start": 0.75, "train.swa_lr_scale": 0.1}),
 }
 LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
           "recipe4": "4 models, affine_p 0.2 (the recipe until 2026-12-06)",
@@ -78,7 +81,8 @@ LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
           "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head, affine_p 0.2",
           "ordinal_jitter": "one model, CORAL head (affine_p 0.8)",
           "ordinal_mixup": "one model: CORAL, affine_p 0.2, mixup (utkface_30min_one.yaml)",
-          "jitter4_mixup": "the recipe with mixup (alpha 0.4, sigma 5 years)"}
+          "jitter4_mixup": "the recipe with mixup (alpha 0.4, sigma 5 years)",
+          "ordinal_swa": "one model with mixup and SWA over the last quarter (swa_lr_scale 0.1)"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 

@@ -130,6 +130,8 @@ class TrainConfig:
     eval_tta: bool = False  # that evaluation with flip test-time augmentation (eval-test-tta/)
     loggers: tuple[str, ...] = ("csv",)  # csv (metrics.csv) | tensorboard (pip install ordinalage[tensorboard])
     ema_decay: float = 0.0  # exponential moving average of the weights (torch.optim.swa_utils); 0: off
+    swa_start: float = 0.0  # stochastic weight averaging from this share of the epochs on (training/swa.py); 0: off
+    swa_lr_scale: float = 0.1  # SWA's constant learning rate, as a share of each group's base rate
     mixup_alpha: float = 0.0  # mixup: blend each face with a partner, lam ~ Beta(alpha, alpha); 0: off (training/mixup.py)
     mixup_sigma: float = 0.0  # partner drawn by age, weight exp(-d^2 / 2 sigma^2) in years (C-Mixup); 0: any partner
     time_budget_min: float | None = None  # wall minutes for the whole run: sets train.epochs (training/budget.py)
@@ -141,6 +143,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise UsageError(f"config key 'train.ema_decay': must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.swa_start < 1.0:
+            raise UsageError(f"config key 'train.swa_start': must be in [0, 1) (a share of the epochs; 0: off), "
+                             f"got {self.swa_start}")
+        if not self.swa_lr_scale > 0:
+            raise UsageError(f"config key 'train.swa_lr_scale': must be more than 0, got {self.swa_lr_scale}")
+        if self.swa_start > 0 and self.ema_decay > 0:
+            raise UsageError("config keys 'train.swa_start' and 'train.ema_decay': choose one way to average the "
+                             "weights (set the other to 0)")
         if self.mixup_alpha < 0 or self.mixup_sigma < 0:
             key = "mixup_alpha" if self.mixup_alpha < 0 else "mixup_sigma"
             raise UsageError(f"config key 'train.{key}': must be at least 0, got {getattr(self, key)}")

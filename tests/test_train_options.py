@@ -217,6 +217,49 @@ def test_ema_weights_are_validated_kept_as_best_and_resumed(synth_cache_dir: str
         torch.testing.assert_close(resumed[k], v, msg=k)
 
 
+def test_swa_averages_the_last_epochs_at_a_held_learning_rate_and_resumes(synth_cache_dir: str, tmp_path: Path) -> None:
+    """train.swa_start: from round(0.5 x 4) = epoch 3 on, SWALR anneals the learning rate to
+    swa_lr_scale x lr within that epoch and holds it; the weights of epochs 3 and 4 are averaged,
+    the average is validated and kept as best.pt, and a run resumed inside SWA ends the same."""
+    from ordinalage.evaluation.evaluate import evaluate_run
+
+    sets = ("train.epochs=4", "train.lr=0.004", "train.swa_start=0.5", "train.swa_lr_scale=0.25",
+            "data.augment.enabled=false")
+    run = fit(tiny(synth_cache_dir, tmp_path / "run", *sets))
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    swa = last["swa"]
+    assert int(swa["model"]["n_averaged"]) == 2  # epochs 3 and 4
+    assert swa["scheduler"]["anneal_epochs"] == last["step"] // 4  # one epoch of steps
+    lrs = [float(r["lr"]) for r in rows(run)]
+    assert lrs[2] == pytest.approx(lrs[3]) == pytest.approx(0.004 * 0.25)  # held after the anneal
+    assert lrs[1] > 0.004 * 0.25  # the run's own cosine before SWA
+    averaged = {k.removeprefix("module."): v for k, v in swa["model"].items() if k.startswith("module.")}
+    assert averaged.keys() == last["model"].keys()
+    assert any(not torch.equal(averaged[k], last["model"][k]) for k in averaged if averaged[k].is_floating_point())
+    if best["epoch"] == 4:  # best.pt holds the averaged weights
+        assert all(torch.equal(best["model"][k], averaged[k]) for k in averaged)
+    assert evaluate_run(run, split="val", show=False)["n"] > 0
+
+    part = fit(tiny(synth_cache_dir, tmp_path / "part", *sets), stop_after_epochs=3)  # stopped inside SWA
+    assert int(load_checkpoint(part / "last.pt")["swa"]["model"]["n_averaged"]) == 1
+    fit(None, resume=part)
+    resumed = load_checkpoint(part / "last.pt")["swa"]
+    assert int(resumed["model"]["n_averaged"]) == 2
+    for k, v in swa["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, msg=k)
+
+
+@pytest.mark.parametrize("sets, key", [(("train.swa_start=1.0",), "train.swa_start"),
+                                       (("train.swa_lr_scale=0",), "train.swa_lr_scale"),
+                                       (("train.swa_start=0.5", "train.ema_decay=0.9"), "train.swa_start")])
+def test_swa_keys_are_checked_by_name(sets: tuple[str, ...], key: str) -> None:
+    from ordinalage.config import load_config
+    from ordinalage.errors import UsageError
+
+    with pytest.raises(UsageError, match=key):
+        load_config(sets=list(sets))
+
+
 # --------------------------------------------------------------------------------------------- mixup
 
 

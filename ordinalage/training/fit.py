@@ -189,6 +189,7 @@ class TrainState:
     train_prior: np.ndarray | None = None  # the head's effective training label distribution
     loggers: list[Any] = field(default_factory=list)  # per-epoch loggers (TensorBoard)
     ema: Any = None  # torch.optim.swa_utils.AveragedModel of `model` when train.ema_decay > 0
+    swa: Any = None  # training.swa.WeightAveraging when train.swa_start > 0
     budget: Any = None  # training.budget.BudgetPlan when train.time_budget_min is set
     deadline: float | None = None  # time.monotonic() after which training stops (the time budget)
     budget_stopped: bool = False  # the deadline cut an epoch short
@@ -406,6 +407,10 @@ def build_state(config: Config, ctx: DistContext, device_name: str, *, ckpt: dic
 
         # BatchNorm statistics are averaged with the weights (use_buffers), as swa_utils prescribes for EMA
         state.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    if t.swa_start > 0:
+        from ordinalage.training.swa import WeightAveraging
+
+        state.swa = WeightAveraging(model, t)
     if t.distill_from:
         state.soft_targets = _soft_targets(state, data, model)
     if ckpt is not None:
@@ -497,6 +502,8 @@ def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     if state.ema is not None and ckpt.get("ema") is not None:
         state.ema.load_state_dict(ckpt["ema"])
+    if state.swa is not None and ckpt.get("swa") is not None:
+        state.swa.load_state_dict(ckpt["swa"], state.optimizer, len(state.train_loader))
     state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
     state.best_value, state.best_epoch = ckpt.get("best_value"), int(ckpt.get("best_epoch", -1))
     state.bad_epochs = int(ckpt.get("bad_epochs", 0))
@@ -572,10 +579,19 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
     position, state.resume_position = state.resume_position, None
     if position is not None and int(position["epoch"]) != epoch:
         position = None
+    swa = state.swa
+    if swa is not None and not swa.active and epoch >= swa.first_epoch(t.epochs):
+        swa.begin(state.optimizer, len(state.train_loader))
+        if not state.quiet:
+            _console().print(f"SWA from epoch {epoch + 1}: learning rate to {t.swa_lr_scale:g} x base, "
+                             "weights averaged after every epoch")
     stats = train_one_epoch(state, state.train_loader, progress, resume=position)
     sync_buffers(ctx, state.model)  # validate (and save) rank 0's BatchNorm statistics on every rank
-    if state.ema is not None:
-        sync_buffers(ctx, state.ema.module)
+    if swa is not None and swa.active:
+        swa.end_epoch(state.model)
+    averaged = _averaged_model(state)
+    if averaged is not None:
+        sync_buffers(ctx, averaged)
     val_started = time.perf_counter()
     val = validate(state, state.val_loader)
     val_s = time.perf_counter() - val_started
@@ -595,8 +611,8 @@ def run_epoch(state: TrainState, progress: Progress | None = None) -> dict[str, 
     if ctx.is_main:
         ck = _checkpoint(state)
         atomic_torch_save(ck, state.run.last_pt)
-        if improved:  # best.pt: the validated weights (the EMA ones when train.ema_decay > 0)
-            atomic_torch_save({**ck, "model": state.ema.module.state_dict()} if state.ema is not None else ck,
+        if improved:  # best.pt: the validated weights (the averaged ones with EMA or once SWA has begun)
+            atomic_torch_save({**ck, "model": averaged.state_dict()} if averaged is not None else ck,
                               state.run.best_pt)
             write_json(state.run.val_best_json, {"epoch": epoch + 1, **val})
         state.run.append_metrics(row)
@@ -674,6 +690,7 @@ def _checkpoint(state: TrainState, position: dict[str, Any] | None = None) -> di
         "reference": state.reference,
         "train_prior": None if state.train_prior is None else [float(v) for v in state.train_prior],
         "ema": None if state.ema is None else state.ema.state_dict(),  # raw weights in "model", averaged here
+        "swa": None if state.swa is None else state.swa.state_dict(),  # the SWA average and its SWALR schedule
         "budget": None if state.budget is None else state.budget.to_dict(),
         # where a signal stopped an unfinished epoch: {epoch, batches, loss_sum, n, seconds, rng}
         "position": position,
@@ -779,7 +796,10 @@ def _train_steps(state: TrainState, batches: Any, first: int, progress: Progress
                     f"loss is {loss.item()} at epoch {state.epoch + 1}, step {i + 1}; stopped. "
                     f"The last good checkpoint is {state.run.last_pt} (try a lower train.lr)")
             backward_and_step(loss, state.model, opt, state.scaler, cfg.grad_clip)
-            state.scheduler.step()
+            if state.swa is not None and state.swa.active:
+                state.swa.step()
+            else:
+                state.scheduler.step()
             if state.ema is not None:
                 state.ema.update_parameters(state.model)
             state.step += 1
@@ -808,8 +828,9 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
     # with several processes, each rank runs the plain module on its shard: DDP's forward would
     # expect the same number of calls on every rank, and the shards may differ by one batch
     model = state.model if state.ctx.enabled else state.train_model
-    if state.ema is not None:  # with weight averaging, the averaged weights are validated and kept as best
-        model = state.ema.module
+    averaged = _averaged_model(state)
+    if averaged is not None:  # with weight averaging, the averaged weights are validated and kept as best
+        model = averaged
     out = infer(model, loader, input_spec=state.input_spec, device=state.device, precision=state.precision,
                 channels_last=state.config.train.channels_last,
                 loss_fn=state.model.head.loss, decoder=state.model)
@@ -824,6 +845,16 @@ def validate(state: TrainState, loader: Any) -> dict[str, Any]:
                         labels=state.groups.labels, rank_proba=g["rank"])
     m["loss"] = total_loss / total_n
     return m
+
+
+def _averaged_model(state: TrainState) -> torch.nn.Module | None:
+    """The averaged weights that are validated and saved as best.pt: EMA's, or SWA's once an epoch
+    is in its average; None without weight averaging."""
+    if state.ema is not None:
+        return state.ema.module
+    if state.swa is not None and state.swa.averaged > 0:
+        return state.swa.model.module
+    return None
 
 
 def _reseed_loader(loader: Any, seed: int) -> None:
