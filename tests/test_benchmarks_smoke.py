@@ -384,3 +384,20 @@ def test_accuracy_utkface_equal_time_smoke(tmp_path, faces, monkeypatch):
     assert "of wall time per run" in doc["budget"] and len(doc["runs"]) == 2
     assert all(r["budget"]["minutes"] == pytest.approx(1 / 3, abs=1e-3) and r["epochs"] >= 1 for r in doc["runs"])
     assert not (tmp_path / "docs").exists()  # equal-time mode leaves docs/results.md alone
+
+
+def test_augment_batched_smoke(tmp_path, faces, monkeypatch):
+    import augment_batched
+
+    monkeypatch.setattr(augment_batched, "UTKFACE", faces)
+    images = augment_batched.faces(4, 32)
+    assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
+    out = augment_batched.albumentations_batch(images)()
+    assert len(out) == 4 and all(o.shape == (32, 32, 3) for o in out)
+    v2 = augment_batched.torchvision_v2_batch(images)()
+    assert all(o.shape == (3, 32, 32) and o.dtype == torch.uint8 for o in v2)
+    assert augment_batched.main(["--json", str(tmp_path / "a.json"), "--batch", "4", "--size", "32",
+                                 "--repeats", "2", "--loops", "1"]) == 0
+    doc = load(tmp_path / "a.json")
+    assert {"albumentations", "torchvision_v2"} <= set(doc["by_backend"])
+    assert doc["by_backend"]["albumentations"]["core_ms_vs_albumentations"] == 1.0

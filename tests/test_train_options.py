@@ -5,6 +5,7 @@ and constant schedules, fp16 with a GradScaler, torch.compile. Tiny synthetic da
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -229,6 +230,7 @@ def test_swa_averages_the_last_epochs_at_a_held_learning_rate_and_resumes(synth_
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
     swa = last["swa"]
     assert int(swa["model"]["n_averaged"]) == 2  # epochs 3 and 4
+    assert json.loads((run / "summary.json").read_text())["swa_epochs_averaged"] == 2
     assert swa["scheduler"]["anneal_epochs"] == last["step"] // 4  # one epoch of steps
     lrs = [float(r["lr"]) for r in rows(run)]
     assert lrs[2] == pytest.approx(lrs[3]) == pytest.approx(0.004 * 0.25)  # held after the anneal

@@ -707,7 +707,8 @@ def _summary(state: TrainState, stopped_early: bool) -> dict[str, Any]:
             "monitor": t.monitor, "best_epoch": state.best_epoch, "best_value": state.best_value,
             "reference": state.reference, "data_report": jsonable(data.report), "dropped": data.dropped,
             "n_test": len(data.test), "device": str(state.device), "precision": state.precision.name,
-            **({"budget": _budget_summary(state)} if state.budget is not None else {})}
+            **({"budget": _budget_summary(state)} if state.budget is not None else {}),
+            **({"swa_epochs_averaged": state.swa.averaged} if state.swa is not None else {})}
 
 
 def _budget_summary(state: TrainState) -> dict[str, Any]:
