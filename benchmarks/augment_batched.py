@@ -1,8 +1,9 @@
 """Augmentation cost per batch: per-image albumentations (the package) against batched tensors.
 
-The same augmentation as the 30-minute recipe (horizontal flip 0.5, affine 0.8 with shift 0.05,
-scale 0.10, rotate 10 degrees, colour jitter 0.5 at 0.2/0.2/0.2/0.02) on batches of `--batch`
-UTKFace faces at `--size` px, three ways:
+The 30-minute recipe's augmentation (`data.augment` of configs/experiments/utkface_30min.yaml:
+flip, affine, colour jitter and one occluding hole, each with its probability and strength) on
+batches of `--batch` UTKFace faces at `--size` px, three ways (the hole as each library's random
+erasing of the same area):
 
 - `albumentations`: the package's `build_transform`, one image at a time on uint8 HxWx3, as a
   DataLoader worker or the main process runs it (one thread: core-ms = wall ms);
@@ -21,6 +22,7 @@ what decides which is cheaper.
 
 from __future__ import annotations
 
+import importlib.metadata
 import statistics
 import sys
 import time
@@ -30,14 +32,15 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from common import UTKFACE, parser, ratio, utkface_files, write_result
+from common import ROOT, UTKFACE, parser, ratio, utkface_files, write_result
 
-from ordinalage.config import AugmentConfig
+from ordinalage.config import load_config, to_dict
 from ordinalage.data.augment import build_transform, reseed_transform
 
-#: the 30-minute recipe's augmentation (configs/experiments/utkface_30min.yaml)
-RECIPE = AugmentConfig(hflip_p=0.5, affine_p=0.8, shift=0.05, scale=0.10, rotate=10.0, color_p=0.5,
-                       brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)
+#: the 30-minute recipe's augmentation, read from its file so that it cannot drift from it
+RECIPE = load_config(ROOT / "configs" / "experiments" / "utkface_30min.yaml").data.augment
+#: the hole's area, as a share of the image: CoarseDropout's side is occlusion_size/2 to occlusion_size
+HOLE_AREA = ((RECIPE.occlusion_size / 2) ** 2, RECIPE.occlusion_size ** 2)
 
 
 def faces(n: int, size: int) -> np.ndarray:
@@ -56,6 +59,7 @@ def albumentations_batch(images: np.ndarray) -> Callable[[], Any]:
 
 
 def kornia_batch(images: np.ndarray) -> Callable[[], Any] | None:
+    """The kornia pipeline on the whole batch, or None when kornia is not installed."""
     try:
         import kornia.augmentation as K
     except ImportError:
@@ -65,7 +69,8 @@ def kornia_batch(images: np.ndarray) -> Callable[[], Any] | None:
         K.RandomHorizontalFlip(p=a.hflip_p),
         K.RandomAffine(degrees=a.rotate, translate=(a.shift, a.shift), scale=(1 - a.scale, 1 + a.scale),
                        padding_mode="reflection", p=a.affine_p),
-        K.ColorJitter(a.brightness, a.contrast, a.saturation, a.hue, p=a.color_p))
+        K.ColorJitter(a.brightness, a.contrast, a.saturation, a.hue, p=a.color_p),
+        K.RandomErasing(scale=HOLE_AREA, ratio=(1.0, 1.0), p=a.occlusion_p))
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     return lambda: (pipeline(batch.float() / 255.0) * 255.0).round().to(torch.uint8)
 
@@ -77,7 +82,8 @@ def torchvision_v2_batch(images: np.ndarray) -> Callable[[], Any]:
     t = v2.Compose([
         v2.RandomHorizontalFlip(a.hflip_p),
         v2.RandomApply([v2.RandomAffine(a.rotate, (a.shift, a.shift), (1 - a.scale, 1 + a.scale))], p=a.affine_p),
-        v2.RandomApply([v2.ColorJitter(a.brightness, a.contrast, a.saturation, a.hue)], p=a.color_p)])
+        v2.RandomApply([v2.ColorJitter(a.brightness, a.contrast, a.saturation, a.hue)], p=a.color_p),
+        v2.RandomErasing(p=a.occlusion_p, scale=HOLE_AREA, ratio=(1.0, 1.0), value="random")])
     tensors = [torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in images]
     return lambda: [t(x) for x in tensors]
 
@@ -124,15 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     base = results["albumentations"]["core_ms_per_batch"]
     for r in results.values():
         r["core_ms_vs_albumentations"] = ratio(r["core_ms_per_batch"], base)
-    try:
-        import kornia
-        kornia_version = kornia.__version__
-    except ImportError:
-        kornia_version = None
+    kornia_version = importlib.metadata.version("kornia") if k is not None else None
     write_result("augment_batched", {
         "settings": {"batch": args.batch, "size": args.size, "repeats": args.repeats, "loops": args.loops,
-                     "augment": "hflip 0.5, affine 0.8 (shift 0.05, scale 0.10, rotate 10), colour 0.5 (0.2/0.2/0.2/0.02)",
-                     "kornia": kornia_version or "not installed (pip install kornia)"},
+                     "augment": to_dict(RECIPE), "kornia": kornia_version or "not installed (pip install kornia)"},
         "ratio_is": "core-ms per batch of each backend / per-image albumentations' (below 1: cheaper)",
         "by_backend": results}, args.json)
     return 0
