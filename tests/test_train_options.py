@@ -25,6 +25,11 @@ def rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def averaged_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model entries of a saved `AveragedModel` state, keyed like the plain model's."""
+    return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+
+
 def split(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(backbone, head) entries of a model state dict, parameters and buffers alike."""
     back = {k: v.clone() for k, v in state.items() if k.startswith("backbone.")}
@@ -203,7 +208,7 @@ def test_ema_weights_are_validated_kept_as_best_and_resumed(synth_cache_dir: str
     sets = ("train.epochs=2", "train.ema_decay=0.5", "data.augment.enabled=false")
     run = fit(tiny(synth_cache_dir, tmp_path / "run", *sets))
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
-    ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    ema = averaged_weights(last["ema"])
     assert int(last["ema"]["n_averaged"]) == last["step"]  # updated once per optimiser step
     assert ema.keys() == last["model"].keys()
     assert any(not torch.equal(ema[k], last["model"][k]) for k in ema if ema[k].is_floating_point())
@@ -235,7 +240,7 @@ def test_swa_averages_the_last_epochs_at_a_held_learning_rate_and_resumes(synth_
     lrs = [float(r["lr"]) for r in rows(run)]
     assert lrs[2] == pytest.approx(lrs[3]) == pytest.approx(0.004 * 0.25)  # held after the anneal
     assert lrs[1] > 0.004 * 0.25  # the run's own cosine before SWA
-    averaged = {k.removeprefix("module."): v for k, v in swa["model"].items() if k.startswith("module.")}
+    averaged = averaged_weights(swa["model"])
     assert averaged.keys() == last["model"].keys()
     assert any(not torch.equal(averaged[k], last["model"][k]) for k in averaged if averaged[k].is_floating_point())
     if best["epoch"] == 4:  # best.pt holds the averaged weights
