@@ -20,13 +20,17 @@ that fit and evaluates the test split (split_seed 0, 20%), all inside the budget
 - `start`: configs/experiments/utkface_improved.yaml, the best model before time budgets;
 - `ordinal`: the single model with the CORAL head (an ordinal head at equal time);
 - `ordinal_jitter`: `ordinal` with the recipe's augmentation (`affine_p` 0.8);
-- `ordinal_mixup`: configs/experiments/utkface_30min_one.yaml, the one-model recipe: `ordinal` with
-  mixup by age (`train.mixup_alpha` 0.4, `train.mixup_sigma` 5 years);
+- `ordinal_mixup`: `ordinal` with mixup by age (`train.mixup_alpha` 0.4, `train.mixup_sigma` 5
+  years), configs/experiments/utkface_30min_one.yaml until 2026-12-06 (2 loader workers);
 - `jitter4_mixup`: the recipe (`jitter4`) with the same mixup;
 - `ordinal_swa`: `ordinal_mixup` with stochastic weight averaging over the last quarter of the
-  epochs (`train.swa_start` 0.75, `train.swa_lr_scale` 0.1).
-The keys measured before 2026-12-06 set `affine_p` 0.2 explicitly, so rerunning them repeats what
-their rows measured.
+  epochs (`train.swa_start` 0.75, `train.swa_lr_scale` 0.1);
+- `ordinal_mixup_w0`: configs/experiments/utkface_30min_one.yaml, the one-model recipe:
+  `ordinal_mixup` with the faces decoded and augmented in the training process
+  (`data.num_workers: 0`), which on 2 cores trains more epochs in the same minutes;
+- `jitter4_w0`: `jitter4` with `data.num_workers=0`.
+The keys measured before 2026-12-06 set `affine_p` 0.2 (and the one-model keys 2 loader workers)
+explicitly, so rerunning them repeats what their rows measured.
 
 Each finished run folder is kept and reused, so an interrupted grid continues where it stopped;
 a run recorded in the JSON whose folder is gone is reported from the JSON (`--fresh` retrains it).
@@ -61,8 +65,10 @@ from ordinalage.config import load_config  # noqa: E402
 EXPERIMENTS = ROOT / "configs" / "experiments"
 OLD = {"data.augment.affine_p": 0.2}  # the recipe's augmentation until 2026-12-06 (the rows measured with it)
 MIXUP = {"train.mixup_alpha": 0.4, "train.mixup_sigma": 5.0}  # utkface_30min_one.yaml's mixup by age (C-Mixup)
+WORKERS2 = {"data.num_workers": 2}  # utkface_30min_one.yaml's loader until 2026-12-06 (the rows measured with it)
 MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
     "jitter4": (EXPERIMENTS / "utkface_30min.yaml", {}),
+    "jitter4_w0": (EXPERIMENTS / "utkface_30min.yaml", {"data.num_workers": 0}),
     "recipe4": (EXPERIMENTS / "utkface_30min.yaml", dict(OLD)),
     "recipe": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 3, **OLD}),
     "single": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, **OLD}),
@@ -71,18 +77,22 @@ MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
                                                      "model.label_sigma": 0.0, **OLD}),
     "ordinal_jitter": (EXPERIMENTS / "utkface_30min.yaml", {"train.members": 1, "model.head": "coral",
                                                             "model.label_sigma": 0.0}),
-    "ordinal_mixup": (EXPERIMENTS / "utkface_30min_one.yaml", {}),
+    "ordinal_mixup": (EXPERIMENTS / "utkface_30min_one.yaml", dict(WORKERS2)),
+    "ordinal_mixup_w0": (EXPERIMENTS / "utkface_30min_one.yaml", {}),
     "jitter4_mixup": (EXPERIMENTS / "utkface_30min.yaml", dict(MIXUP)),
-    "ordinal_swa": (EXPERIMENTS / "utkface_30min_one.yaml", {"train.swa_start": 0.75, "train.swa_lr_scale": 0.1}),
+    "ordinal_swa": (EXPERIMENTS / "utkface_30min_one.yaml", {"train.swa_start": 0.75, "train.swa_lr_scale": 0.1,
+                                                                    **WORKERS2}),
 }
 LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
           "recipe4": "4 models, affine_p 0.2 (the recipe until 2026-12-06)",
           "recipe": "3 models, affine_p 0.2 (--members 3)", "single": "one model, affine_p 0.2",
           "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head, affine_p 0.2",
           "ordinal_jitter": "one model, CORAL head (affine_p 0.8)",
-          "ordinal_mixup": "one model: CORAL, affine_p 0.2, mixup (utkface_30min_one.yaml)",
+          "ordinal_mixup": "one model: CORAL, affine_p 0.2, mixup, 2 loader workers",
           "jitter4_mixup": "the recipe with mixup (alpha 0.4, sigma 5 years)",
-          "ordinal_swa": "one model with mixup and SWA over the last quarter (swa_lr_scale 0.1)"}
+          "ordinal_swa": "one model with mixup and SWA over the last quarter (swa_lr_scale 0.1)",
+          "ordinal_mixup_w0": "the same, no loader workers (utkface_30min_one.yaml)",
+          "jitter4_w0": "the recipe, faces loaded in the training process (num_workers 0)"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 
