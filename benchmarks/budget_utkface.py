@@ -91,8 +91,8 @@ LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
           "ordinal_mixup": "one model: CORAL, affine_p 0.2, mixup, 2 loader workers",
           "jitter4_mixup": "the recipe with mixup (alpha 0.4, sigma 5 years)",
           "ordinal_swa": "one model with mixup and SWA over the last quarter (swa_lr_scale 0.1)",
-          "ordinal_mixup_w0": "the same, no loader workers (utkface_30min_one.yaml)",
-          "jitter4_w0": "the recipe, faces loaded in the training process (num_workers 0)"}
+          "ordinal_mixup_w0": "one model: CORAL, affine_p 0.2, mixup, no loader workers (utkface_30min_one.yaml)",
+          "jitter4_w0": "the recipe without loader workers (num_workers 0)"}
 BEGIN, END = "<!-- budget:begin -->", "<!-- budget:end -->"
 
 
