@@ -117,13 +117,14 @@ def bakeoff(grid: Mapping[str, Sequence[Any]] | Sequence[str] | None = None, *, 
             data: str | Sequence[str] | None = None, budget: str | float | None = None, epochs: int | None = None,
             out: str | Path = "bakeoffs/bakeoff", config: str | Path | None = None, sets: Sequence[str] = (),
             methods: Mapping[str, Mapping[str, Any]] | None = None, workers: int = 1, storage: str | None = None,
-            quiet: bool = False) -> dict[str, Any]:
+            quiet: bool = False, rope: float | None = None, age_mix: str | None = None) -> dict[str, Any]:
     """Compare methods on the same faces (`ordinalage bakeoff`); returns bakeoff.json's dict.
 
         ordinalage.bakeoff(grid={"model.head": ["class", "coral"]}, seeds=3, data="synth", budget="2m")
 
     `grid` maps config keys to values (their product is compared) or is a list of `KEY=V1,V2`
-    strings; `methods` adds named settings; `config` is a bake-off YAML (configs/bakeoff/)."""
+    strings; `methods` adds named settings; `config` is a bake-off YAML (configs/bakeoff/). `rope`
+    (years, default 0.1) and `age_mix` ("test", "uniform" or a file) set how the verdicts are read."""
     from ordinalage.comparison.bakeoff import run_bakeoff
     from ordinalage.comparison.spec import build_spec
 
@@ -133,7 +134,7 @@ def bakeoff(grid: Mapping[str, Sequence[Any]] | Sequence[str] | None = None, *, 
         flags = list(grid or [])
     datasets = [data] if isinstance(data, str) else list(data or [])
     spec = build_spec(config=config, grid=flags, seeds=seeds, data=datasets, budget=budget, epochs=epochs,
-                      sets=sets, methods=methods)
+                      sets=sets, methods=methods, rope=rope, age_mix=age_mix)
     return run_bakeoff(spec, out, workers=workers, storage=storage, show=not quiet,
                        command=f"ordinalage.bakeoff(grid={dict(grid) if isinstance(grid, Mapping) else grid!r}, "
                                f"seeds={seeds!r}, data={data!r}, budget={budget!r}, epochs={epochs!r})")

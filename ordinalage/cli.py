@@ -261,7 +261,10 @@ def _compare(args: argparse.Namespace) -> int:
     if args.paired:
         if len(args.runs) != 2:
             raise UsageError(f"compare --paired takes two runs (or two quoted glob patterns), got {len(args.runs)}")
-        result = compare_paired(args.runs[0], args.runs[1], show=not args.json)
+        from ordinalage.comparison.spec import parse_rope
+
+        result = compare_paired(args.runs[0], args.runs[1], show=not args.json, rope=parse_rope(args.rope),
+                                age_mix=args.age_mix)
     else:
         result = compare_runs(args.runs, plot=args.plot, show=not args.json)
     if args.json:
@@ -278,10 +281,10 @@ def _bakeoff(args: argparse.Namespace) -> int:
     from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
 
     spec = build_spec(config=args.config, grid=args.grid, seeds=args.seeds, data=args.data or (),
-                      budget=args.budget, epochs=args.epochs, sets=args.set)
+                      budget=args.budget, epochs=args.epochs, sets=args.set, rope=args.rope, age_mix=args.age_mix)
     try:
         result = run_bakeoff(spec, args.out, workers=args.workers, storage=args.storage, show=not args.json,
-                             command=command_line())
+                             command=command_line(), report_only=args.report_only)
     except TrainingPreempted as exc:  # the cell's position is in its last.pt; the same command resumes it
         print(f"ordinalage: preempted by {exc.signal_name} in {exc.run_dir}; continue with: {command_line()}",
               file=sys.stderr)
@@ -292,6 +295,18 @@ def _bakeoff(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/bakeoff.json, bakeoff.md, cd_diagram.png, mae_by_group.png", file=sys.stderr)
     missing = len(result["missing"])
     return 0 if not missing else 3
+
+
+def _bakeoff_plan(args: argparse.Namespace) -> int:
+    from ordinalage.comparison.planner import plan, print_plan
+
+    result = plan(args.pilot, args.halfwidth)
+    if args.json:
+        _print_json(result)
+    else:
+        print_plan(result)
+        print(f"wrote {args.pilot}/plan.json", file=sys.stderr)
+    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -427,6 +442,17 @@ def _add_data_arg(p: argparse.ArgumentParser, help_extra: str = "") -> None:
     p.add_argument("--data", action="append", metavar="SPEC",
                    help="data spec: synth | utkface:PATH | megaage:PATH | folder:PATH | csv:PATH; repeat to combine"
                    + help_extra)
+
+
+def _verdict_options(p: argparse.ArgumentParser, rope_default: str | None, mix_default: str | None) -> None:
+    """--rope and --age-mix, as bake-offs and paired comparisons read their verdicts."""
+    p.add_argument("--rope", default=rope_default, metavar="YEARS",
+                   help="region of practical equivalence: a difference inside +-YEARS is 'equivalent' "
+                   "(default 0.1, or the bake-off YAML's rope:; 0 turns equivalence off)")
+    p.add_argument("--age-mix", default=mix_default, metavar="MIX",
+                   help="the age mix the pooled verdicts are for: test (as the test set is sampled; default), "
+                   "uniform (every age group weighs the same) or a file of shares (prior.json from "
+                   "'prior estimate', or a CSV age,weight)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -577,7 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="bar chart of MAE and accuracy (default: none)")
     p.add_argument("--paired", action="store_true",
                    help="RUN_A RUN_B (or two quoted glob patterns of runs paired in sorted order): the paired "
-                   "difference in test MAE on the same images, its 95%% CI and Wilcoxon test")
+                   "difference in test MAE on the same images, its interval over seed and test-set noise and a "
+                   "verdict (a lower, b lower, equivalent, undecided)")
+    _verdict_options(p, rope_default="0.1", mix_default="test")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_compare)
 
@@ -594,8 +622,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this host (a journal file study)")
     p.add_argument("--storage", help="journal:FILE | postgresql://... shared by workers on many machines")
     p.add_argument("--out", required=True, help="the bake-off folder (rerun to finish it)")
+    _verdict_options(p, rope_default=None, mix_default=None)
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: recompute bakeoff.json/md and the plots from the finished cells")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bakeoff)
+
+    p = sub.add_parser("bakeoff-plan", help="(also `bakeoff plan PILOT_DIR`) the seeds or folds a bake-off needs "
+                       "for verdict intervals of +-HALFWIDTH years, and their CPU minutes, from a finished pilot")
+    p.add_argument("pilot", metavar="PILOT_DIR", help="a finished bake-off folder with >= 2 seeds or folds")
+    p.add_argument("--halfwidth", type=float, default=0.1, metavar="YEARS",
+                   help="the widest acceptable half-width of a pair's 95%% interval (default 0.1)")
+    p.add_argument("--json", action="store_true", help="print plan.json's object on stdout")
+    p.set_defaults(func=_bakeoff_plan)
 
     p = sub.add_parser("tune", help="Optuna study over augmentation, sampling and training knobs")
     p.add_argument("--config", required=True, help="tune YAML (see configs/tune/)")
@@ -659,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bakeoff", "plan"]:  # `bakeoff plan DIR` is the planner, not a bake-off
+        argv = ["bakeoff-plan", *argv[2:]]
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -18,8 +18,12 @@ import ordinalage
 from ordinalage.cli import main
 from ordinalage.comparison.spec import build_spec, grid_methods, parse_grid_flag
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.verdicts import VERDICTS
+from ordinalage.groups import AgeGroups
 
 ROOT = Path(__file__).resolve().parents[1]
+PAIR_FIELDS = {"a", "b", "mae_diff", "ci", "ci_images", "ci_runs", "rope", "p_a_lower", "p_equivalent", "p_b_lower",
+               "p_holm", "verdict"}
 
 
 def tiny_sets(cache_dir: str) -> list[str]:
@@ -113,9 +117,15 @@ def test_bakeoff_writes_its_files_and_schema(bakeoff_dir: Path) -> None:
     assert [(p["a"], p["b"]) for p in result["pairs"]] == [("class", "coral"), ("class", "regression"),
                                                            ("coral", "regression")]
     for pair in result["pairs"]:
+        assert set(pair) >= PAIR_FIELDS
         lo, hi = pair["ci"]
         assert lo <= pair["mae_diff"] <= hi and pair["n_runs"] == 2 and pair["n_images"] > 0
-        assert pair["verdict"].startswith(f"{pair['a']} - {pair['b']}: ")
+        assert pair["verdict"] in VERDICTS and pair["rope"] == 0.1 and pair["ci_method"] == "hybrid t"
+        assert pair["verdict_text"].startswith(f"{pair['a']} - {pair['b']}: ")
+        assert pair["p_a_lower"] + pair["p_equivalent"] + pair["p_b_lower"] == pytest.approx(1.0)
+    assert result["age_mix"]["name"] == "test"
+    assert [g["group"] for g in result["pairs_by_group"]] == AgeGroups.parse(None).labels
+    assert all(len(g["pairs"]) == 3 for g in result["pairs_by_group"])
     assert result["friedman"] is None  # one dataset
     assert result["ranks"]["blocks"] == "runs" and len(result["ranks"]["average_ranks"]) == 3
     # the paired difference is the difference of the two methods' MAEs pooled over the same images
@@ -123,7 +133,35 @@ def test_bakeoff_writes_its_files_and_schema(bakeoff_dir: Path) -> None:
     expected = sum(by[("class", s)] - by[("coral", s)] for s in (0, 1)) / 2
     assert result["pairs"][0]["mae_diff"] == pytest.approx(expected, abs=1e-3)
     md = (bakeoff_dir / "bakeoff.md").read_text()
-    assert "## Paired differences" in md and "None: every cell finished." in md
+    assert "## Verdicts for the test set's own age mix (rope ±0.1 years)" in md and "None: every cell finished." in md
+    assert "## Verdicts per true age group" in md
+
+
+def test_report_only_recomputes_verdicts_for_another_mix_and_rope(bakeoff_dir: Path, tmp_path: Path, capsys,
+                                                                   synth_cache_dir: str) -> None:
+    before = _starts(bakeoff_dir)
+    argv = _argv(bakeoff_dir, synth_cache_dir, grid="model.head=class,coral,regression")
+    assert main([*argv, "--report-only", "--age-mix", "uniform", "--rope", "0.5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert _starts(bakeoff_dir) == before  # nothing trained
+    assert result["age_mix"]["name"] == "uniform" and result["rope"] == 0.5
+    shares = [v for v in result["age_mix"]["shares"].values() if v > 0]
+    assert shares == pytest.approx([1 / len(shares)] * len(shares))
+    assert all(p["rope"] == 0.5 for p in result["pairs"])
+    # bad input: exit 2 with a message, and bakeoff.json left as it was
+    written = (bakeoff_dir / "bakeoff.json").read_text()
+    for extra, needle in ((["--rope", "-1"], "--rope"), (["--rope", "x"], "--rope"),
+                          (["--age-mix", str(tmp_path / "nope.csv")], "no such file")):
+        assert main([*argv, "--report-only", *extra]) == 2
+        assert needle in capsys.readouterr().err
+    mix = tmp_path / "mix.csv"
+    mix.write_text("age,weight\n5,1\n150,1\n")
+    assert main([*argv, "--report-only", "--age-mix", str(mix)]) == 2
+    assert "lies in none of the age groups" in capsys.readouterr().err
+    assert (bakeoff_dir / "bakeoff.json").read_text() == written
+    assert main(["bakeoff", "--grid", "model.head=class,coral", "--data", "synth", "--epochs", "1",
+                 "--out", str(tmp_path / "empty"), "--report-only"]) == 2
+    assert "run it first" in capsys.readouterr().err
 
 
 def test_rerun_skips_finished_cells_and_methods_can_be_added(bakeoff_dir: Path, synth_cache_dir: str) -> None:
@@ -145,11 +183,14 @@ def test_compare_paired_on_two_runs_and_on_sets_of_runs(bakeoff_dir: Path, capsy
     a, b = bakeoff_dir / "class--synth--f0-s0", bakeoff_dir / "coral--synth--f0-s0"
     assert main(["compare", str(a), str(b), "--paired", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
-    assert set(one) >= {"mae_diff", "ci", "p_wilcoxon", "n_images", "verdict"} and one["n_runs"] == 1
+    assert set(one) >= PAIR_FIELDS and one["n_runs"] == 1 and one["ci_method"] == "images only"
+    assert one["verdict"] in ("undecided", *(v + " on these test images" for v in VERDICTS[:3]))
+    assert "seed noise not measured" in one["verdict_text"] and one["training_noise"] is False
     assert main(["compare", str(bakeoff_dir / "class--*"), str(bakeoff_dir / "coral--*"), "--paired", "--json"]) == 0
     both = json.loads(capsys.readouterr().out)
     pair = json.loads((bakeoff_dir / "bakeoff.json").read_text())["pairs"][0]
     assert both["n_runs"] == 2 and both["mae_diff"] == pytest.approx(pair["mae_diff"])
+    assert both["ci"] == pytest.approx(pair["ci"]) and both["verdict"] == pair["verdict"]
 
 
 def test_compare_paired_exits_2_when_the_test_images_differ(bakeoff_dir: Path, tmp_path: Path, capsys,
@@ -172,7 +213,7 @@ def test_a_failing_cell_is_recorded_and_listed_as_missing(tmp_path: Path, synth_
     result = json.loads((out / "bakeoff.json").read_text())
     missing = result["missing"]
     assert [m["method"] for m in missing] == ["broken"] and "nowhere" in missing[0]["reason"]
-    assert result["pairs"][0]["mae_diff"] is None and "no run finished by both" in result["pairs"][0]["verdict"]
+    assert result["pairs"][0]["mae_diff"] is None and "no run finished by both" in result["pairs"][0]["verdict_text"]
     assert "broken--synth--f0-s0" in (out / "bakeoff.md").read_text()
 
 
@@ -217,3 +258,18 @@ def test_kill_9_mid_cell_then_a_rerun_finishes_the_grid(tmp_path: Path, synth_ca
     log = (out / "cells.log").read_text()
     assert all(f"resume {cell}" in log or f"start {cell}" in log for cell in killed)
     assert all(n == 1 or cell in killed for cell, n in _starts(out).items())
+
+
+def test_bakeoff_plan_from_a_pilot(bakeoff_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["bakeoff", "plan", str(bakeoff_dir), "--halfwidth", "0.5", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan == json.loads((bakeoff_dir / "plan.json").read_text())
+    n_pairs = len(json.loads((bakeoff_dir / "bakeoff.json").read_text())["pairs"])
+    assert len(plan["pairs"]) == n_pairs and plan["halfwidth"] == 0.5 and plan["cell_minutes"] > 0
+    for row in plan["pairs"]:
+        assert row["run_sd"] >= 0 and row["image_sd"] > 0 and row["test_images"] > 0
+    assert main(["bakeoff", "plan", str(tmp_path), "--halfwidth", "0.1"]) == 2
+    assert "no finished bake-off" in capsys.readouterr().err
+    assert main(["bakeoff", "plan", str(bakeoff_dir), "--halfwidth", "-1"]) == 2
+    assert "--halfwidth" in capsys.readouterr().err
+    assert not (tmp_path / "plan.json").exists()

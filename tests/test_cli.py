@@ -18,7 +18,7 @@ from ordinalage.cli import build_parser, main
 from ordinalage.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["data", "train", "distill", "evaluate", "compare", "bakeoff", "report", "tune", "predict", "live", "export", "prior",
+SUBCOMMANDS = ["data", "train", "distill", "evaluate", "compare", "bakeoff", "bakeoff-plan", "report", "tune", "predict", "live", "export", "prior",
                "serve", "weights"]
 HELP = [["data", "synth"], ["data", "stats"], ["data", "audit"], *[[name] for name in SUBCOMMANDS]]
 

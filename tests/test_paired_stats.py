@@ -235,3 +235,25 @@ def test_plot_cd_diagram_writes_a_png(tmp_path):
     assert image[..., :3].min() < 0.5  # something dark was drawn on the white background
     with pytest.raises(ValueError, match="3 names but 4"):
         plot_cd_diagram(names[:3], ranks, 1.0, tmp_path / "x.png")
+
+
+def test_friedman_ranks_and_critical_difference_equal_autoranks():
+    # the hand-written Friedman/Nemenyi (three scipy calls) is kept beside autorank, shown equal here:
+    # autorank picks its own test from normality checks and warns below 5 data sets, and bake-offs
+    # often have 2-4
+    import warnings
+
+    import pandas as pd
+    from autorank import autorank
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(7.0, 0.3, (6, 4))
+    scores[:, 0] -= 0.4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = autorank(pd.DataFrame(scores, columns=list("abcd")), alpha=0.05, verbose=False, order="ascending",
+                       force_mode="nonparametric")
+    assert ref.omnibus == "friedman"
+    assert friedman_test(scores)["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert average_ranks(scores).tolist() == pytest.approx([ref.rankdf["meanrank"][c] for c in "abcd"])
+    assert nemenyi_cd(4, 6) == pytest.approx(ref.cd, rel=1e-4)

@@ -2,14 +2,14 @@
 with confidence intervals and tests for every pair of methods, Friedman's test and the
 critical-difference diagram across datasets, and the error per age group.
 
-Paired statistics come from `evaluation/paired.py`: differences of absolute errors on the same test
-images (the cells of two methods with the same dataset, fold and seed), a percentile bootstrap over
-images for the 95% CI, the Wilcoxon signed-rank test over the paired runs.
+Verdicts come from `evaluation/verdicts.py` through `evaluation/pairing.py`: differences of absolute
+errors on the same test images (the cells of two methods with the same dataset, fold and seed), an
+interval that covers training and test-set noise, a region of practical equivalence, Holm over the
+pairs; for the stated age mix and per age group.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,21 +19,21 @@ import numpy as np
 
 from ordinalage.comparison.spec import BakeoffSpec, Cell
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.compare import read_abs_errors
-from ordinalage.evaluation.paired import average_ranks, friedman_test, mean_std, nemenyi_cd, paired_comparison
+from ordinalage.evaluation.paired import average_ranks, friedman_test, mean_std, nemenyi_cd
+from ordinalage.evaluation.pairing import (
+    AgeMix,
+    Block,
+    TestErrors,
+    by_group,
+    check_mix,
+    compare_all,
+    group_disagreement,
+    parse_age_mix,
+    read_test_errors,
+)
 from ordinalage.groups import AgeGroups
 
 SUMMARY_METRICS = ("mae", "accuracy", "one_off", "ca5")
-
-
-def read_ages(predictions_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(true ages, predicted ages) of a predictions.csv."""
-    true, pred = [], []
-    with Path(predictions_csv).open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            true.append(float(row["true_age"]))
-            pred.append(float(row["pred_age"]))
-    return np.asarray(true), np.asarray(pred)
 
 
 def _predictions(record: dict[str, Any]) -> Path:
@@ -57,27 +57,52 @@ def method_summary(records: Sequence[dict[str, Any]], spec: BakeoffSpec) -> list
     return rows
 
 
-def pairs(records: Sequence[dict[str, Any]], spec: BakeoffSpec, n_resamples: int = 2000) -> list[dict[str, Any]]:
-    """Every pair of methods (a before b in the spec's order) on the runs both finished."""
-    by_method: dict[str, dict[tuple, dict[str, Any]]] = {}
+def pair_blocks(records: Sequence[dict[str, Any]], spec: BakeoffSpec) -> dict[tuple[str, str], list[Block]]:
+    """For every pair of methods (a before b in the spec's order), the paired runs both finished:
+    (test set, a's errors, b's errors) per (dataset, fold, seed). Each predictions.csv is read once."""
+    done: dict[str, dict[tuple, dict[str, Any]]] = {}
     for r in records:
         if r.get("status") == "done":
-            by_method.setdefault(r["method"], {})[(r["dataset"], r["fold"], r["seed"])] = r
-    out = []
+            done.setdefault(r["method"], {})[(r["dataset"], r["fold"], r["seed"])] = r
+    cache: dict[str, TestErrors] = {}
+
+    def errors(record: dict[str, Any], dataset: str) -> TestErrors:
+        path = str(_predictions(record))
+        if path not in cache:
+            cache[path] = read_test_errors(path, f"{dataset}|")
+        return cache[path]
+
+    out: dict[tuple[str, str], list[Block]] = {}
     for a, b in itertools.combinations([m.name for m in spec.methods], 2):
-        common = sorted(set(by_method.get(a, {})) & set(by_method.get(b, {})))
-        if not common:
-            out.append({"a": a, "b": b, "mae_diff": None, "ci": None, "p_wilcoxon": None, "n_images": 0,
-                        "n_runs": 0, "verdict": f"{a} - {b}: no run finished by both"})
-            continue
-        blocks_a = [read_abs_errors(_predictions(by_method[a][k]), f"{k[0]}|") for k in common]
-        blocks_b = [read_abs_errors(_predictions(by_method[b][k]), f"{k[0]}|") for k in common]
-        try:
-            row = paired_comparison(a, b, blocks_a, blocks_b, n_resamples=n_resamples)
-        except ValueError as exc:
-            raise UsageError(f"bake-off: {a} and {b} cannot be paired ({exc})") from None
-        out.append(row)
+        common = sorted(set(done.get(a, {})) & set(done.get(b, {})))
+        out[(a, b)] = [(f"{k[0]}|fold {k[1]}", errors(done[a][k], k[0]), errors(done[b][k], k[0])) for k in common]
     return out
+
+
+def verdicts(records: Sequence[dict[str, Any]], spec: BakeoffSpec, groups: AgeGroups | None, *, rope: float = 0.1,
+             age_mix: str | None = None, n_resamples: int = 2000) -> dict[str, Any]:
+    """Every pair's verdict for the stated age mix, and per age group: the `pairs`, `pairs_by_group`,
+    `age_mix` and `group_disagreement` entries of bakeoff.json."""
+    names = [m.name for m in spec.methods]
+    blocks = pair_blocks(records, spec)
+    folds = spec.folds if spec.folds >= 2 else 0
+    mix, dropped = AgeMix("test"), []
+    if groups is not None:
+        mix = parse_age_mix(age_mix, groups)
+        test_sets = [blk[1] for pair in blocks.values() for blk in pair]
+        mix, dropped = check_mix(mix, groups, test_sets) if test_sets else (mix, [])
+    elif age_mix not in (None, "test"):
+        raise UsageError(f"--age-mix {age_mix}: the bake-off has no finished run to read its age groups from")
+    try:
+        pooled = compare_all(names, blocks, rope=rope, folds=folds, groups=groups, shares=mix.shares,
+                             n_resamples=n_resamples)
+        per_group = by_group(names, blocks, groups, rope=rope, folds=folds, n_resamples=n_resamples) if groups else []
+    except ValueError as exc:
+        raise UsageError(f"bake-off: runs cannot be paired ({exc})") from None
+    return {"pairs": pooled, "pairs_by_group": per_group,
+            "age_mix": {**(mix.to_dict(groups) if groups else {"name": "test", "shares": None}),
+                        "dropped_groups": dropped},
+            "group_disagreement": group_disagreement(pooled, per_group)}
 
 
 def friedman(records: Sequence[dict[str, Any]], spec: BakeoffSpec) -> dict[str, Any] | None:
@@ -131,9 +156,9 @@ def mae_by_group(records: Sequence[dict[str, Any]], spec: BakeoffSpec, groups: A
         idx: list[np.ndarray] = []
         for r in records:
             if r["method"] == method.name and r.get("status") == "done":
-                true, pred = read_ages(_predictions(r))
-                errors.append(np.abs(pred - true))
-                idx.append(groups.indices(true))
+                test = read_test_errors(_predictions(r))
+                errors.append(test.abs_err)
+                idx.append(groups.indices(test.true_age))
         row: dict[str, Any] = {"method": method.name, "groups": list(groups.labels), "mae": [], "n": []}
         if errors:
             err, gi = np.concatenate(errors), np.concatenate(idx)

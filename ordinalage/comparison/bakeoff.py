@@ -3,7 +3,8 @@ with paired statistics. Writes, in the output folder:
 
     DIR/<cell id>/          an ordinary run folder per cell (evaluate, predict, report work on it)
     DIR/<cell id>/cell.json the cell's outcome (done with test metrics and minutes, or failed with why)
-    DIR/bakeoff.json        {spec, command, cells, methods, pairs, best, friedman, ranks, mae_by_group, missing}
+    DIR/bakeoff.json        {spec, command, cells, methods, rope, age_mix, pairs, pairs_by_group,
+                            group_disagreement, best, friedman, ranks, mae_by_group, missing}
     DIR/bakeoff.md          the same as tables, with a verdict in words per pair
     DIR/cd_diagram.png      average ranks and the Nemenyi critical difference
     DIR/mae_by_group.png    test MAE per true age group and method
@@ -26,8 +27,8 @@ from ordinalage.comparison.analysis import (
     mae_by_group,
     method_summary,
     missing_cells,
-    pairs,
     rank_blocks,
+    verdicts,
 )
 from ordinalage.comparison.outputs import plot_mae_by_group, plot_ranks, write_markdown
 from ordinalage.comparison.runner import read_cell, run_cells
@@ -42,12 +43,20 @@ SPEC_FILE = "bakeoff_spec.json"
 
 
 def run_bakeoff(spec: BakeoffSpec, out: str | Path, *, workers: int = 1, storage: str | None = None,
-                show: bool = True, command: str | None = None, n_resamples: int = 2000) -> dict[str, Any]:
-    """Train every unfinished cell, then write and return the comparison (bakeoff.json's dict)."""
+                show: bool = True, command: str | None = None, n_resamples: int = 2000,
+                report_only: bool = False) -> dict[str, Any]:
+    """Train every unfinished cell, then write and return the comparison (bakeoff.json's dict).
+    With `report_only`, train nothing: recompute the comparison from the cells already finished."""
     out = Path(out)
+    if report_only:
+        if not (out / SPEC_FILE).is_file():
+            raise UsageError(f"{out}: no bake-off here (no {SPEC_FILE}); run it first without --report-only")
+        _check_same_spec(out, spec)
+        return write_report(spec, out, command=command, n_resamples=n_resamples)
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     cells = check_cells(spec, out)  # every config valid before anything trains
+    _check_age_mix(spec, out, cells[0])
     _check_same_spec(out, spec)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SPEC_FILE, _merged_spec_dict(out, spec))
@@ -97,6 +106,13 @@ def _run_with_progress(spec: BakeoffSpec, out: Path, url: str, workers: int, cel
         progress.update(task, completed=finished())
 
 
+def _check_age_mix(spec: BakeoffSpec, out: Path, cell: Any) -> None:
+    """A bad --age-mix file is an error before anything trains (its groups are the cells' groups)."""
+    from ordinalage.evaluation.pairing import parse_age_mix
+
+    parse_age_mix(spec.age_mix, AgeGroups.parse(spec.cell_config(cell, out).data.groups))
+
+
 def _check_same_spec(out: Path, spec: BakeoffSpec) -> None:
     """A folder holds one bake-off. Methods may be added (or left out) on a rerun, and the finished
     cells of the others are reused; other data, seeds, budget or settings are an error, and so is a
@@ -143,7 +159,8 @@ def write_report(spec: BakeoffSpec, out: str | Path, *, command: str | None = No
         "spec": spec.to_dict(), "command": command,
         "cells": [_cell_row(r) for r in records],
         "methods": methods,
-        "pairs": pairs(records, spec, n_resamples=n_resamples),
+        "rope": spec.rope,
+        **verdicts(records, spec, groups, rope=spec.rope, age_mix=spec.age_mix, n_resamples=n_resamples),
         "best": best,
         "friedman": friedman(records, spec),
         "ranks": rank_blocks(records, spec),

@@ -10,6 +10,7 @@ import numpy as np
 
 from ordinalage.atomic import atomic_write_text
 from ordinalage.evaluation.cd_diagram import plot_cd_diagram
+from ordinalage.evaluation.verdicts import HOW_TO_READ
 from ordinalage.figures import new_figure
 
 
@@ -36,22 +37,13 @@ def write_markdown(path: Path, result: dict[str, Any]) -> Path:
     for row in result["methods"]:
         lines.append(f"| {row['method']} | {row['n_cells']}/{row['n_expected']} | {_pm(row, 'mae')} | "
                      f"{_pm(row, 'accuracy')} | {_pm(row, 'one_off')} | {_pm(row, 'ca5')} | {_pm(row, 'minutes', 1)} |")
-    lines += ["", "## Paired differences in test MAE (a - b, years; negative: a better)", "",
-              "95% CI: percentile bootstrap over test images, each image's difference averaged over the seeds "
-              "that tested it. p: Wilcoxon signed-rank test over the paired runs (3 runs cannot reach p < 0.25).",
-              "", "| a | b | MAE a - b | 95% CI | p (Wilcoxon) | images | runs | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
-    for p in result["pairs"]:
-        ci = "-" if p.get("ci") is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
-        diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.3f}"
-        lines.append(f"| {p['a']} | {p['b']} | {diff} | {ci} | {fmt(p.get('p_wilcoxon'))} | "
-                     f"{p.get('n_images', 0)} | {p.get('n_runs', 0)} | {p['verdict']} |")
+    lines += verdict_section(result)
     best = result.get("best")
     if best:
         lines += ["", f"Lowest mean test MAE: **{best}**. Against it:", ""]
         for p in result["pairs"]:
             if best in (p["a"], p["b"]):
-                lines.append(f"- {p['verdict']}")
+                lines.append(f"- {p['verdict_text']}")
     fr = result.get("friedman")
     if fr:
         lines += ["", "## Across datasets", "",
@@ -79,6 +71,62 @@ def write_markdown(path: Path, result: dict[str, Any]) -> Path:
     else:
         lines.append("None: every cell finished.")
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _probs(p: dict[str, Any]) -> str:
+    if p.get("p_a_lower") is None:
+        return "-"
+    return f"{p['p_a_lower']:.2f} / {p['p_equivalent']:.2f} / {p['p_b_lower']:.2f}"
+
+
+def _verdict_words(p: dict[str, Any]) -> str:
+    state = p["verdict"]
+    for side, name in (("a lower", p["a"]), ("b lower", p["b"])):
+        if state.startswith(side):
+            return f"**{name} lower**" + state.removeprefix(side)
+    return state
+
+
+def verdict_section(result: dict[str, Any]) -> list[str]:
+    """The verdict tables of bakeoff.md: pooled for the stated age mix, then per age group."""
+    mix = result.get("age_mix") or {"name": "test"}
+    rope = result.get("rope")
+    pairs = result.get("pairs") or []
+    methods = sorted({p.get("ci_method") for p in pairs if p.get("ci_method")})
+    mix_words = {"test": "the test set's own age mix", "uniform": "a uniform mix over the age groups"}.get(
+        mix["name"], f"the age mix of {mix['name']}")
+    lines = ["", f"## Verdicts for {mix_words} (rope ±{rope:g} years)", "", HOW_TO_READ, "",
+             f"Interval: {', '.join(methods) or '-'}; probabilities: "
+             f"{pairs[0].get('probabilities', '-') if pairs else '-'}; Holm over {len(pairs)} pairs."]
+    if mix.get("dropped_groups"):
+        lines.append(f"Age groups left out of the mix (no test images in some test set): {', '.join(mix['dropped_groups'])}.")
+    if result.get("group_disagreement"):
+        lines += ["", "**Verdicts differ between age groups** (see the table per group): "
+                  + "; ".join(result["group_disagreement"]) + "."]
+    lines += ["", "| a | b | MAE a - b | interval | images only | runs only | P(a lower / equivalent / b lower) "
+              "| Holm p | runs | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.3f}"
+        lines.append(f"| {p['a']} | {p['b']} | {diff} | {_ci(p.get('ci'))} | {_ci(p.get('ci_images'))} | "
+                     f"{_ci(p.get('ci_runs'))} | {_probs(p)} | {fmt(p.get('p_holm'))} | {p.get('n_runs', 0)} | "
+                     f"{_verdict_words(p)} |")
+    if any(not p.get("training_noise", True) for p in pairs if p.get("mae_diff") is not None):
+        lines += ["", "One run per method: seed noise was not measured, so a verdict holds for these test images "
+                  "and these trained models only."]
+    per_group = result.get("pairs_by_group") or []
+    if per_group:
+        lines += ["", "## Verdicts per true age group (Holm within each group)", "",
+                  "| age group | a | b | MAE a - b | interval | images | verdict |", "|---|---|---|---|---|---|---|"]
+        for g in per_group:
+            for p in g["pairs"]:
+                diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.2f}"
+                lines.append(f"| {g['group']} | {p['a']} | {p['b']} | {diff} | {_ci(p.get('ci'))} | "
+                             f"{p.get('n_images', 0)} | {_verdict_words(p)} |")
+    return lines
 
 
 def plot_mae_by_group(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:

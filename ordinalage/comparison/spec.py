@@ -6,6 +6,8 @@ datasets, each cell one ordinary run. Parsed from flags and/or a YAML file (conf
     seeds: 3                                                 # train.seed 0..N-1
     budget: 10m                                              # equal minutes per cell (or epochs: N)
     set: [data.num_workers=2]                                # fixed for every cell
+    rope: 0.1                                                # years: practical equivalence (--rope)
+    age_mix: test                                            # test | uniform | FILE (--age-mix)
     grid: {model.head: [class, coral, corn, regression]}     # the product of the listed values
     methods:                                                 # and/or named settings
       class_dldl: {model.head: class, model.label_sigma: 2.0}
@@ -31,7 +33,8 @@ from ordinalage.protocols import parse_protocol
 from ordinalage.training.budget import parse_budget
 from ordinalage.training.choices import validate
 
-SPEC_KEYS = ("run_config", "data", "seeds", "budget", "epochs", "set", "grid", "methods")
+SPEC_KEYS = ("run_config", "data", "seeds", "budget", "epochs", "set", "grid", "methods", "rope", "age_mix")
+DEFAULT_ROPE = 0.1  # years: differences smaller than this are practically nothing
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class BakeoffSpec:
     sets: tuple[str, ...] = ()
     folds: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    rope: float = DEFAULT_ROPE  # how the verdicts are read; not part of what the cells train
+    age_mix: str = "test"
 
     def cells(self) -> list[Cell]:
         """Every cell, datasets outermost, then folds, seeds and methods (so that early cells pair up)."""
@@ -158,7 +163,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 def build_spec(*, config: str | Path | None = None, grid: Sequence[str] = (), seeds: int | None = None,
                data: Sequence[str] = (), budget: str | float | None = None, epochs: int | None = None,
                sets: Sequence[str] = (), methods: Mapping[str, Mapping[str, Any]] | None = None,
-               run_config: str | None = None) -> BakeoffSpec:
+               run_config: str | None = None, rope: float | str | None = None,
+               age_mix: str | None = None) -> BakeoffSpec:
     """The bake-off from a YAML file and flags (flags win; `--grid` and `--set` add to the file's)."""
     raw = read_spec_file(config) if config else {}
     file_grid = raw.get("grid") or {}
@@ -200,8 +206,21 @@ def build_spec(*, config: str | Path | None = None, grid: Sequence[str] = (), se
         parse_set(item)  # a malformed item is an error naming it
     spec = BakeoffSpec(methods=tuple(all_methods), datasets=datasets, seeds=n_seeds, budget_min=budget_min,
                        epochs=int(epochs) if epochs is not None else None,
-                       run_config=run_config or raw.get("run_config"), sets=all_sets)
+                       run_config=run_config or raw.get("run_config"), sets=all_sets,
+                       rope=parse_rope(rope if rope is not None else raw.get("rope", DEFAULT_ROPE)),
+                       age_mix=str(age_mix or raw.get("age_mix") or "test"))
     return _with_folds(spec)
+
+
+def parse_rope(value: Any) -> float:
+    """The region of practical equivalence in years: a number >= 0 (0: no equivalence verdicts)."""
+    try:
+        rope = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--rope {value!r}: expected a number of years >= 0, e.g. 0.1") from None
+    if not (rope >= 0 and rope != float("inf")):
+        raise UsageError(f"--rope {value!r}: expected a number of years >= 0, e.g. 0.1")
+    return rope
 
 
 def _as_list(value: Any) -> list[Any]:

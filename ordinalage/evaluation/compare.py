@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,46 +153,62 @@ def expand_runs(pattern: str) -> list[Path]:
 
 def read_abs_errors(predictions_csv: str | Path, prefix: str = "") -> dict[str, float]:
     """`{prefix + file: |pred_age - true_age|}` from an evaluation's predictions.csv."""
-    path = Path(predictions_csv)
-    if not path.is_file():
-        raise UsageError(f"{path}: no predictions file (was the run evaluated on its test split?)")
-    out: dict[str, float] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            out[prefix + row["file"]] = abs(float(row["pred_age"]) - float(row["true_age"]))
-    return out
+    from ordinalage.evaluation.pairing import read_test_errors
+
+    test = read_test_errors(predictions_csv, prefix)
+    return dict(zip(test.keys, test.abs_err.tolist(), strict=True))
 
 
-def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000) -> dict[str, Any]:
-    """The paired difference in test MAE between runs `a` and `b` (or two sets of runs, paired in
-    sorted order, e.g. seeds): per-image differences of absolute errors on the same test images,
-    a 95% bootstrap CI, the Wilcoxon test over the paired runs and a verdict in words.
+def _run_groups(run: Path):
+    from ordinalage.groups import AgeGroups
 
-    Returns {a, b, runs_a, runs_b, mae_diff, ci, p_wilcoxon, n_images, n_runs, verdict}; the test
-    images of paired runs must be the same (a UsageError says how they differ)."""
-    from ordinalage.evaluation.paired import paired_comparison
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    return AgeGroups.parse((cfg.get("data") or {}).get("groups"))
+
+
+def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000, rope: float = 0.1,
+                   age_mix: str | None = None) -> dict[str, Any]:
+    """The verdict on runs `a` against runs `b` (one run each, or two glob patterns of runs paired in
+    sorted order, e.g. seeds or folds): the paired difference in test MAE on the same images, its
+    interval over training and test-set noise (evaluation/verdicts.py), the image-only and run-only
+    intervals, the ROPE probabilities and the verdict, for the stated age mix.
+
+    Returns the bake-off's pair fields plus runs_a, runs_b and age_mix; runs paired one to one must
+    have tested the same images (a UsageError says how they differ)."""
+    from ordinalage.evaluation.pairing import check_mix, compare_all, parse_age_mix, read_test_errors
 
     runs_a, runs_b = expand_runs(a), expand_runs(b)
     if len(runs_a) != len(runs_b):
         raise UsageError(f"compare --paired: {len(runs_a)} run(s) match {a} but {len(runs_b)} match {b}; "
                          "pair runs one to one (e.g. the same seeds)")
-    blocks_a = [read_abs_errors(test_predictions_csv(r)) for r in runs_a]
-    blocks_b = [read_abs_errors(test_predictions_csv(r)) for r in runs_b]
+    errors_a = [read_test_errors(test_predictions_csv(r)) for r in runs_a]
+    errors_b = [read_test_errors(test_predictions_csv(r)) for r in runs_b]
     name_a = runs_a[0].name if len(runs_a) == 1 else a
     name_b = runs_b[0].name if len(runs_b) == 1 else b
+    test_sets: dict[tuple[str, ...], str] = {}
+    blocks = [(test_sets.setdefault(ea.keys, f"test set {len(test_sets) + 1}"), ea, eb)
+              for ea, eb in zip(errors_a, errors_b, strict=True)]
+    groups = _run_groups(runs_a[0])
+    mix, _ = check_mix(parse_age_mix(age_mix, groups), groups, errors_a)
     try:
-        result = paired_comparison(name_a, name_b, blocks_a, blocks_b, n_resamples=n_resamples)
+        result = compare_all([name_a, name_b], {(name_a, name_b): blocks}, rope=rope, groups=groups,
+                             shares=mix.shares, n_resamples=n_resamples)[0]
     except ValueError as exc:
         raise UsageError(f"compare --paired: the test images differ ({exc}); a paired comparison needs runs "
                          "evaluated on the same images (same data, split_seed and protocol)") from None
     result["runs_a"] = [str(r) for r in runs_a]
     result["runs_b"] = [str(r) for r in runs_b]
+    result["age_mix"] = mix.to_dict(groups)
     if show:
-        ci = result["ci"]
-        stderr_console().print(f"{result['verdict']}\n  {result['n_images']} test images, {result['n_runs']} paired "
-                               f"run(s); 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}] (bootstrap over images); "
-                               f"Wilcoxon p = {_p(result['p_wilcoxon'])}", highlight=False)
+        stderr_console().print(f"{result['verdict_text']}\n  {result['n_images']} test images, {result['n_runs']} paired "
+                               f"run(s), age mix {mix.name}; interval: {result['method']}; images only "
+                               f"{_ci(result['ci_images'])}, runs only {_ci(result['ci_runs'])}; "
+                               f"Holm p = {_p(result['p_holm'])}", highlight=False)
     return result
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def _p(value: float | None) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 from ordinalage.atomic import atomic_write_text
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.report import METRIC_TITLES, fmt
+from ordinalage.evaluation.verdicts import HOW_TO_READ
 from ordinalage.figures import confusion_figure, new_figure
 from ordinalage.inference.card import CARD_NAME, first_member, read_config, unevaluated_card
 from ordinalage.posterior.metrics import LOWER_IS_BETTER, SCALAR_METRICS
@@ -584,13 +585,9 @@ def _compare_sections(runs: Sequence[Path]) -> list[dict[str, Any]]:
                 pairs.append(compare_paired(str(runs[i]), str(runs[j]), show=False))
             except UsageError as exc:
                 skipped.append(f"{rows[i]['run']} vs {rows[j]['run']}: {exc}")
-    pblocks: list[dict[str, Any] | None] = [text(
-        "Per-image differences of absolute error on the same test images (a - b; negative: a better), a 95% "
-        "bootstrap interval over the images, and the verdict.")]
+    pblocks: list[dict[str, Any] | None] = [text(f"Paired differences in test MAE on the same test images. {HOW_TO_READ}")]
     if pairs:
-        pblocks.append(table(["a", "b", "MAE a - b", "95% CI", "p (Wilcoxon)", "images", "verdict"],
-                             [[p["a"], p["b"], f"{p['mae_diff']:+.3f}", f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
-                               fmt(p.get("p_wilcoxon")), p.get("n_images"), p.get("verdict")] for p in pairs]))
+        pblocks.append(_verdict_table(pairs))
     if skipped:
         pblocks.append(note("Pairs skipped (they do not share their test images, or one has none):"))
         pblocks.append({"kind": "list", "items": skipped})
@@ -606,6 +603,22 @@ def _pm(mean: Any, std: Any, digits: int = 3) -> str:
     if mean is None:
         return "-"
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if isinstance(std, (int, float)) else "")
+
+
+def _interval(ci: Any) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
+
+
+def _verdict_table(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pair fields in a few columns: difference, the three intervals, probabilities, Holm p, verdict."""
+    return table(["a", "b", "MAE a - b", "interval", "images only", "runs only", "P(a lower / equiv. / b lower)",
+                  "Holm p", "images", "runs", "verdict"],
+                 [[p["a"], p["b"], f"{p['mae_diff']:+.3f}" if p.get("mae_diff") is not None else "-",
+                   _interval(p.get("ci")), _interval(p.get("ci_images")), _interval(p.get("ci_runs")),
+                   "-" if p.get("p_a_lower") is None else
+                   f"{p['p_a_lower']:.2f} / {p['p_equivalent']:.2f} / {p['p_b_lower']:.2f}",
+                   fmt(p.get("p_holm")), p.get("n_images"), p.get("n_runs"),
+                   p.get("verdict_text") or p.get("verdict")] for p in pairs])
 
 
 def _bakeoff_sections(folder: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -630,17 +643,19 @@ def _bakeoff_sections(folder: Path) -> tuple[str, list[dict[str, Any]]]:
           _pm(m.get("one_off"), m.get("one_off_std")), _pm(m.get("ca5"), m.get("ca5_std")),
           _pm(m.get("minutes"), m.get("minutes_std"), 2)] for m in methods])))
     pairs = result.get("pairs") or []
+    mix = (result.get("age_mix") or {}).get("name", "test")
     vblocks: list[dict[str, Any] | None] = [text(
-        "Paired differences in test MAE (a - b, years; negative: a better): 95% bootstrap interval over the test "
-        "images, Wilcoxon signed-rank test over the paired runs.")]
+        f"Paired differences in test MAE (a - b, years) for the age mix '{mix}', rope ±{result.get('rope', 0.1):g} "
+        f"years. {HOW_TO_READ}")]
+    if result.get("group_disagreement"):
+        vblocks.append(note("Verdicts differ between age groups: " + "; ".join(result["group_disagreement"]) + "."))
     if pairs:
-        vblocks.append(table(["a", "b", "MAE a - b", "95% CI", "p (Wilcoxon)", "images", "runs", "verdict"],
-                             [[p["a"], p["b"], f"{p['mae_diff']:+.3f}" if p.get("mae_diff") is not None else "-",
-                               f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]" if p.get("ci") else "-",
-                               fmt(p.get("p_wilcoxon")), p.get("n_images"), p.get("n_runs"), p.get("verdict")]
-                              for p in pairs]))
+        vblocks.append(_verdict_table(pairs))
     else:
         vblocks.append(note("No paired differences (fewer than two methods with finished cells)."))
+    for g in result.get("pairs_by_group") or []:
+        vblocks.append(text(f"Age group {g['group']} (its test images only; Holm within the group):"))
+        vblocks.append(_verdict_table(g["pairs"]))
     fr = result.get("friedman")
     if fr:
         vblocks.append(kv([(f"Friedman {k}", fmt(v) if isinstance(v, float) else v) for k, v in fr.items()

@@ -420,6 +420,18 @@ def read_prior(path: str | Path, label_ages: np.ndarray | Sequence[float], floor
     return _finish_prior(_some_weight(path, weights), floor)
 
 
+def read_age_weights(path: str | Path) -> list[tuple[str, float, float]]:
+    """The (where, age, weight) rows of a prior file (prior.json or CSV age,weight), each checked to be
+    finite with a non-negative weight; UsageError naming the file and line otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    entries = _read_prior_json(path) if path.suffix.lower() == ".json" else _read_prior_csv(path)
+    for where, age, weight in entries:
+        _check_entry(path, where, age, weight)
+    return entries
+
+
 def _check_entry(path: Path, where: str, age: float, weight: float) -> None:
     """One (age, weight) row of a prior file: finite numbers and a non-negative weight."""
     if not (math.isfinite(age) and math.isfinite(weight)):
