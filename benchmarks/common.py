@@ -200,6 +200,18 @@ def write_csv_spec(files: Iterable[Path], out: str | Path) -> str:
     return f"csv:{out}"
 
 
+def replace_block(path: str | Path, block: str) -> None:
+    """Replace the text between a docs file's markers with `block`, which starts with the start marker
+    and ends with the end marker (`<!-- NAME:start -->` ... `<!-- NAME:end -->`)."""
+    path = Path(path)
+    start, end = block.splitlines()[0], block.splitlines()[-1]
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        sys.exit(f"{path}: no {start} ... {end} markers to replace")
+    head, rest = text.split(start, 1)
+    path.write_text(head + block + rest.split(end, 1)[1], encoding="utf-8")
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()

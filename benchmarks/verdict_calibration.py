@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, parser, write_result  # noqa: E402
+from common import RESULTS, ROOT, parser, replace_block, write_result  # noqa: E402
 
 from ordinalage.evaluation.simulate import simulate_errors, simulated_pair  # noqa: E402
 from ordinalage.evaluation.verdicts import (  # noqa: E402
@@ -111,19 +111,13 @@ def docs_block(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_docs(result: dict, path: Path = DOCS) -> None:
-    text = path.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    path.write_text(head + docs_block(result) + rest.split(END, 1)[1], encoding="utf-8")
-
-
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=400)
     p.add_argument("--docs-only", action="store_true", help="rewrite docs/bakeoff.md's table from the JSON")
     args = p.parse_args()
     if args.docs_only:
-        write_docs(json.loads((RESULTS / "verdict_calibration.json").read_text(encoding="utf-8")))
+        replace_block(DOCS, docs_block(json.loads((RESULTS / "verdict_calibration.json").read_text(encoding="utf-8"))))
         return
     start = time.perf_counter()
     rows = []
@@ -137,7 +131,7 @@ def main() -> None:
         "designs": rows, "false_winners": fw, "seconds": round(time.perf_counter() - start, 1),
     }, out=args.json)
     if not args.json:
-        write_docs(json.loads(path.read_text(encoding="utf-8")))
+        replace_block(DOCS, docs_block(json.loads(path.read_text(encoding="utf-8"))))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """The published UTKFace head bake-offs redone with folds, and their verdicts replicated across halves.
 
-Three bake-offs of the heads of configs/bakeoff/heads_utkface.yaml (8 epochs per cell, 5 folds of
-`data.protocol=folds:5`, seed 0, no loader workers), each an ordinary `ordinalage bakeoff` folder:
+Three bake-offs (8 epochs per cell, 5 folds of `data.protocol=folds:5`, seed 0, no loader workers),
+each an ordinary `ordinalage bakeoff` folder:
 
-    heads:   the whole shared UTKFace folder (the field's heads join it with --field)
-    half_a:  half A of the folder by content hash (as benchmarks/transfer_utkface.py splits it)
-    half_b:  half B
+    heads:   the heads of configs/bakeoff/heads_utkface.yaml on the whole shared UTKFace folder
+             (the field's heads join it with --field)
+    half_a:  class, class_dldl and CORN (configs/bakeoff/replication_heads_utkface.yaml), whose
+             published verdicts did not replicate, on half A of the folder by content hash (as
+             benchmarks/transfer_utkface.py splits it)
+    half_b:  the same on half B
 
 Folds give every run its own test faces, so the verdict's interval covers training noise and
 test-set noise. The replication table says, for every pair of heads, whether the verdict reached on
@@ -30,11 +33,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, UTKFACE, parser, utkface_files, write_csv_spec, write_result  # noqa: E402
+from common import RESULTS, ROOT, UTKFACE, parser, replace_block, utkface_files, write_csv_spec, write_result  # noqa: E402
 from transfer_utkface import split_halves  # noqa: E402
 
 HEADS = ROOT / "configs" / "bakeoff" / "heads_utkface.yaml"
 FIELD = ROOT / "configs" / "bakeoff" / "field_heads_utkface.yaml"
+REPLICATION = ROOT / "configs" / "bakeoff" / "replication_heads_utkface.yaml"
 SETS = ["data.protocol=folds:5", "data.num_workers=0", "train.device=cpu"]
 
 
@@ -95,7 +99,8 @@ def docs_block(doc: dict[str, Any]) -> str:
              "([JSON](../benchmarks/results/verdicts_utkface.json)).", ""]
     if "heads" in doc["pairs"]:
         methods = doc["methods"]["heads"]
-        lines += ["Whole folder, 5 folds (every run tests its own 2,100-2,200 faces; "
+        first = next((p for p in doc["pairs"]["heads"] if p.get("n_test_sets")), {"n_images": 0, "n_test_sets": 1})
+        lines += [f"Whole folder, 5 folds (every run tests its own faces, {first['n_images']} in all; "
                   "[bakeoff.md](../benchmarks/results/verdicts_utkface/heads/bakeoff.md)):", "",
                   "| method | folds | test MAE (mean ± sd over folds) |", "|---|---|---|"]
         lines += [f"| {m['method']} | {m['n_cells']}/{m['n_expected']} | "
@@ -110,7 +115,7 @@ def docs_block(doc: dict[str, Any]) -> str:
             lines += ["", "Verdicts that differ between age groups: " + "; ".join(doc["group_disagreement"]) + "."]
     h = s["halves"]
     lines += ["", f"Replication: the folder split in two halves by content hash (A {h['half_a']} faces, B "
-              f"{h['half_b']}), the same 5-fold bake-off on each "
+              f"{h['half_b']}), the same 5-fold bake-off of class, class_dldl and CORN on each "
               "([A](../benchmarks/results/verdicts_utkface/half_a/bakeoff.md), "
               "[B](../benchmarks/results/verdicts_utkface/half_b/bakeoff.md)):", "",
               "| a | b | half A | interval A | half B | interval B | holds |", "|---|---|---|---|---|---|---|"]
@@ -121,12 +126,6 @@ def docs_block(doc: dict[str, Any]) -> str:
     lines += ["", f"{doc['held']} of {len(doc['replication'])} verdicts are the same on both halves; "
               f"{doc['reversed']} reversed.", "", END]
     return "\n".join(lines)
-
-
-def write_docs(doc: dict[str, Any], path: Path = DOCS) -> None:
-    text = path.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    path.write_text(head + docs_block(doc) + rest.split(END, 1)[1], encoding="utf-8")
 
 
 def main() -> None:
@@ -141,11 +140,12 @@ def main() -> None:
     p.add_argument("--docs-only", action="store_true", help="rewrite docs/results.md's section from the JSON")
     args = p.parse_args()
     if args.docs_only:
-        write_docs(json.loads((RESULTS / "verdicts_utkface.json").read_text(encoding="utf-8")))
+        replace_block(DOCS, docs_block(json.loads((RESULTS / "verdicts_utkface.json").read_text(encoding="utf-8"))))
         return
     out = Path(args.out)
     extra: list[str] = []
     epochs = args.epochs
+    heads, replicate = HEADS, REPLICATION
     if args.smoke:
         from ordinalage.data.synth import write_synth
 
@@ -154,6 +154,10 @@ def main() -> None:
         files = sorted(folder.glob("*.jpg"))
         out = folder / "out"
         epochs = 1
+        heads = folder / "heads.yaml"  # two of the heads, so that the smoke run takes seconds
+        heads.write_text(f"run_config: {ROOT / 'configs' / 'experiments' / 'utkface_bakeoff.yaml'}\n"
+                         "methods:\n  class: {model.head: class}\n  coral: {model.head: coral}\n")
+        replicate = heads
         extra = ["data.image_size=32", "model.width=8", "train.batch_size=32", "data.protocol=folds:3"]
     else:
         files = utkface_files(args.data)
@@ -166,9 +170,9 @@ def main() -> None:
     analysis = ["--rope", str(rope), "--age-mix", "test"]
     results: dict[str, Any] = {}
     if not args.halves_only:
-        results["heads"] = bakeoff(out / "heads", HEADS, whole, epochs, extra, analysis, args.report_only)
-    results["half_a"] = bakeoff(out / "half_a", HEADS, spec_a, epochs, extra, analysis, args.report_only)
-    results["half_b"] = bakeoff(out / "half_b", HEADS, spec_b, epochs, extra, analysis, args.report_only)
+        results["heads"] = bakeoff(out / "heads", heads, whole, epochs, extra, analysis, args.report_only)
+    results["half_a"] = bakeoff(out / "half_a", replicate, spec_a, epochs, extra, analysis, args.report_only)
+    results["half_b"] = bakeoff(out / "half_b", replicate, spec_b, epochs, extra, analysis, args.report_only)
     if args.field and not args.halves_only:
         results["heads"] = bakeoff(out / "heads", FIELD, whole, epochs, extra, analysis, args.report_only)
     table = replication(results["half_a"], results["half_b"])
@@ -179,7 +183,8 @@ def main() -> None:
             for f in ("bakeoff.json", "bakeoff.md"):
                 shutil.copy(out / name / f, dest / f)
     path = write_result("verdicts_utkface", {
-        "settings": {"config": str(HEADS.relative_to(ROOT)), "epochs": epochs, "sets": SETS + extra, "seeds": 1,
+        "settings": {"config": str(HEADS.relative_to(ROOT)), "replication_config": str(REPLICATION.relative_to(ROOT)),
+                     "epochs": epochs, "sets": SETS + extra, "seeds": 1,
                      "halves": {"split_seed": 0, "half_a": len(a), "half_b": len(b)}, "smoke": args.smoke,
                      "rope": rope, "age_mix": "test"},
         "methods": {name: r["methods"] for name, r in results.items()},
@@ -191,7 +196,7 @@ def main() -> None:
         "held": sum(r["holds"] for r in table),
     }, out=args.json or (out / "smoke.json" if args.smoke else None))
     if not args.smoke and not args.json:
-        write_docs(json.loads(path.read_text(encoding="utf-8")))
+        replace_block(DOCS, docs_block(json.loads(path.read_text(encoding="utf-8"))))
 
 
 if __name__ == "__main__":

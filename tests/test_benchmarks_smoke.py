@@ -401,3 +401,41 @@ def test_augment_batched_smoke(tmp_path, faces, monkeypatch):
     doc = load(tmp_path / "a.json")
     assert {"albumentations", "torchvision_v2"} <= set(doc["by_backend"])
     assert doc["by_backend"]["albumentations"]["core_ms_vs_albumentations"] == 1.0
+
+
+def test_verdict_calibration_smoke_and_docs_match_the_json(tmp_path):
+    """A few simulations per design; and the table in docs/bakeoff.md is the committed JSON's."""
+    import verdict_calibration
+
+    sys.argv = ["verdict_calibration.py", "--reps", "5", "--json", str(tmp_path / "c.json")]
+    verdict_calibration.main()
+    doc = load(tmp_path / "c.json")
+    assert len(doc["designs"]) == len(verdict_calibration.DESIGNS)
+    assert all(0 <= d["coverage_verdict"] <= 1 for d in doc["designs"])
+    committed = json.loads((ROOT / "benchmarks" / "results" / "verdict_calibration.json").read_text())
+    docs = (ROOT / "docs" / "bakeoff.md").read_text()
+    assert verdict_calibration.docs_block(committed) in docs
+
+
+def test_verdicts_utkface_smoke(tmp_path):
+    """The replication pipeline on synthetic faces: three bake-offs (whole, half A, half B), 3 folds,
+    1 epoch; every pair gets a verdict on both halves and a replication row."""
+    import verdicts_utkface
+
+    sys.argv = ["verdicts_utkface.py", "--smoke", "--json", str(tmp_path / "v.json")]
+    verdicts_utkface.main()
+    doc = load(tmp_path / "v.json")
+    assert set(doc["pairs"]) == {"heads", "half_a", "half_b"}
+    assert len(doc["replication"]) == 1  # the smoke run compares two heads
+    for row in doc["replication"]:
+        assert row["half_a"] in ("a lower", "b lower", "equivalent", "undecided") and isinstance(row["holds"], bool)
+    assert "<!-- verdicts:start -->" in verdicts_utkface.docs_block(doc)
+
+
+def test_docs_results_verdicts_match_the_json():
+    import verdicts_utkface
+
+    path = ROOT / "benchmarks" / "results" / "verdicts_utkface.json"
+    if not path.is_file():
+        pytest.skip("benchmarks/results/verdicts_utkface.json not written yet")
+    assert verdicts_utkface.docs_block(json.loads(path.read_text())) in (ROOT / "docs" / "results.md").read_text()

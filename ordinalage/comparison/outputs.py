@@ -84,6 +84,8 @@ def _probs(p: dict[str, Any]) -> str:
 
 
 def _verdict_words(p: dict[str, Any]) -> str:
+    if p.get("mae_diff") is None:  # nothing to compare: say why
+        return str(p.get("verdict_text", "")).split(": ", 1)[-1]
     state = p["verdict"]
     for side, name in (("a lower", p["a"]), ("b lower", p["b"])):
         if state.startswith(side):
@@ -97,11 +99,12 @@ def verdict_section(result: dict[str, Any]) -> list[str]:
     rope = result.get("rope")
     pairs = result.get("pairs") or []
     methods = sorted({p.get("ci_method") for p in pairs if p.get("ci_method")})
+    compared = [p for p in pairs if p.get("p_value") is not None]
     mix_words = {"test": "the test set's own age mix", "uniform": "a uniform mix over the age groups"}.get(
         mix["name"], f"the age mix of {mix['name']}")
     lines = ["", f"## Verdicts for {mix_words} (rope ±{rope:g} years)", "", HOW_TO_READ, "",
              f"Interval: {', '.join(methods) or '-'}; probabilities: "
-             f"{pairs[0].get('probabilities', '-') if pairs else '-'}; Holm over {len(pairs)} pairs."]
+             f"{compared[0].get('probabilities', '-') if compared else '-'}; Holm over {len(compared)} pairs."]
     if mix.get("dropped_groups"):
         lines.append(f"Age groups left out of the mix (no test images in some test set): {', '.join(mix['dropped_groups'])}.")
     if result.get("group_disagreement"):

@@ -147,9 +147,9 @@ def compare_all(names: Sequence[str], blocks: Mapping[tuple[str, str], Sequence[
         if not pair_blocks:
             rows.append(_empty(a, b, rope, "no run finished by both"))
             continue
-        runs = paired_runs(pair_blocks, groups, shares, only_group)
-        if any(len(r.keys) == 0 for r in runs):
-            rows.append(_empty(a, b, rope, "no test images in this group"))
+        runs = [r for r in paired_runs(pair_blocks, groups, shares, only_group) if len(r.keys) >= 2]
+        if not runs:  # a group's images: runs that tested fewer than 2 of them tell nothing
+            rows.append(_empty(a, b, rope, "fewer than 2 test images in this group"))
             continue
         rows.append(compare_pair(a, b, runs, rope=rope, folds=folds, n_resamples=n_resamples))
     finish_pairs([r for r in rows if r.get("p_value") is not None])

@@ -52,8 +52,8 @@ ONE_RUN = " on these test images"  # appended to a one-run verdict: seed noise w
 HOW_TO_READ = ("How to read: a - b below 0 means a has the lower MAE. The interval (95%) covers training noise "
                "(seeds, folds) and test-set noise; 'images only' holds the trained models fixed and 'runs only' "
                "is a t interval over the per-run differences, so the wider of the two shows which noise "
-               "dominates. Verdict: *equivalent* when the whole interval lies inside ±rope; *a lower* / *b lower* "
-               "when the Holm-adjusted p over the pairs is below 0.05; otherwise *undecided*. P: the "
+               "dominates. Verdict: 'equivalent' when the whole interval lies inside ±rope; 'a lower' / 'b lower' "
+               "when the Holm-adjusted p over the pairs is below 0.05; otherwise 'undecided'. P: the "
                "probabilities that a is lower by more than the rope, that the two are within it, that b is lower.")
 
 
