@@ -96,16 +96,18 @@ START, END = "<!-- calibration:start -->", "<!-- calibration:end -->"
 
 def docs_block(result: dict) -> str:
     """The calibration table of docs/bakeoff.md, from verdict_calibration.json."""
-    lines = [START, "", "| design | runs | images | run sd | verdict interval | verdict | images only | runs only "
+    lines = [START, "", "| design | runs | test images | run sd | verdict interval | verdict | images only | runs only "
              "| two-level bootstrap |", "|---|---|---|---|---|---|---|---|---|"]
     for d in result["designs"]:
         design = f"{d['folds']} folds" if d["folds"] else "seeds, one split"
-        lines.append(f"| {design} | {d['runs']} | {d['images']} | {d['run_sd']:g} | {d['verdict_method']} | "
+        images = f"{d['images']} in all" if d["folds"] else f"{d['images']}"
+        lines.append(f"| {design} | {d['runs']} | {images} | {d['run_sd']:g} | {d['verdict_method']} | "
                      f"{d['coverage_verdict']:.1%} | {d['coverage_images_only']:.1%} | {d['coverage_runs_only']:.1%} "
                      f"| {d['coverage_two_level']:.1%} |")
     fw = result["false_winners"]
     lines += ["", f"{result['settings']['reps']} simulated bake-offs per design, true difference "
-              f"{result['settings']['true_difference']:g} years. Four equal methods, {fw['runs']} seeds, "
+              f"{result['settings']['true_difference']:g} years; run sd: the spread of one method's test MAE between "
+              f"runs (years). Four equal methods, {fw['runs']} seeds, "
               f"{fw['reps']} simulations: \"lower\" verdicts after Holm in {fw['rate_lower_per_pair']:.1%} of the pairs, "
               f"and in {fw['family_wise_rate']:.1%} of the bake-offs at least one.", "", END]
     return "\n".join(lines)
