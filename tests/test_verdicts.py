@@ -152,7 +152,11 @@ def test_folds_take_their_probabilities_from_baycomp():
     row = compare_pair("A", "B", runs, rope=0.1, folds=5, n_resamples=50)
     left, rope, right = baycomp.two_on_single(np.zeros(5), np.array(values), rope=0.1)
     assert (row["p_a_lower"], row["p_equivalent"], row["p_b_lower"]) == pytest.approx((left, rope, right))
-    assert "baycomp" in row["probabilities"]
+    assert "baycomp" in row["probabilities"] and row["p_a_lower"] > 0.5  # every fold had a lower
+    # the Nadeau-Bengio interval: var * (1/5 + 1/4), t on 4 degrees of freedom, wider than the plain t
+    half = stats.t.ppf(0.975, 4) * math.sqrt(np.var(values, ddof=1) * (1 / 5 + 1 / 4))
+    assert row["ci_corrected"] == pytest.approx([np.mean(values) - half, np.mean(values) + half])
+    assert row["ci_corrected"][1] - row["ci_corrected"][0] > row["ci"][1] - row["ci"][0]
 
 
 def test_decide_and_holm():

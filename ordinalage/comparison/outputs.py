@@ -110,13 +110,15 @@ def verdict_section(result: dict[str, Any]) -> list[str]:
     if result.get("group_disagreement"):
         lines += ["", "**Verdicts differ between age groups** (see the table per group): "
                   + "; ".join(result["group_disagreement"]) + "."]
-    lines += ["", "| a | b | MAE a - b | interval | images only | runs only | P(a lower / equivalent / b lower) "
-              "| Holm p | runs | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    corrected = any(p.get("ci_corrected") for p in pairs)  # folds: the Nadeau-Bengio interval beside
+    lines += ["", "| a | b | MAE a - b | interval | images only | runs only | "
+              + ("Nadeau-Bengio | " if corrected else "") + "P(a lower / equivalent / b lower) | Holm p | runs | verdict |",
+              "|---|---|---|---|---|---|" + ("---|" if corrected else "") + "---|---|---|---|"]
     for p in pairs:
         diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.3f}"
         lines.append(f"| {p['a']} | {p['b']} | {diff} | {_ci(p.get('ci'))} | {_ci(p.get('ci_images'))} | "
-                     f"{_ci(p.get('ci_runs'))} | {_probs(p)} | {fmt(p.get('p_holm'))} | {p.get('n_runs', 0)} | "
-                     f"{_verdict_words(p)} |")
+                     f"{_ci(p.get('ci_runs'))} | " + (f"{_ci(p.get('ci_corrected'))} | " if corrected else "")
+                     + f"{_probs(p)} | {fmt(p.get('p_holm'))} | {p.get('n_runs', 0)} | {_verdict_words(p)} |")
     if any(not p.get("training_noise", True) for p in pairs if p.get("mae_diff") is not None):
         lines += ["", "One run per method: seed noise was not measured, so a verdict holds for these test images "
                   "and these trained models only."]

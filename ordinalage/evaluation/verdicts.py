@@ -296,7 +296,8 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
                  level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Every statistic of one pair, before the Holm step (``finish_pairs`` adds p_holm and the verdict).
 
-    Keys: a, b, mae_diff, ci, ci_images, ci_runs, ci_method, se, df, p_value, rope, p_a_lower,
+    Keys: a, b, mae_diff, ci, ci_images, ci_runs, ci_corrected (folds: the Nadeau-Bengio interval), ci_method,
+    se, df, p_value, rope, p_a_lower,
     p_equivalent, p_b_lower, probabilities, n_images, n_runs, n_test_sets, training_noise.
     """
     if not (math.isfinite(rope) and rope >= 0):
@@ -305,14 +306,16 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
     sets = _test_sets(runs)
     probs = post.probabilities(rope)
     source = "Student t of the interval (flat prior)"
+    ci_corrected = None
     if folds >= 2 and len(sets) >= 2:
-        probs, source = _baycomp_probabilities(runs, folds, rope), "baycomp correlated t-test (Nadeau-Bengio)"
+        probs, ci_corrected = _baycomp_correlated(runs, folds, rope, level)
+        source = "baycomp correlated t-test (Nadeau-Bengio)"
     ci = post.interval(level)
     ci_runs = runs_interval(runs, level)
     return {
         "a": name_a, "b": name_b, "mae_diff": post.mean, "ci": [ci[0], ci[1]],
         "ci_images": list(images_interval(runs, level, n_resamples, seed)),
-        "ci_runs": None if ci_runs is None else list(ci_runs),
+        "ci_runs": None if ci_runs is None else list(ci_runs), "ci_corrected": ci_corrected,
         "ci_method": post.method, "se": post.se, "df": post.df, "p_value": post.p_value(), "rope": rope,
         "p_a_lower": probs[0], "p_equivalent": probs[1], "p_b_lower": probs[2], "probabilities": source,
         "n_images": int(sum(s.x.shape[1] for s in sets)), "n_runs": int(sum(s.x.shape[0] for s in sets)),
@@ -320,19 +323,19 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
     }
 
 
-def _baycomp_probabilities(runs: Sequence[PairedRun], folds: int, rope: float) -> tuple[float, float, float]:
-    """(P(a lower), P(equivalent), P(b lower)) from baycomp's correlated t-test on the per-run differences."""
+def _baycomp_correlated(runs: Sequence[PairedRun], folds: int, rope: float, level: float
+                        ) -> tuple[tuple[float, float, float], list[float]]:
+    """baycomp's correlated t-test on the per-run differences: (P(a lower), P(equivalent), P(b lower))
+    and its ``level`` credible interval, the Nadeau-Bengio corrected t interval."""
     import baycomp
 
     diffs = np.concatenate([s.run_means() for s in _test_sets(runs)])
     repeats = max(1, diffs.size // folds) if diffs.size % folds == 0 else 1
     post = baycomp.CorrelatedTTest(np.zeros_like(diffs), diffs, rope=rope, runs=repeats)
     probs = post.probs()
-    if rope == 0:
-        left, right = probs
-        return float(left), 0.0, float(right)
-    left, middle, right = probs
-    return float(left), float(middle), float(right)
+    left, middle, right = (probs[0], 0.0, probs[1]) if rope == 0 else probs
+    interval = Posterior(float(post.mean), math.sqrt(float(post.var)), float(post.df), "correlated t").interval(level)
+    return (float(left), float(middle), float(right)), [interval[0], interval[1]]
 
 
 def finish_pairs(rows: list[dict[str, Any]], alpha: float = 0.05) -> list[dict[str, Any]]:
