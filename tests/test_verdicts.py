@@ -195,3 +195,44 @@ def test_planner_predicts_the_interval_a_design_will_give():
     assert halfwidth_seeds(pilot, 4, 1500) == pytest.approx(np.mean(widths_seeds), rel=0.35)
     assert halfwidth_folds(pilot, 5, 1, 1500) == pytest.approx(np.mean(widths_folds), rel=0.35)
     assert noise_components([_run("t", [0.1, 0.2, 0.3])]) is None  # one run: training noise unknown
+
+
+# ------------------------------------------------------------------------------------- age mix
+
+
+def test_age_mix_weights_give_each_group_its_share():
+    from ordinalage.evaluation.pairing import mix_weights
+    from ordinalage.groups import AgeGroups
+
+    groups = AgeGroups.parse("0-10,11-20,21-30")
+    ages = np.array([5, 5, 5, 15, 25, 25])
+    diffs = np.array([1.0, 1.0, 1.0, -2.0, 0.5, 0.5])  # group means: 1.0, -2.0, 0.5
+    w = mix_weights(ages, groups, np.full(3, 1 / 3))
+    assert float(diffs @ w / w.sum()) == pytest.approx((1.0 - 2.0 + 0.5) / 3)
+    w = mix_weights(ages, groups, np.array([0.0, 0.0, 1.0]))
+    assert float(diffs @ w / w.sum()) == pytest.approx(0.5)
+    assert mix_weights(ages, groups, None) is None
+
+
+def test_age_mix_from_a_prior_file_and_bad_files(tmp_path):
+    from ordinalage.errors import UsageError
+    from ordinalage.evaluation.pairing import TestErrors, check_mix, parse_age_mix
+    from ordinalage.groups import AgeGroups
+    from ordinalage.posterior.prior import write_prior
+
+    groups = AgeGroups.parse("0-10,11-20,21-30,31+")
+    write_prior(tmp_path / "prior.json", np.array([1.0, 1.0, 2.0, 0.0]), np.array([3, 8, 25, 40]))
+    mix = parse_age_mix(str(tmp_path / "prior.json"), groups)
+    assert mix.shares.tolist() == pytest.approx([0.5, 0.0, 0.5, 0.0])  # years summed into their groups
+    assert parse_age_mix("test", groups).shares is None
+    assert parse_age_mix("uniform", groups).shares.tolist() == pytest.approx([0.25] * 4)
+    test_set = TestErrors(("a", "b", "c"), np.zeros(3), np.array([5.0, 15.0, 35.0]))  # no one aged 21-30
+    with pytest.raises(UsageError, match="21-30"):  # the file weighs a group the test set lacks
+        check_mix(mix, groups, [test_set])
+    uniform, dropped = check_mix(parse_age_mix("uniform", groups), groups, [test_set])
+    assert dropped == ["21-30"] and uniform.shares.tolist() == pytest.approx([1 / 3, 1 / 3, 0, 1 / 3])
+    (tmp_path / "neg.csv").write_text("age,weight\n5,-1\n")
+    with pytest.raises(UsageError, match="negative"):
+        parse_age_mix(str(tmp_path / "neg.csv"), groups)
+    with pytest.raises(UsageError, match="no such file"):
+        parse_age_mix(str(tmp_path / "missing.json"), groups)
