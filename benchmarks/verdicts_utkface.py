@@ -45,7 +45,8 @@ SETS = ["data.protocol=folds:5", "data.num_workers=0", "train.device=cpu"]
 def bakeoff(out: Path, config: Path, data: str | None, epochs: int, extra: list[str], analysis: list[str],
             report_only: bool) -> dict[str, Any]:
     """Run (or, with report_only, only re-report) one bake-off through the command line; its bakeoff.json."""
-    cmd = [sys.executable, "-m", "ordinalage", "bakeoff", "--config", str(config), "--epochs", str(epochs),
+    config_arg = str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config)  # as the spec records it
+    cmd = [sys.executable, "-m", "ordinalage", "bakeoff", "--config", config_arg, "--epochs", str(epochs),
            "--seeds", "1", "--out", str(out), *analysis]
     if data:
         cmd += ["--data", data]
@@ -58,6 +59,16 @@ def bakeoff(out: Path, config: Path, data: str | None, epochs: int, extra: list[
     if rc not in (0, 3):
         sys.exit(f"bake-off in {out} failed with exit status {rc}")
     return json.loads((out / "bakeoff.json").read_text(encoding="utf-8"))
+
+
+def _relative(spec: str) -> str:
+    """`csv:PATH` relative to the repository when it lies inside it (the spec names the bake-off's cells,
+    so the same folder gives the same spec from any working directory)."""
+    kind, _, path = spec.partition(":")
+    try:
+        return f"{kind}:{Path(path).resolve().relative_to(ROOT)}"
+    except ValueError:
+        return spec
 
 
 def replication(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,8 +122,23 @@ def docs_block(doc: dict[str, Any]) -> str:
             lines.append(f"| {p['a']} | {p['b']} | {diff} | {_ci(p['ci'])} | {_ci(p['ci_images'])} | {_said(p)} |")
         undecided = [f"{p['a']}-{p['b']}" for p in doc["pairs"]["heads"] if p["verdict"] == "undecided"]
         lines += ["", f"Undecided at this many runs: {', '.join(undecided) or 'none'}."]
-        if doc.get("group_disagreement"):
-            lines += ["", "Verdicts that differ between age groups: " + "; ".join(doc["group_disagreement"]) + "."]
+        if "heads_uniform_mix" in doc["pairs"]:
+            test_mix = {(p["a"], p["b"]): p for p in doc["pairs"]["heads"]}
+            changed = [f"{p['a']}-{p['b']} ({_said(test_mix[(p['a'], p['b'])])} -> {_said(p)})"
+                       for p in doc["pairs"]["heads_uniform_mix"] if p["verdict"] != test_mix[(p["a"], p["b"])]["verdict"]]
+            lines += ["", "For a uniform age mix (`--age-mix uniform`: every age group weighs the same), the verdicts that "
+                      f"change: {'; '.join(changed) or 'none'}."]
+        plan = doc.get("plan")
+        if plan:
+            need = "; ".join(f"{r['a']}-{r['b']} {r['folds_design']['folds']} x {r['folds_design']['seeds']}"
+                             for r in plan["pairs"] if r["folds_design"])
+            floors = [r["test_noise_floor"] for r in plan["pairs"]]
+            cost = plan.get("folds_design_cpu_minutes")
+            lines += ["", f"`ordinalage bakeoff plan` on this bake-off, for ±{plan['halfwidth']:g}-year intervals "
+                      f"(folds x seeds per pair): {need}"
+                      + (f"; every pair at once: about {cost:.0f} CPU minutes" if cost else "")
+                      + f". On one fixed split no number of seeds gets there: its {plan['pairs'][0]['test_images']:.0f} "
+                      f"test images alone leave ±{min(floors):.2f} to ±{max(floors):.2f} years."]
     h = s["halves"]
     lines += ["", f"Replication: the folder split in two halves by content hash (A {h['half_a']} faces, B "
               f"{h['half_b']}), the same 5-fold bake-off of class, class_dldl and CORN on each "
@@ -121,8 +147,8 @@ def docs_block(doc: dict[str, Any]) -> str:
               "| a | b | half A | interval A | half B | interval B | holds |", "|---|---|---|---|---|---|---|"]
     for r in doc["replication"]:
         holds = "yes" if r["holds"] else ("**reversed**" if r["reversed"] else "no (one side undecided)")
-        lines.append(f"| {r['a']} | {r['b']} | {r['half_a']} | {_ci(r['ci_a'])} | {r['half_b']} | {_ci(r['ci_b'])} "
-                     f"| {holds} |")
+        said_a, said_b = (_said({"a": r["a"], "b": r["b"], "verdict": r[h]}) for h in ("half_a", "half_b"))
+        lines.append(f"| {r['a']} | {r['b']} | {said_a} | {_ci(r['ci_a'])} | {said_b} | {_ci(r['ci_b'])} | {holds} |")
     lines += ["", f"{doc['held']} of {len(doc['replication'])} verdicts are the same on both halves; "
               f"{doc['reversed']} reversed.", "", END]
     return "\n".join(lines)
@@ -149,12 +175,13 @@ def main() -> None:
     if args.smoke:
         from ordinalage.data.synth import write_synth
 
-        folder = Path(tempfile.mkdtemp(prefix="verdicts-smoke-"))
+        root = Path(tempfile.mkdtemp(prefix="verdicts-smoke-"))
+        folder = root / "faces"  # apart from the outputs: the utkface reader looks into sub-folders
         write_synth(folder, n=300, seed=0, size=32)
         files = sorted(folder.glob("*.jpg"))
-        out = folder / "out"
+        out = root / "out"
         epochs = 1
-        heads = folder / "heads.yaml"  # two of the heads, so that the smoke run takes seconds
+        heads = root / "heads.yaml"  # two of the heads, so that the smoke run takes seconds
         heads.write_text(f"run_config: {ROOT / 'configs' / 'experiments' / 'utkface_bakeoff.yaml'}\n"
                          "methods:\n  class: {model.head: class}\n  coral: {model.head: coral}\n")
         replicate = heads
@@ -163,21 +190,28 @@ def main() -> None:
         files = utkface_files(args.data)
     out.mkdir(parents=True, exist_ok=True)
     a, b = split_halves(files, 0)
-    spec_a = write_csv_spec(a, out / "half_a.csv")
-    spec_b = write_csv_spec(b, out / "half_b.csv")
+    spec_a = _relative(write_csv_spec(a, out / "half_a.csv"))
+    spec_b = _relative(write_csv_spec(b, out / "half_b.csv"))
     whole = f"utkface:{folder}" if args.smoke else None
     rope = 0.1
     analysis = ["--rope", str(rope), "--age-mix", "test"]
     results: dict[str, Any] = {}
-    if not args.halves_only:
-        results["heads"] = bakeoff(out / "heads", heads, whole, epochs, extra, analysis, args.report_only)
+    if not args.halves_only:  # the uniform age mix first, so that the folder's files end with the test mix
+        uniform = ["--rope", str(rope), "--age-mix", "uniform"]
+        results["heads_uniform_mix"] = bakeoff(out / "heads", heads, whole, epochs, extra, uniform, args.report_only)
+        results["heads"] = bakeoff(out / "heads", heads, whole, epochs, extra, analysis, True)
     results["half_a"] = bakeoff(out / "half_a", replicate, spec_a, epochs, extra, analysis, args.report_only)
     results["half_b"] = bakeoff(out / "half_b", replicate, spec_b, epochs, extra, analysis, args.report_only)
     if args.field and not args.halves_only:
         results["heads"] = bakeoff(out / "heads", FIELD, whole, epochs, extra, analysis, args.report_only)
     table = replication(results["half_a"], results["half_b"])
+    plan = None
+    if "heads" in results:
+        from ordinalage.comparison.planner import plan as plan_runs
+
+        plan = plan_runs(out / "heads", 0.1)
     if not args.smoke:
-        for name in results:
+        for name in ("heads", "half_a", "half_b"):
             dest = RESULTS / "verdicts_utkface" / name
             dest.mkdir(parents=True, exist_ok=True)
             for f in ("bakeoff.json", "bakeoff.md"):
@@ -191,6 +225,7 @@ def main() -> None:
         "pairs": {name: r["pairs"] for name, r in results.items()},
         "pairs_by_group": {name: r["pairs_by_group"] for name, r in results.items()},
         "group_disagreement": results.get("heads", {}).get("group_disagreement", []),
+        "plan": plan,
         "replication": table,
         "reversed": sum(r["reversed"] for r in table),
         "held": sum(r["holds"] for r in table),

@@ -103,8 +103,8 @@ def check_mix(mix: AgeMix, groups: AgeGroups, test_sets: Sequence[TestErrors]) -
         return mix, []
     present = np.ones(len(groups), dtype=bool)
     for t in test_sets:
-        counts = np.bincount(np.clip(groups.indices(t.true_age), 0, None), minlength=len(groups))
-        present &= counts > 0
+        index = groups.indices(t.true_age)
+        present &= np.bincount(index[index >= 0], minlength=len(groups)) > 0
     missing = [groups.labels[g] for g in range(len(groups)) if not present[g] and mix.shares[g] > 0]
     if missing and mix.name != "uniform":
         raise UsageError(f"--age-mix {mix.name}: gives weight to age group(s) {', '.join(missing)}, which some test "
