@@ -97,8 +97,9 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def _said(p: dict[str, Any]) -> str:
-    state = p["verdict"]
-    return {"a lower": f"{p['a']} lower", "b lower": f"{p['b']} lower"}.get(state, state)
+    from ordinalage.evaluation.verdicts import named_verdict
+
+    return named_verdict(p)
 
 
 def docs_block(doc: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ordinalage.atomic import atomic_write_text
 from ordinalage.evaluation.cd_diagram import plot_cd_diagram
-from ordinalage.evaluation.verdicts import HOW_TO_READ
+from ordinalage.evaluation.verdicts import HOW_TO_READ, named_verdict
 from ordinalage.figures import new_figure
 
 
@@ -86,11 +86,7 @@ def _probs(p: dict[str, Any]) -> str:
 def _verdict_words(p: dict[str, Any]) -> str:
     if p.get("mae_diff") is None:  # nothing to compare: say why
         return str(p.get("verdict_text", "")).split(": ", 1)[-1]
-    state = p["verdict"]
-    for side, name in (("a lower", p["a"]), ("b lower", p["b"])):
-        if state.startswith(side):
-            return f"**{name} lower**" + state.removeprefix(side)
-    return state
+    return named_verdict(p, emphasis="**")
 
 
 def verdict_section(result: dict[str, Any]) -> list[str]:

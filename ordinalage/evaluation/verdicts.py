@@ -358,14 +358,22 @@ def _signed(value: float) -> str:
     return "+0.00" if text == "-0.00" else text
 
 
+def named_verdict(row: Mapping[str, Any], emphasis: str = "") -> str:
+    """The verdict with the methods' names for a and b (``corn lower on these test images``); a
+    "lower" verdict's name part wrapped in ``emphasis`` (e.g. ``**`` for markdown)."""
+    state = row["verdict"]
+    for side, name in (("a lower", row["a"]), ("b lower", row["b"])):
+        if state.startswith(side):
+            return f"{emphasis}{name} lower{emphasis}" + state.removeprefix(side)
+    return state
+
+
 def verdict_text(row: Mapping[str, Any]) -> str:
     """One line: ``a - b: -0.15 years [-0.30, +0.02]: undecided (P(a lower) 0.62, ...)``, with the
     methods' names, and for one run each the note that seed noise was not measured."""
-    a, b, state = row["a"], row["b"], row["verdict"]
-    words = {"a lower": f"{a} lower", "b lower": f"{b} lower"}
-    base = state.removesuffix(ONE_RUN)
-    said = words.get(base, base) + (ONE_RUN if state.endswith(ONE_RUN) else "")
-    if base == "equivalent":
+    a, b = row["a"], row["b"]
+    said = named_verdict(row)
+    if row["verdict"].removesuffix(ONE_RUN) == "equivalent":
         said += f" (within ±{row['rope']:g} years)"
     probs = (f"P({a} lower) {row['p_a_lower']:.2f}, P(equivalent) {row['p_equivalent']:.2f}, "
              f"P({b} lower) {row['p_b_lower']:.2f}")
