@@ -88,7 +88,7 @@ def replication(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str,
     return rows
 
 
-DOCS = ROOT / "docs" / "results.md"
+DOCS = ROOT / "docs" / "verdicts_utkface.md"
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 
 

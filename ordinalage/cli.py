@@ -696,12 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["bakeoff", "plan"]:  # `bakeoff plan DIR` is the planner, not a bake-off
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line parsed; `bakeoff plan DIR ...` is the planner's parser (`bakeoff-plan`)."""
+    argv = list(argv)
+    if argv[:2] == ["bakeoff", "plan"]:
         argv = ["bakeoff-plan", *argv[2:]]
-    args = parser.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -436,4 +436,4 @@ def test_docs_results_verdicts_match_the_json():
     import verdicts_utkface
 
     path = ROOT / "benchmarks" / "results" / "verdicts_utkface.json"
-    assert verdicts_utkface.docs_block(json.loads(path.read_text())) in (ROOT / "docs" / "results.md").read_text()
+    assert verdicts_utkface.docs_block(json.loads(path.read_text())) in (ROOT / "docs" / "verdicts_utkface.md").read_text()

@@ -1,7 +1,7 @@
 """The documentation says what the code does.
 
 - Every `ordinalage ...` line in README.md's fenced code blocks parses with the real CLI parser
-  (`ordinalage.cli.build_parser`), so a renamed flag or subcommand fails here, not for a reader.
+  (`ordinalage.cli.parse_args`), so a renamed flag or subcommand fails here, not for a reader.
 - No page under docs/ refers to an issue number (those belong in the tracker and CHANGELOG.md).
 - docs/results.md stays a results page: under 250 lines, no first person in its prose.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ordinalage.cli import build_parser
+from ordinalage.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -93,7 +93,7 @@ def test_readme_command_parses(line: str, capsys: pytest.CaptureFixture[str]) ->
         pytest.fail(f"README.md line cannot be split by shlex ({exc}): {line}")
     assert argv[0] == "ordinalage"
     try:
-        args = build_parser().parse_args(argv[1:])
+        args = parse_args(argv[1:])
     except SystemExit as exc:
         err = capsys.readouterr().err.strip()
         pytest.fail(f"README.md line does not parse (exit {exc.code}): {line}\n{err}")
