@@ -23,7 +23,7 @@ from ordinalage.comparison.analysis import pair_blocks
 from ordinalage.comparison.spec import BakeoffSpec, Method
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.pairing import paired_runs
-from ordinalage.evaluation.verdicts import PairedRun
+from ordinalage.evaluation.verdicts import PairedRun, test_sets
 
 PLAN_FILE = "plan.json"
 MAX_SEEDS = 50
@@ -57,22 +57,15 @@ def noise_components(runs: list[PairedRun]) -> dict[str, float] | None:
     """Per pair: ``run_var`` (training variance of one run's MAE difference), ``image_var`` (variance of
     one image's difference) and ``n_images`` (test images per run); None when training noise cannot be
     estimated (one run per method)."""
-    sets: dict[str, list[PairedRun]] = {}
-    for r in runs:
-        sets.setdefault(r.test_set, []).append(r)
+    sets = test_sets(runs)
     image_var = float(np.mean([np.var(r.diffs, ddof=1) for r in runs if r.diffs.size > 1]))
     n_images = float(np.mean([r.diffs.size for r in runs]))
-    within = [(np.array([r.diffs.mean() for r in members]), members) for members in sets.values() if len(members) >= 2]
-    if within:  # seeds of one test set: their spread less the run-by-image part of it
-        parts = []
-        for means, members in within:
-            x = np.vstack([m.diffs for m in members])
-            resid = x - x.mean(axis=0) - x.mean(axis=1, keepdims=True) + x.mean()
-            interaction = float((resid**2).sum() / ((x.shape[0] - 1) * (x.shape[1] - 1)))
-            parts.append(max(0.0, float(np.var(means, ddof=1)) - interaction / x.shape[1]))
-        run_var = float(np.mean(parts))
+    within = [s for s in sets if s.x.shape[0] >= 2]
+    if within:  # seeds of one test set: their spread less its run-by-image part
+        run_var = float(np.mean([max(0.0, float(np.var(s.run_means(), ddof=1)) - s.x.shape[0] * s.interaction_variance())
+                                 for s in within]))
     elif len(sets) >= 2:  # folds, one seed each: their spread less each fold's own test-set noise
-        set_means = np.array([members[0].diffs.mean() for members in sets.values()])
+        set_means = np.array([float(s.run_means()[0]) for s in sets])
         run_var = max(0.0, float(np.var(set_means, ddof=1)) - image_var / n_images)
     else:
         return None

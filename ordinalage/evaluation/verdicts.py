@@ -72,7 +72,11 @@ class PairedRun:
 
 
 @dataclass(frozen=True)
-class _TestSet:
+class TestSet:
+    """The paired runs of one test set: their differences (runs x images) and the images' weights."""
+
+    __test__ = False  # not a pytest class
+
     x: np.ndarray  # (runs, images) differences
     w: np.ndarray  # (images,) weights, summing to the set's total weight
 
@@ -110,7 +114,7 @@ class _TestSet:
         return float(np.sum(self.w**2 * per_image) / self.total**2 / n_runs)
 
 
-def _test_sets(runs: Sequence[PairedRun]) -> list[_TestSet]:
+def test_sets(runs: Sequence[PairedRun]) -> list[TestSet]:
     """The runs grouped by test set (order of first appearance); ValueError on mismatched images."""
     if not runs:
         raise ValueError("no paired runs to compare")
@@ -133,7 +137,7 @@ def _test_sets(runs: Sequence[PairedRun]) -> list[_TestSet]:
         w = np.ones(x.shape[1]) if first.weights is None else np.asarray(first.weights, dtype=float).ravel()
         if w.shape != (x.shape[1],) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
             raise ValueError(f"test set {name!r}: weights must be one non-negative number per image, not all 0")
-        sets.append(_TestSet(x, w))
+        sets.append(TestSet(x, w))
     return sets
 
 
@@ -170,7 +174,7 @@ class Posterior:
 
 def posterior(runs: Sequence[PairedRun]) -> Posterior:
     """The verdict's distribution of ``MAE(a) - MAE(b)`` for this design (see the module docstring)."""
-    sets = _test_sets(runs)
+    sets = test_sets(runs)
     total = sum(s.total for s in sets)
     mean = sum(s.total * float(s.run_means().mean()) for s in sets) / total
     run_means = np.concatenate([s.run_means() for s in sets])
@@ -214,7 +218,7 @@ def _quadrature_df(run_var: float, img_var: float, run_df: int, level: float = 0
 
 def runs_interval(runs: Sequence[PairedRun], level: float = 0.95) -> tuple[float, float] | None:
     """t interval over the per-run differences (training noise); None with one run."""
-    means = np.concatenate([s.run_means() for s in _test_sets(runs)])
+    means = np.concatenate([s.run_means() for s in test_sets(runs)])
     if means.size < 2:
         return None
     centre, se = float(means.mean()), float(np.std(means, ddof=1) / math.sqrt(means.size))
@@ -228,7 +232,7 @@ def images_interval(runs: Sequence[PairedRun], level: float = 0.95, n_resamples:
                     seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap over test images of the weighted mean of the seed-averaged differences,
     runs held fixed (test-set noise only)."""
-    sets = _test_sets(runs)
+    sets = test_sets(runs)
     d = np.concatenate([s.image_means() for s in sets])
     w = np.concatenate([s.w for s in sets])
     if d.size < 2 or np.all(d == d[0]):
@@ -254,7 +258,7 @@ def two_level_bootstrap_interval(runs: Sequence[PairedRun], level: float = 0.95,
 
     Kept for comparison: with 3-5 runs it has few distinct resamples and runs narrow, so verdicts use
     :func:`posterior` instead (benchmarks/verdict_calibration.py measures both)."""
-    sets = _test_sets(runs)
+    sets = test_sets(runs)
     rng = np.random.default_rng(seed)
     per_run = []  # (B, runs of the set): each run's mean over its set's resampled images
     for s in sets:
@@ -303,7 +307,7 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
     if not (math.isfinite(rope) and rope >= 0):
         raise ValueError(f"rope must be a number >= 0 (years), got {rope!r}")
     post = posterior(runs)
-    sets = _test_sets(runs)
+    sets = test_sets(runs)
     probs = post.probabilities(rope)
     source = "Student t of the interval (flat prior)"
     ci_corrected = None
@@ -329,7 +333,7 @@ def _baycomp_correlated(runs: Sequence[PairedRun], folds: int, rope: float, leve
     and its ``level`` credible interval, the Nadeau-Bengio corrected t interval."""
     import baycomp
 
-    diffs = np.concatenate([s.run_means() for s in _test_sets(runs)])
+    diffs = np.concatenate([s.run_means() for s in test_sets(runs)])
     repeats = max(1, diffs.size // folds) if diffs.size % folds == 0 else 1
     post = baycomp.CorrelatedTTest(np.zeros_like(diffs), diffs, rope=rope, runs=repeats)
     probs = post.probs()
