@@ -172,9 +172,17 @@ class Posterior:
         return left, max(0.0, 1.0 - left - right), right
 
 
-def posterior(runs: Sequence[PairedRun]) -> Posterior:
+Runs = Sequence[PairedRun] | Sequence[TestSet]  # paired runs, or the test sets already built from them
+
+
+def _sets(runs: Runs) -> list[TestSet]:
+    """The test sets of ``runs`` (built once by compare_pair and handed to every statistic)."""
+    return list(runs) if runs and isinstance(runs[0], TestSet) else test_sets(runs)  # type: ignore[arg-type]
+
+
+def posterior(runs: Runs) -> Posterior:
     """The verdict's distribution of ``MAE(a) - MAE(b)`` for this design (see the module docstring)."""
-    sets = test_sets(runs)
+    sets = _sets(runs)
     total = sum(s.total for s in sets)
     mean = sum(s.total * float(s.run_means().mean()) for s in sets) / total
     run_means = np.concatenate([s.run_means() for s in sets])
@@ -216,9 +224,9 @@ def _quadrature_df(run_var: float, img_var: float, run_df: int, level: float = 0
     return float(optimize.brentq(lambda df: special.stdtrit(df, p) - target, run_df, 1e6, rtol=1e-6))
 
 
-def runs_interval(runs: Sequence[PairedRun], level: float = 0.95) -> tuple[float, float] | None:
+def runs_interval(runs: Runs, level: float = 0.95) -> tuple[float, float] | None:
     """t interval over the per-run differences (training noise); None with one run."""
-    means = np.concatenate([s.run_means() for s in test_sets(runs)])
+    means = np.concatenate([s.run_means() for s in _sets(runs)])
     if means.size < 2:
         return None
     centre, se = float(means.mean()), float(np.std(means, ddof=1) / math.sqrt(means.size))
@@ -228,11 +236,11 @@ def runs_interval(runs: Sequence[PairedRun], level: float = 0.95) -> tuple[float
     return centre - half, centre + half
 
 
-def images_interval(runs: Sequence[PairedRun], level: float = 0.95, n_resamples: int = 2000,
+def images_interval(runs: Runs, level: float = 0.95, n_resamples: int = 2000,
                     seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap over test images of the weighted mean of the seed-averaged differences,
     runs held fixed (test-set noise only)."""
-    sets = test_sets(runs)
+    sets = _sets(runs)
     d = np.concatenate([s.image_means() for s in sets])
     w = np.concatenate([s.w for s in sets])
     if d.size < 2 or np.all(d == d[0]):
@@ -306,19 +314,19 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
     """
     if not (math.isfinite(rope) and rope >= 0):
         raise ValueError(f"rope must be a number >= 0 (years), got {rope!r}")
-    post = posterior(runs)
-    sets = test_sets(runs)
+    sets = test_sets(runs)  # built once for every statistic below
+    post = posterior(sets)
     probs = post.probabilities(rope)
     source = "Student t of the interval (flat prior)"
     ci_corrected = None
     if folds >= 2 and len(sets) >= 2:
-        probs, ci_corrected = _baycomp_correlated(runs, folds, rope, level)
+        probs, ci_corrected = _baycomp_correlated(sets, folds, rope, level)
         source = "baycomp correlated t-test (Nadeau-Bengio)"
     ci = post.interval(level)
-    ci_runs = runs_interval(runs, level)
+    ci_runs = runs_interval(sets, level)
     return {
         "a": name_a, "b": name_b, "mae_diff": post.mean, "ci": [ci[0], ci[1]],
-        "ci_images": list(images_interval(runs, level, n_resamples, seed)),
+        "ci_images": list(images_interval(sets, level, n_resamples, seed)),
         "ci_runs": None if ci_runs is None else list(ci_runs), "ci_corrected": ci_corrected,
         "ci_method": post.method, "se": post.se, "df": post.df, "p_value": post.p_value(), "rope": rope,
         "p_a_lower": probs[0], "p_equivalent": probs[1], "p_b_lower": probs[2], "probabilities": source,
@@ -327,13 +335,13 @@ def compare_pair(name_a: str, name_b: str, runs: Sequence[PairedRun], *, rope: f
     }
 
 
-def _baycomp_correlated(runs: Sequence[PairedRun], folds: int, rope: float, level: float
+def _baycomp_correlated(sets: list[TestSet], folds: int, rope: float, level: float
                         ) -> tuple[tuple[float, float, float], list[float]]:
     """baycomp's correlated t-test on the per-run differences: (P(a lower), P(equivalent), P(b lower))
     and its ``level`` credible interval, the Nadeau-Bengio corrected t interval."""
     import baycomp
 
-    diffs = np.concatenate([s.run_means() for s in test_sets(runs)])
+    diffs = np.concatenate([s.run_means() for s in sets])
     repeats = max(1, diffs.size // folds) if diffs.size % folds == 0 else 1
     post = baycomp.CorrelatedTTest(np.zeros_like(diffs), diffs, rope=rope, runs=repeats)
     probs = post.probs()
