@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import mean_std, parser, write_result  # noqa: E402
 
 from ordinalage.config import load_config  # noqa: E402
-from ordinalage.evaluation.compare import read_abs_errors, test_predictions_csv  # noqa: E402
+from ordinalage.evaluation.compare import test_predictions_csv  # noqa: E402
+from ordinalage.evaluation.predictions import read_abs_errors  # noqa: E402
 from ordinalage.runs.rundir import RunDir  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "runs" / "distill_utkface"

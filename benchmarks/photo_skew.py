@@ -37,8 +37,9 @@ import cv2
 import numpy as np
 from common import ROOT, parser, write_result
 
-from ordinalage.inference.faces import UTKFACE_CHIP, Box, chip_frame, crop_face, expose, paste_chip
-from ordinalage.inference.predict import VIEWS
+from ordinalage.inference.detection.calibration import expose
+from ordinalage.inference.detection.geometry import UTKFACE_CHIP, Box, chip_frame, crop_face, paste_chip
+from ordinalage.inference.predictor import VIEWS
 
 W, H = 480, 360
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -49,7 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 JITTER = VIEWS  # test-time jitter: the (scale, dx, dy) views of the chip square the package averages
 # box: the upright crop of the box (today's); turned: turned by the box's roll; exposed: turned and
-# brightened when underexposed (faces.expose; the package's crop); jitter: exposed, 5 framings averaged
+# brightened when underexposed (calibration.expose; the package's crop); jitter: exposed, 5 framings averaged
 MODES = ("box", "turned", "exposed", "jitter")
 
 
@@ -117,8 +118,8 @@ def frame_error(box: Box, truth: dict[str, float], ratio: Any, use_angle: bool) 
 
 
 def make_detector(name: str) -> Any:
-    from ordinalage.inference.detectors import make_detector as make
-    from ordinalage.inference.faces import HaarFaceDetector
+    from ordinalage.inference.detection.haar import HaarFaceDetector
+    from ordinalage.inference.detection.registry import make_detector as make
 
     if name == "haar-today":
         return HaarFaceDetector(min_neighbors=5, retry_scale_factor=None, angles=(), level_eyes=False, refine=False)
@@ -136,7 +137,7 @@ def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str]
     import torch
 
     from ordinalage.inference.api import load
-    from ordinalage.inference.card import first_member
+    from ordinalage.reporting.card import first_member
     from ordinalage.runs.rundir import RunDir
 
     torch.set_num_threads(1)
@@ -236,7 +237,7 @@ def latency(run: Path, chips: list[np.ndarray], detectors: list[str], seed: int,
     machine hit them alike. `haar-today` is the estimator as it was (upright crop by the chip-measured
     ratio, one view, no exposure correction)."""
     from ordinalage.inference.api import AgeEstimator, load
-    from ordinalage.inference.predict import FacePredictor
+    from ordinalage.inference.predictor import FacePredictor
 
     ests: dict[str, Any] = {}
     for name in detectors:
@@ -283,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                  "utkface_bakeoff.yaml --epochs 6 --out benchmarks/runs/photo_model)")
     result = run_benchmark(run, args.n, args.seed, args.split, args.detectors.split(","), args.modes.split(","),
                            args.variants.split(","), args.device, args.latency_n)
-    from ordinalage.inference.detectors import DEFAULT_RATIOS
-    from ordinalage.inference.faces import load_crop_ratios, load_exposure
+    from ordinalage.inference.detection.calibration import DEFAULT_RATIOS, load_crop_ratios, load_exposure
 
     own, source = load_crop_ratios(run)
     settings = {"run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run), "n": args.n,

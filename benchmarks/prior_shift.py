@@ -46,7 +46,7 @@ def predictions(run: Path, device: str) -> dict[str, Any]:
     if cache.is_file():
         data = np.load(cache)
         return {k: data[k] for k in data.files}
-    from ordinalage.evaluation.evaluate import predict_records
+    from ordinalage.evaluation.model_predictions import predict_records
     from ordinalage.runs.checkpoint import load_model
 
     loaded = load_model(run, device)
@@ -66,7 +66,7 @@ def train_prior_of(run: Path, loaded: Any) -> np.ndarray:
     if loaded.train_prior is not None:
         return loaded.train_prior
     from ordinalage.data.prepare import prepare_data
-    from ordinalage.training.fit import train_prior
+    from ordinalage.training.state import train_prior
 
     return train_prior(loaded.config, loaded.model, prepare_data(loaded.config.data))
 

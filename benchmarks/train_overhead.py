@@ -31,7 +31,8 @@ from ordinalage.config import Config, ModelConfig, to_dict
 from ordinalage.groups import AgeGroups
 from ordinalage.models.model import build_model
 from ordinalage.runs.runtime import select_device
-from ordinalage.training.fit import TrainState, build_training, train_one_epoch
+from ordinalage.training.loop import train_one_epoch
+from ordinalage.training.state import TrainState, build_training
 
 
 def make_batches(n_batches: int, batch_size: int, size: int, groups: AgeGroups, seed: int = 0

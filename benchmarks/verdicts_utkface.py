@@ -97,7 +97,7 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def _said(p: dict[str, Any]) -> str:
-    from ordinalage.evaluation.verdicts import named_verdict
+    from ordinalage.reporting.verdict_text import named_verdict
 
     return named_verdict(p)
 
@@ -105,7 +105,7 @@ def _said(p: dict[str, Any]) -> str:
 def docs_block(doc: dict[str, Any]) -> str:
     """docs/results.md's section on the redone verdicts, from verdicts_utkface.json."""
     s = doc["settings"]
-    lines = [START, "", f"Settings: configs/bakeoff/heads_utkface.yaml, {s['epochs']} epochs per cell, "
+    lines = [START, "", f"Settings: {s['config']}, {s['epochs']} epochs per cell, "
              f"`{' '.join('--set ' + x for x in s['sets'])}`, seed 0, rope ±{s['rope']:g} years, the test "
              "set's age mix. Reproduce: `python benchmarks/verdicts_utkface.py` "
              "([JSON](../benchmarks/results/verdicts_utkface.json)).", ""]
@@ -131,8 +131,13 @@ def docs_block(doc: dict[str, Any]) -> str:
                       f"change: {'; '.join(changed) or 'none'}."]
         plan = doc.get("plan")
         if plan:
+            designs = [r for r in plan["pairs"] if r["folds_design"]]
             need = "; ".join(f"{r['a']}-{r['b']} {r['folds_design']['folds']} x {r['folds_design']['seeds']}"
-                             for r in plan["pairs"] if r["folds_design"])
+                             for r in designs)
+            if len(designs) > 10:  # the field's 45 pairs: the largest need only
+                most = max(designs, key=lambda r: r["folds_design"]["folds"] * r["folds_design"]["seeds"])
+                need = (f"from {min(r['folds_design']['folds'] * r['folds_design']['seeds'] for r in designs)} runs up to "
+                        f"{most['folds_design']['folds']} x {most['folds_design']['seeds']} ({most['a']}-{most['b']})")
             floors = [r["test_noise_floor"] for r in plan["pairs"]]
             cost = plan.get("folds_design_cpu_minutes")
             lines += ["", f"`ordinalage bakeoff plan` on this bake-off, for ±{plan['halfwidth']:g}-year intervals "
@@ -218,7 +223,7 @@ def main() -> None:
             for f in ("bakeoff.json", "bakeoff.md"):
                 shutil.copy(out / name / f, dest / f)
     path = write_result("verdicts_utkface", {
-        "settings": {"config": str(HEADS.relative_to(ROOT)), "replication_config": str(REPLICATION.relative_to(ROOT)),
+        "settings": {"config": str((FIELD if args.field and not args.halves_only else HEADS).relative_to(ROOT)), "replication_config": str(REPLICATION.relative_to(ROOT)),
                      "epochs": epochs, "sets": SETS + extra, "seeds": 1,
                      "halves": {"split_seed": 0, "half_a": len(a), "half_b": len(b)}, "smoke": args.smoke,
                      "rope": rope, "age_mix": "test"},

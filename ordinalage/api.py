@@ -21,9 +21,20 @@ from ordinalage.training.choices import validate
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder: its config, per-epoch metrics, summary and model."""
+    """A run folder: its config, per-epoch metrics, summary and model. The Run of a folds run's
+    first fold (`ordinalage.fit` of a folds:K, loso or source protocol) lists every fold's Run in
+    `folds` (empty otherwise) and their test metrics, mean +- std in `cross_validation`."""
 
     path: Path
+    folds: tuple[Run, ...] = ()
+
+    @property
+    def cross_validation(self) -> dict[str, Any] | None:
+        """folds.json of the folds run this Run is the first fold of (None for a single run): a row
+        per fold with its test metrics, and their mean +- std under `summary`."""
+        from ordinalage.runs.rundir import read_json_object
+
+        return read_json_object(self.path.parent / "folds.json") if self.folds else None
 
     @property
     def config(self) -> Config:
@@ -74,8 +85,15 @@ def _value(name: str, value: Any) -> Any:
 
 def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **overrides: Any) -> Run:
     """Train: `config` is a Config, a YAML path or None (defaults); keyword overrides as
-    `head="corn"`, `epochs=2` or `train__lr=0.001` (section__key). Returns the finished Run."""
-    from ordinalage.training.train import train as _fit
+    `head="corn"`, `epochs=2` or `train__lr=0.001` (section__key). Returns the finished Run.
+
+    A protocol with several folds (`data.protocol` folds:K or loso, or a source's own folds) trains
+    every fold like `ordinalage train`: `<out>/fold-<i>` each, each evaluated on its own test part,
+    and `<out>/folds.json`. The Run returned is then fold 0's (its config, metrics, summary and
+    model work as for any run), with every fold's Run in `run.folds` and folds.json (each fold's
+    test metrics and their mean +- std) in `run.cross_validation`."""
+    from ordinalage.training.folds import is_folds_run
+    from ordinalage.training.train import train
 
     dotted = {_key(k): _value(k, v) for k, v in overrides.items()}
     if isinstance(config, Config):
@@ -85,7 +103,19 @@ def fit(config: Config | str | Path | None = None, *, quiet: bool = False, **ove
         cfg = validate(_from_dict(raw))
     else:
         cfg = load_config(config, dotted)
-    return Run(Path(_fit(cfg, quiet=quiet)))
+
+    def evaluate_fold(run_dir: Path) -> dict[str, Any]:  # what cross-validation reports, as the CLI does
+        from ordinalage.evaluation.evaluate import evaluate_after_training
+
+        return evaluate_after_training(run_dir, show=False, device=cfg.train.device, force=True) or {}
+
+    path = Path(train(cfg, quiet=quiet, all_folds=True, evaluate_fold=evaluate_fold))
+    if not is_folds_run(path):
+        return Run(path)
+    from ordinalage.runs.rundir import read_json_object
+
+    folds = tuple(Run(Path(row["run_dir"])) for row in read_json_object(path / "folds.json")["folds"])
+    return Run(folds[0].path, folds=folds)
 
 
 def distill(teacher: Run | str | Path, *, budget: str | float | None = None, epochs: int | None = None,

@@ -8,12 +8,82 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ordinalage.errors import UsageError
 from ordinalage.version import __version__
+
+# ---------------------------------------------------------------------------------------------
+# library errors on the command line: an option's name (UsageError.option, the Python parameter or
+# config key) printed as this command's flag
+
+_PREDICTING = {"device": "--device", "tta": "--tta", "ensemble": "--ensemble", "detector": "--detector"}
+_ADAPTING = {"prior": "--prior", "interval": "--interval"}
+_VERDICTS = {"rope": "--rope", "age_mix": "--age-mix"}
+
+#: command -> {library option name -> flag}. Per command, because a name can be a different flag (or
+#: none) elsewhere: `workers` is the DataLoader's in train and evaluate but worker processes in tune
+#: and bakeoff, and `data.num_workers` is `--workers` in train alone.
+OPTION_FLAGS: dict[str, dict[str, str]] = {
+    "data": {"out": "--out", "n": "--n", "seed": "--seed", "size": "--size", "data": "--data",
+             "groups": "--groups", "config": "--config", "sets": "--set", "plot_dir": "--plot"},
+    "train": {"head": "--head", "model.head": "--head", "backbone": "--backbone", "model.backbone": "--backbone",
+              "weights": "--weights", "model.weights": "--weights", "init": "--init", "model.init": "--init",
+              "target": "--target", "model.target": "--target", "data": "--data", "data.sources": "--data",
+              "groups": "--groups", "data.groups": "--groups", "config": "--config",
+              "epochs": "--epochs", "train.epochs": "--epochs", "budget": "--budget",
+              "train.time_budget_min": "--budget", "members": "--members", "train.members": "--members",
+              "batch_size": "--batch-size", "train.batch_size": "--batch-size", "lr": "--lr", "train.lr": "--lr",
+              "image_size": "--image-size", "data.image_size": "--image-size",
+              "workers": "--workers", "data.num_workers": "--workers", "device": "--device",
+              "train.device": "--device", "precision": "--precision", "train.precision": "--precision",
+              "compile": "--compile", "train.compile": "--compile", "seed": "--seed", "train.seed": "--seed",
+              "strict": "--strict", "data.strict": "--strict", "out": "--out", "train.out_dir": "--out",
+              "resume": "--resume", "sets": "--set"},
+    "distill": {"budget": "--budget", "budget_min": "--budget", "epochs": "--epochs", "temperature": "--temperature",
+                "alpha": "--alpha", "seed": "--seed", "device": "--device", "out": "--out", "sets": "--set"},
+    "evaluate": {"data": "--data", "split": "--split", "predictions": "--predictions", "groups": "--groups",
+                 "out": "--out", "batch_size": "--batch-size", "workers": "--workers", "strict": "--strict",
+                 "device": "--device", "tta": "--tta", "ensemble": "--ensemble", **_ADAPTING,
+                 "thresholds": "--threshold", "challenges": "--challenge",
+                 "by": "--by", "per_source": "--per-source", "calibrate": "--calibrate", "report": "--report"},
+    "report": {"out": "--out", "card": "--card"},
+    "prior": {"data": "--data", "split": "--split", "out": "--out", "device": "--device", "detector": "--detector"},
+    "compare": {"plot": "--plot", "paired": "--paired", **_VERDICTS},
+    "bakeoff": {"grid": "--grid", "seeds": "--seeds", "data": "--data", "budget": "--budget", "epochs": "--epochs",
+                "config": "--config", "sets": "--set", "workers": "--workers", "storage": "--storage",
+                "out": "--out", "report_only": "--report-only", **_VERDICTS},
+    "bakeoff-plan": {"halfwidth": "--halfwidth"},
+    "tune": {"config": "--config", "study_name": "--study", "storage": "--storage", "trials": "--trials",
+             "timeout": "--timeout", "workers": "--workers", "out": "--out", "sets": "--set"},
+    "predict": {"detect": "--detect", "csv_path": "--csv", "annotate": "--annotate", "batch_size": "--batch-size",
+                **_PREDICTING, **_ADAPTING},
+    "live": {"source": "--source", "output": "--output", "every": "--every", "max_frames": "--max-frames",
+             **_PREDICTING},
+    "export": {"fmt": "--format", "out": "--out", "ensemble": "--ensemble"},
+    "serve": {"host": "--host", "port": "--port", "max_mb": "--max-mb", "max_pixels": "--max-pixels",
+              "device": "--device", "detector": "--detector", **_ADAPTING},
+    "weights": {"url": "--url", "dest": "--dest", "sha256": "--sha256"},
+}
+
+
+def flag_message(exc: UsageError, flags: dict[str, str], option: str | None = None) -> str:
+    """`exc`'s message with its options as `flags` names them: a message that starts with its
+    option's name starts with the flag instead ("by 'x': ..." -> "--by 'x': ..."), and a backquoted
+    option name (`` `workers` ``) is the flag; an option the message does not show that way is
+    added as " (option --flag)". `option`: the one to assume when the error names none."""
+    text = str(exc)
+    option = getattr(exc, "option", None) or option
+    flag = flags.get(option) if option else None
+    if flag and option and re.match(rf"{re.escape(option)}(?=[\s:,]|$)", text):
+        text = flag + text[len(option):]
+    text = re.sub(r"`([A-Za-z_][\w.]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)
+    if flag and not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
+        text += f" (option {flag})"
+    return text
 
 
 class RegistryChoices:
@@ -45,7 +115,7 @@ def _level(text: str) -> float:
     try:
         return parse_level(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(flag_message(exc, {"interval": "--interval"}, option="interval")) from None
 
 
 def _add_prior_args(p: argparse.ArgumentParser, em_help: str) -> None:
@@ -107,7 +177,7 @@ def _budget_minutes(text: str) -> float:
     try:
         return parse_budget(text)
     except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(flag_message(exc, {"budget": "--budget"}, option="budget")) from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -116,12 +186,16 @@ def _train(args: argparse.Namespace) -> int:
     from ordinalage.config import load_config
     from ordinalage.evaluation.evaluate import evaluate_after_training
     from ordinalage.training.choices import validate
-    from ordinalage.training.folds import saved_folds_config
-    from ordinalage.training.train import resumable
-    from ordinalage.training.train import train as fit
+    from ordinalage.training.folds import is_folds_run
+    from ordinalage.training.train import resumable, train
 
     main_rank = os.environ.get("RANK", "0") == "0"
     resume = args.resume
+
+    def evaluate_fold(run_dir: Any) -> dict[str, Any]:
+        # every fold's test part is evaluated: that is what cross-validation reports
+        return evaluate_after_training(run_dir, show=False, device=args.device or "auto", force=True) or {}
+
     try:
         if resume == "auto":  # continue --out when it holds a run, else start it from the other flags
             if not args.out:
@@ -129,19 +203,13 @@ def _train(args: argparse.Namespace) -> int:
             resume = args.out if resumable(args.out) else None
             if main_rank:
                 print(f"ordinalage: {'resuming' if resume else 'starting'} {args.out}", file=sys.stderr)
-        folds_config = saved_folds_config(resume) if resume else None
-        if folds_config is not None:  # a folds run's folder: finished folds are kept, the stopped one resumes
-            return _train_folds(folds_config, args, _folds_to_run(folds_config) or 1)
-        if resume:
-            run_dir = fit(None, resume=resume)
-        else:
-            config = validate(load_config(args.config, _train_overrides(args), args.set))
-            n_folds = _folds_to_run(config)
-            if n_folds is not None:  # folds:K, loso, or a source's own folds: every fold, then mean +- std
-                return _train_folds(config, args, n_folds)
-            run_dir = fit(config)
+        # a folds run (folds:K, loso, a source's own folds, or --resume of its folder): every fold, then mean +- std
+        config = None if resume else validate(load_config(args.config, _train_overrides(args), args.set))
+        run_dir = train(config, resume=resume, all_folds=True, evaluate_fold=evaluate_fold)
     except _training_stops() as exc:
         return _training_stopped(exc, main_rank)
+    if is_folds_run(run_dir):  # each fold was evaluated on its own test part (folds.json)
+        return 0
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone evaluates and reports
         evaluate_after_training(run_dir, device=args.device or "auto")
         print(f"run folder: {run_dir}", file=sys.stderr)
@@ -152,7 +220,7 @@ def _training_stopped(exc: Exception, main_rank: bool = True) -> int:
     """The message and exit status of a training run that did not finish: its folder exists
     already (a usage error), a preemption signal (75) or Ctrl-C (130)."""
     from ordinalage.runs.rundir import RunExists
-    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+    from ordinalage.training.preemption import PREEMPTED_EXIT, TrainingPreempted
 
     if isinstance(exc, RunExists):
         raise UsageError(f"{exc.path}: already holds a run; continue it with: ordinalage train --resume {exc.path}, "
@@ -171,7 +239,7 @@ def _training_stopped(exc: Exception, main_rank: bool = True) -> int:
 
 def _training_stops() -> tuple[type[Exception], ...]:
     from ordinalage.runs.rundir import RunExists
-    from ordinalage.training.fit import TrainingInterrupted, TrainingPreempted
+    from ordinalage.training.preemption import TrainingInterrupted, TrainingPreempted
 
     return (RunExists, TrainingPreempted, TrainingInterrupted)
 
@@ -192,32 +260,6 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folds_to_run(config: Any) -> int | None:
-    """The number of folds `train` runs one after the other (folds:K, loso, or a source's own folds
-    when it has several), or None for a single split; the data is read only when the protocol needs it."""
-    from ordinalage.data.prepare import fold_count
-    from ordinalage.data.splits import parse_protocol
-
-    kind = parse_protocol(config.data.protocol).kind
-    if kind in ("random", "subject"):
-        return None
-    n = fold_count(config.data)
-    return n if kind in ("folds", "loso") or n > 1 else None
-
-
-def _train_folds(config: Any, args: argparse.Namespace, n_folds: int) -> int:
-    from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.folds import run_folds
-    from ordinalage.training.train import train as fit
-
-    def evaluate(run_dir: Any) -> dict[str, Any]:
-        # every fold's test part is evaluated: that is what cross-validation reports
-        return evaluate_after_training(run_dir, show=False, device=args.device or "auto", force=True) or {}
-
-    run_folds(config, fit, evaluate_fn=evaluate, n_folds=n_folds)
-    return 0
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from ordinalage.evaluation.evaluate import evaluate_predictions_file, evaluate_run
 
@@ -231,8 +273,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         from ordinalage.evaluation.breakdown import parse_by
         from ordinalage.evaluation.thresholds import parse_thresholds
 
-        thresholds = parse_thresholds(args.threshold, flag="--threshold") if args.threshold else []
-        challenges = parse_thresholds(args.challenge, flag="--challenge") if args.challenge else []
+        thresholds = parse_thresholds(args.threshold, flag="thresholds") if args.threshold else []
+        challenges = parse_thresholds(args.challenge, flag="challenges") if args.challenge else []
         result = evaluate_run(args.target, data=args.data, split=args.split, out=args.out,
                               batch_size=args.batch_size, device=args.device, show=not args.json,
                               strict=args.strict, workers=args.workers, tta=args.tta, prior=args.prior,
@@ -247,7 +289,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ordinalage.evaluation.html_report import write_report
+    from ordinalage.evaluation.reports import write_report
 
     result = write_report(args.targets, args.out, card=args.card, show=not args.json)
     if args.json:
@@ -278,7 +320,7 @@ def _bakeoff(args: argparse.Namespace) -> int:
 
     if args.storage and args.workers > 1 and args.storage.startswith("sqlite"):
         raise UsageError("--storage sqlite is for one worker; use journal:FILE or a PostgreSQL URL with --workers")
-    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+    from ordinalage.training.preemption import PREEMPTED_EXIT, TrainingPreempted
 
     spec = build_spec(config=args.config, grid=args.grid, seeds=args.seeds, data=args.data or (),
                       budget=args.budget, epochs=args.epochs, sets=args.set, rope=args.rope, age_mix=args.age_mix)
@@ -310,7 +352,7 @@ def _bakeoff_plan(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+    from ordinalage.training.preemption import PREEMPTED_EXIT, TrainingPreempted
     from ordinalage.tuning.runner import WorkerPreempted
     from ordinalage.tuning.study import run_tune
 
@@ -709,8 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UsageError as exc:
-        print(f"ordinalage: error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # in the library's words; its option named by this command's flag
+        print(f"ordinalage: error: {flag_message(exc, OPTION_FLAGS.get(args.command, {}))}", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""

@@ -280,7 +280,7 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """Return a copy of `d` with `a.b.c = value` set (creating mappings as needed)."""
     parts = dotted.split(".")
     if not all(parts):
-        raise UsageError(f"--set: bad key {dotted!r}")
+        raise UsageError(f"config key {dotted!r}: empty name between dots (expected e.g. train.lr)")
     over: dict[str, Any] = {}
     cur = over
     for p in parts[:-1]:
@@ -301,7 +301,7 @@ SHORT_KEYS = {"head": "model.head", "backbone": "model.backbone", "weights": "mo
 def parse_set(item: str) -> tuple[str, Any]:
     """Parse one `--set key=value`; the value is read as YAML (so 3, 0.1, true, null, [a, b] work)."""
     if "=" not in item:
-        raise UsageError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
+        raise UsageError(f"sets {item!r}: expected key=value, e.g. train.lr=0.001", option="sets")
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""

@@ -7,18 +7,14 @@ Each head is an `nn.Module` built from a `ModelConfig`, the number of input feat
 
 from ordinalage.config import ModelConfig
 from ordinalage.groups import AgeGroups
+from ordinalage.models.field_heads import DldlV2Head, MeanVarianceHead, OrcnnHead, SordHead, UnimodalHead
 from ordinalage.models.heads import (
     ClassHead,
     CoralHead,
     CornHead,
     Decoded,
-    DldlV2Head,
     Head,
-    MeanVarianceHead,
-    OrcnnHead,
     RegressionHead,
-    SordHead,
-    UnimodalHead,
     build_head,
 )
 

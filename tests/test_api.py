@@ -20,7 +20,7 @@ from ordinalage.inference.api import Face
 def _face_image(utk: Path | None, size: int = 200) -> np.ndarray:
     """A real UTKFace chip when present, else a synthetic face (RGB uint8)."""
     if utk is not None:
-        from ordinalage.inference.predict import load_rgb
+        from ordinalage.inference.predictor import load_rgb
 
         return load_rgb(sorted(utk.glob("3*_*.jpg"))[0])
     from ordinalage.data.synth import render_face

@@ -253,7 +253,7 @@ def test_photo_skew_smoke_on_an_ensemble(tmp_path):
             f"data.cache_dir={tmp_path / 'cache'}", "train.device=cpu"]
     argv = ["train", "--head", "class", "--epochs", "1", "--members", "2", "--out", str(run)]
     assert cli([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
-    from ordinalage.inference.card import first_member
+    from ordinalage.reporting.card import first_member
 
     assert not (run / "split.csv").exists() and first_member(run) == run / "member-0"
     out = tmp_path / "p.json"

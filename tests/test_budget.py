@@ -42,7 +42,7 @@ def test_parse_budget(text: str | int, minutes: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "m", "30 days", "-5m", "0", "1e3"])
 def test_parse_budget_rejects(text: str) -> None:
-    with pytest.raises(UsageError, match="--budget"):
+    with pytest.raises(UsageError, match="^budget"):
         parse_budget(text)
 
 

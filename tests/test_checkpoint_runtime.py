@@ -254,7 +254,7 @@ def test_seed_everything_reseeds_all_three_generators() -> None:
 
 
 def test_member_dirs_orders_members_by_number_and_model_cards_read_the_same(tmp_path: Path) -> None:
-    from ordinalage.inference.card import first_member
+    from ordinalage.reporting.card import first_member
     from ordinalage.runs.rundir import member_dirs
 
     run = tmp_path / "ensemble"

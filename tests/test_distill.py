@@ -16,7 +16,7 @@ from ordinalage.cli import main
 from ordinalage.distillation import distill, student_config, teacher_targets
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.evaluate import evaluate_run
-from ordinalage.inference.predict import FacePredictor
+from ordinalage.inference.predictor import FacePredictor
 from ordinalage.runs.checkpoint import load_model
 from ordinalage.runs.rundir import RunDir
 from ordinalage.training.soft_targets import distillation_loss, read_soft_targets, targets_for, temper
@@ -77,7 +77,7 @@ def test_teacher_targets_are_the_averaged_flip_distributions_summing_to_one(teac
     assert targets.proba.shape == (len(train), 101)
     np.testing.assert_allclose(targets.proba.sum(1), 1.0, atol=1e-5)
     # the ensemble's distribution: the two members' flip-TTA distributions averaged
-    from ordinalage.evaluation.evaluate import predict_records
+    from ordinalage.evaluation.model_predictions import predict_records
 
     members = [load_model(teacher / f"member-{i}") for i in (0, 1)]
     each = [predict_records(m, train, device="cpu", workers=0, tta=True).label_proba for m in members]
@@ -176,7 +176,7 @@ def test_targets_that_do_not_match_the_split_are_refused() -> None:
 def test_a_mixup_student_reads_its_partners_teacher_rows(teacher: Path, tmp_path: Path) -> None:
     """With mixup the partners' targets are their own teacher rows (looked up by training index)."""
     import ordinalage
-    from ordinalage.training.fit import _rows_of
+    from ordinalage.training.loop import _rows_of
 
     age, group = torch.tensor([10.0, 20.0, 30.0]), torch.tensor([1, 2, 3])
     batch = {"index": torch.tensor([7, 8, 9]), "age": age}

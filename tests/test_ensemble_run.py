@@ -14,7 +14,7 @@ from tiny_training import tiny
 from ordinalage.cli import main
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.evaluate import evaluate_run
-from ordinalage.inference.predict import FacePredictor
+from ordinalage.inference.predictor import FacePredictor
 from ordinalage.runs.checkpoint import load_model
 from ordinalage.runs.members import is_ensemble_run, member_dirs
 from ordinalage.training.ensemble import member_config

@@ -122,7 +122,7 @@ def test_an_ensemble_exports_as_one_graph_that_predicts_as_predict_does(tiny_run
     """class + CORAL average label distributions; class + regression average ages; CORAL + class over
     age groups decode the averaged groups by CORAL's median: each way the ONNX graph gives what
     FacePredictor (evaluate's and serve's averaging) gives for the same faces."""
-    from ordinalage.inference.predict import FacePredictor
+    from ordinalage.inference.predictor import FacePredictor
 
     torch.set_num_threads(1)
     first, other = tiny_run(first_head, *extra), tiny_run(second, *extra)

@@ -94,8 +94,8 @@ def test_the_package_has_no_import_cycle() -> None:
 
 
 def test_nothing_below_training_imports_training() -> None:
-    lower = ("ordinalage.evaluation", "ordinalage.inference", "ordinalage.models", "ordinalage.runs",
-             "ordinalage.posterior", "ordinalage.data", "ordinalage.config")
+    lower = ("ordinalage.evaluation", "ordinalage.inference", "ordinalage.reporting", "ordinalage.models",
+             "ordinalage.runs", "ordinalage.posterior", "ordinalage.data", "ordinalage.config")
     upward = sorted(f"{m} -> {t}" for m, targets in import_graph().items() if m.startswith(lower)
                     for t in targets if t.startswith(("ordinalage.training", "ordinalage.tuning")))
     assert upward == []
@@ -107,3 +107,26 @@ def test_the_posterior_layer_needs_no_torch() -> None:
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "torch" not in imported, path.name
+
+
+def contract_layers() -> list[str]:
+    """The layers of pyproject.toml's "ordinalage layers" contract, without the package prefix."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["name"] == "ordinalage layers")
+    return [" | ".join(part.strip().removeprefix("ordinalage.") for part in layer.split("|"))
+            for layer in contract["layers"]]
+
+
+def pictured_layers() -> list[str]:
+    """The layers of docs/architecture.md's picture: the names before the description on each line."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("<!-- layers:start -->", 1)[1].split("<!-- layers:end -->", 1)[0]
+    rows = [line for line in block.strip().strip("`").strip().splitlines() if line.strip()]
+    return [" | ".join(name.strip() for name in line.split("  ", 1)[0].split("|")) for line in rows]
+
+
+def test_the_architecture_picture_lists_the_contracts_layers() -> None:
+    assert pictured_layers() == contract_layers()
+    assert "reporting" in contract_layers()

@@ -12,7 +12,8 @@ import torch
 
 from ordinalage.cli import main
 from ordinalage.errors import UsageError
-from ordinalage.inference.faces import Box, HaarFaceDetector
+from ordinalage.inference.detection.geometry import Box
+from ordinalage.inference.detection.haar import HaarFaceDetector
 from ordinalage.inference.live import FaceTracker, run_live
 
 W, H, N_FRAMES, FACE = 320, 240, 20, 110
@@ -139,5 +140,5 @@ def test_live_without_output_needs_a_gui(tiny_run, tmp_path: Path) -> None:
         pass
     video = tmp_path / "v.mp4"
     _make_video(video, [np.full((FACE, FACE, 3), 90, np.uint8)] * 2)
-    with pytest.raises(UsageError, match="--output"):
+    with pytest.raises(UsageError, match="`output`"):
         run_live(tiny_run("coral"), source=str(video), device="cpu")

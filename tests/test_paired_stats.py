@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ordinalage.evaluation.cd_diagram import cliques, plot_cd_diagram
 from ordinalage.evaluation.paired import (
     average_ranks,
     friedman_test,
@@ -22,6 +21,7 @@ from ordinalage.evaluation.paired import (
     verdict,
     wilcoxon_p,
 )
+from ordinalage.reporting.cd_diagram import cliques, plot_cd_diagram
 
 # ------------------------------------------------------------------------------- bootstrap CI
 

@@ -11,8 +11,9 @@ from fakes_data import make_utkface, write_jpeg
 from ordinalage.config import DataConfig
 from ordinalage.data.prepare import prepare_data
 from ordinalage.data.records import Record
-from ordinalage.evaluation.per_source import mae_matrix, per_source_rows, plot_mae_matrix
+from ordinalage.evaluation.per_source import mae_matrix, per_source_rows
 from ordinalage.groups import AgeGroups
+from ordinalage.reporting.plots import plot_mae_matrix
 
 GROUPS = AgeGroups.parse("0-10,11-20,21-30,31-40,41+")
 

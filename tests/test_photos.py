@@ -15,22 +15,25 @@ import pytest
 import ordinalage
 from ordinalage.cli import main
 from ordinalage.errors import UsageError
-from ordinalage.inference.detectors import DEFAULT_RATIOS, make_detector
-from ordinalage.inference.faces import (
+from ordinalage.inference.detection.calibration import (
     CROP_FILE,
+    DEFAULT_RATIOS,
     UTKFACE_EXPOSURE,
+    Exposure,
+    expose,
+    load_crop_ratios,
+    write_crop_ratios,
+)
+from ordinalage.inference.detection.geometry import (
     Box,
     ChipRatio,
-    Exposure,
-    HaarFaceDetector,
     chip_frame,
     crop_face,
     detect_turned,
-    expose,
-    load_crop_ratios,
     paste_chip,
-    write_crop_ratios,
 )
+from ordinalage.inference.detection.haar import HaarFaceDetector
+from ordinalage.inference.detection.registry import make_detector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _chip(utk: Path | None, k: int = 0) -> np.ndarray:
     """An aligned 200 px face chip: a real adult UTKFace chip the detector finds, else a synthetic face."""
     if utk is not None:
-        from ordinalage.inference.predict import load_rgb
+        from ordinalage.inference.predictor import load_rgb
 
         det = HaarFaceDetector()
         found = 0
@@ -138,7 +141,7 @@ def test_underexposed_crops_are_brightened_and_others_left_alone(utkface_or_none
 def test_views_of_a_face_are_averaged(tiny_run, utkface_or_none) -> None:
     """`crop` gives the default VIEWS of a face; the predictor averages them into one face, also when
     one batch mixes single crops (detect=False) with stacks of views (as the server batches them)."""
-    from ordinalage.inference.predict import VIEWS, FacePredictor
+    from ordinalage.inference.predictor import VIEWS, FacePredictor
 
     p = FacePredictor(tiny_run("class"), "cpu")
     photo = np.full((360, 480, 3), 128, np.uint8)
@@ -197,7 +200,7 @@ def test_crop_ratio_is_stored_with_the_run_and_loaded(tiny_run, tmp_path: Path) 
 def test_measure_crop_ratios_on_a_runs_validation_faces(utkface_dir: Path, tmp_path: Path) -> None:
     """measure_crop_ratios reads the run's split.csv (validation faces only), pastes them into photos,
     and writes face_crop.json with a ratio near the documented default."""
-    from ordinalage.inference.detectors import measure_crop_ratios
+    from ordinalage.inference.detection.calibration import measure_crop_ratios
 
     files = sorted(utkface_dir.glob("*.jpg"))[::400][:24]
     rows = ["path,age,group,split"] + [f"{f},30,2,{'val' if i % 2 else 'test'}" for i, f in enumerate(files)]
@@ -243,7 +246,7 @@ def test_dlib_detector_when_installed(utkface_or_none) -> None:
     """With dlib (and its landmark model) installed: a face pasted turned by 10 degrees is found, its
     roll measured by the landmarks, and its chip square close to the truth."""
     pytest.importorskip("dlib", reason="the optional dlib detector is not installed (pip install 'ordinalage[dlib]')")
-    from ordinalage.inference.detectors import landmark_model
+    from ordinalage.inference.detection.dlib import landmark_model
 
     photo = np.full((360, 480, 3), 128, np.uint8)
     truth = paste_chip(_chip(utkface_or_none), photo, 240, 180, 180, angle=10.0)
@@ -268,7 +271,7 @@ def test_dlib_falls_back_to_haar_where_it_finds_nothing(monkeypatch, utkface_or_
     fake = types.ModuleType("dlib")
     fake.get_frontal_face_detector = Blind  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dlib", fake)
-    monkeypatch.setattr("ordinalage.inference.detectors.landmark_model", lambda: None)
+    monkeypatch.setattr("ordinalage.inference.detection.dlib.landmark_model", lambda: None)
     photo = np.full((360, 480, 3), 128, np.uint8)
     paste_chip(_chip(utkface_or_none), photo, 240, 180, 180)
     det = make_detector("dlib")
@@ -298,7 +301,7 @@ def photo_folder(tmp_path: Path, utkface_or_none) -> Path:
 
 def test_photos_spec_gives_one_record_per_face(tiny_run, photo_folder: Path, capsys) -> None:
     from ordinalage.data.boxes import parse_box_path
-    from ordinalage.inference.predict import FacePredictor, predict_photos
+    from ordinalage.inference.predictor import FacePredictor, predict_photos
 
     predictor = FacePredictor(tiny_run("coral"), "cpu")
     records, res = predict_photos(f"photos:{photo_folder}", predictor, HaarFaceDetector())

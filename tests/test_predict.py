@@ -12,15 +12,10 @@ import pytest
 import torch
 
 from ordinalage.cli import main
-from ordinalage.inference.faces import (
-    UTKFACE_CHIP,
-    Box,
-    ChipRatio,
-    chip_square,
-    crop_face,
-    measure_chip_ratio,
-)
-from ordinalage.inference.predict import collect_images, load_rgb, run_predict
+from ordinalage.inference.detection.calibration import measure_chip_ratio
+from ordinalage.inference.detection.geometry import UTKFACE_CHIP, Box, ChipRatio, chip_square, crop_face
+from ordinalage.inference.predict import collect_images, run_predict
+from ordinalage.inference.predictor import load_rgb
 
 
 def _utkface_spread(root: Path, n: int) -> list[Path]:
@@ -129,7 +124,7 @@ def test_predict_real_utkface_faces(tiny_run, utkface_dir: Path, tmp_path: Path)
 def test_detect_none_matches_the_training_pipeline(tiny_run, tta: bool) -> None:
     """detect=none decodes each file as training did: ages equal evaluate.predict_records on the same
     files, with and without flip test-time augmentation."""
-    from ordinalage.evaluation.evaluate import predict_records
+    from ordinalage.evaluation.model_predictions import predict_records
     from ordinalage.runs.checkpoint import load_model
     from ordinalage.runs.rundir import read_split_csv
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ordinalage.cli import main
-from ordinalage.training.fit import PREEMPTED_EXIT, TrainingPreempted
+from ordinalage.training.preemption import PREEMPTED_EXIT, TrainingPreempted
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +28,7 @@ SIGNALLING_CLI = """
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from ordinalage.training import fit as fit_mod
+from ordinalage.training import loop as fit_mod
 at = int(os.environ.get("SIGNAL_AT_STEP", "0"))
 sig = getattr(signal, os.environ.get("SIGNAL_NAME", "SIGTERM"))
 real, count = fit_mod.backward_and_step, [0]

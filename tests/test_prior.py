@@ -10,7 +10,6 @@ import pytest
 from ordinalage.data.sampling import class_weights, sampler_weights
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.estimate import estimate_prior_for
-from ordinalage.evaluation.report import plot_prior
 from ordinalage.groups import AgeGroups
 from ordinalage.posterior.prior import (
     decode_age,
@@ -18,13 +17,13 @@ from ordinalage.posterior.prior import (
     em_prior,
     em_seconds_per_10k,
     group_proba_from_labels,
-    read_prior,
     residual_distribution,
     reweight,
     smoothing_matrix,
     synthetic_shift,
-    write_prior,
 )
+from ordinalage.posterior.prior_files import read_prior, write_prior
+from ordinalage.reporting.plots import plot_prior
 
 AGES = np.arange(0, 81, dtype=float)
 

@@ -15,10 +15,11 @@ import pytest
 from tiny_training import tiny
 
 from ordinalage.cli import main
-from ordinalage.evaluation import html_report as hr
 from ordinalage.evaluation.breakdown import by_attribute, utkface_attributes, value_code, value_name
-from ordinalage.evaluation.model_card import data_attributes, metric_intervals, read_predictions
-from ordinalage.inference.card import markdown_body, markdown_to_html
+from ordinalage.evaluation.model_card import data_attributes, metric_intervals
+from ordinalage.evaluation.predictions import read_predictions
+from ordinalage.reporting import html as hr
+from ordinalage.reporting.card import markdown_body, markdown_to_html
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

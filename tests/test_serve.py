@@ -30,7 +30,7 @@ def _encode(rgb: np.ndarray, fmt: str = "JPEG") -> bytes:
 def face_jpeg(utkface_or_none: Path | None) -> bytes:
     """A real UTKFace chip when present (else a synthetic face) on a wider background, as JPEG."""
     if utkface_or_none is not None:
-        from ordinalage.inference.predict import load_rgb
+        from ordinalage.inference.predictor import load_rgb
 
         face = load_rgb(sorted(utkface_or_none.glob("3*_*.jpg"))[0])
     else:
@@ -158,7 +158,7 @@ def test_decode_upload_and_settings(estimator) -> None:  # type: ignore[no-untyp
     with pytest.raises(UploadError) as err:
         decode_upload(_encode(rgb, "PNG"), max_pixels=100)
     assert err.value.status == 413
-    with pytest.raises(Exception, match="max-mb"):
+    with pytest.raises(Exception, match="max_mb"):
         create_app([estimator], max_mb=0)
     with pytest.raises(Exception, match="at least one"):
         create_app([])

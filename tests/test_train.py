@@ -15,7 +15,8 @@ from ordinalage.config import load_config
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.evaluate import evaluate_after_training
 from ordinalage.runs.checkpoint import load_checkpoint, load_model
-from ordinalage.training.fit import TrainingDiverged, fit
+from ordinalage.training.fit import fit
+from ordinalage.training.loop import TrainingDiverged
 
 HEADS = ["class", "coral", "corn", "regression"]
 

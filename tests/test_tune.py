@@ -317,7 +317,7 @@ def test_storage_choices(tmp_path: Path) -> None:
         resolve_storage("studies/x.db", tmp_path, 1)
     (tmp_path / "study.db").touch()  # an existing SQLite study is kept, and refused for several workers
     assert resolve_storage(None, tmp_path, 1).endswith("study.db")
-    with pytest.raises(UsageError, match="rerun it with --workers 1"):
+    with pytest.raises(UsageError, match="rerun it with `workers` 1"):
         resolve_storage(None, tmp_path, 2)
     assert mask("postgresql+psycopg2://me:s3cret@db:5432/x") == "postgresql+psycopg2://me:***@db:5432/x"
 
@@ -330,7 +330,7 @@ def test_unreachable_database_and_foreign_folder_are_exit_2(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "cannot open the study database" in err and "s3cret" not in err
     assert not (tmp_path / "a" / "study.json").exists()  # a failed start claims no folder
-    with pytest.raises(UsageError, match="--workers 0: must be at least 1"):
+    with pytest.raises(UsageError, match="^workers 0: must be at least 1"):
         run_tune(SMOKE, workers=0, out=tmp_path / "z", show=False)
     assert main(["tune", "--config", str(SMOKE), "--trials", "1", "--out", str(tmp_path / "b")]) == 0
     assert main(["tune", "--config", str(SMOKE), "--study", "other", "--out", str(tmp_path / "b")]) == 2

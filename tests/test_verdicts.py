@@ -216,9 +216,10 @@ def test_age_mix_weights_give_each_group_its_share():
 
 def test_age_mix_from_a_prior_file_and_bad_files(tmp_path):
     from ordinalage.errors import UsageError
-    from ordinalage.evaluation.pairing import TestErrors, check_mix, parse_age_mix
+    from ordinalage.evaluation.pairing import check_mix, parse_age_mix
+    from ordinalage.evaluation.predictions import TestErrors
     from ordinalage.groups import AgeGroups
-    from ordinalage.posterior.prior import write_prior
+    from ordinalage.posterior.prior_files import write_prior
 
     groups = AgeGroups.parse("0-10,11-20,21-30,31+")
     write_prior(tmp_path / "prior.json", np.array([1.0, 1.0, 2.0, 0.0]), np.array([3, 8, 25, 40]))

@@ -23,14 +23,13 @@ from ordinalage.evaluation.paired import average_ranks, friedman_test, mean_std,
 from ordinalage.evaluation.pairing import (
     AgeMix,
     Block,
-    TestErrors,
     by_group,
     check_mix,
     compare_all,
     group_disagreement,
     parse_age_mix,
-    read_test_errors,
 )
+from ordinalage.evaluation.predictions import TestErrors, read_test_errors
 from ordinalage.groups import AgeGroups
 
 SUMMARY_METRICS = ("mae", "accuracy", "one_off", "ca5")
@@ -92,7 +91,8 @@ def verdicts(records: Sequence[dict[str, Any]], spec: BakeoffSpec, groups: AgeGr
         test_sets = [blk[1] for pair in blocks.values() for blk in pair]
         mix, dropped = check_mix(mix, groups, test_sets) if test_sets else (mix, [])
     elif age_mix not in (None, "test"):
-        raise UsageError(f"--age-mix {age_mix}: the bake-off has no finished run to read its age groups from")
+        raise UsageError(f"age_mix {age_mix}: the bake-off has no finished run to read its age groups from",
+                         option="age_mix")
     try:
         pooled = compare_all(names, blocks, rope=rope, folds=folds, groups=groups, shares=mix.shares,
                              n_resamples=n_resamples)

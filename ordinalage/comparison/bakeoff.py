@@ -50,11 +50,12 @@ def run_bakeoff(spec: BakeoffSpec, out: str | Path, *, workers: int = 1, storage
     out = Path(out)
     if report_only:
         if not (out / SPEC_FILE).is_file():
-            raise UsageError(f"{out}: no bake-off here (no {SPEC_FILE}); run it first without --report-only")
+            raise UsageError(f"{out}: no bake-off here (no {SPEC_FILE}); run it first without `report_only`",
+                             option="report_only")
         _check_same_spec(out, spec)
         return write_report(spec, out, command=command, n_resamples=n_resamples)
     if workers < 1:
-        raise UsageError(f"--workers {workers}: must be at least 1")
+        raise UsageError(f"workers {workers}: must be at least 1", option="workers")
     cells = check_cells(spec, out)  # every config valid before anything trains
     _check_age_mix(spec, out, cells[0])
     _check_same_spec(out, spec)
@@ -129,7 +130,7 @@ def _check_same_spec(out: Path, spec: BakeoffSpec) -> None:
                       if name in before.get("methods", {}) and before["methods"][name] != params)
     if changed:
         raise UsageError(f"{out}: holds another bake-off (differs in {', '.join(changed)}); "
-                         "choose another --out, or rerun it with the same settings (adding methods is fine)")
+                         "choose another `out`, or rerun it with the same settings (adding methods is fine)", option="out")
 
 
 def _merged_spec_dict(out: Path, spec: BakeoffSpec) -> dict[str, Any]:

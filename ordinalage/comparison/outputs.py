@@ -9,20 +9,10 @@ from typing import Any
 import numpy as np
 
 from ordinalage.atomic import atomic_write_text
-from ordinalage.evaluation.cd_diagram import plot_cd_diagram
-from ordinalage.evaluation.verdicts import HOW_TO_READ, named_verdict
-from ordinalage.figures import new_figure
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """Table text: '-' for None, floats rounded."""
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _pm(row: dict[str, Any], key: str, digits: int = 3) -> str:
-    if row.get(key) is None:
-        return "-"
-    return f"{row[key]:.{digits}f} ± {row[f'{key}_std']:.{digits}f}"
+from ordinalage.reporting.cd_diagram import plot_cd_diagram
+from ordinalage.reporting.figures import new_figure
+from ordinalage.reporting.formatting import fmt, interval, plus_minus
+from ordinalage.reporting.verdict_text import HOW_TO_READ, named_verdict
 
 
 def write_markdown(path: Path, result: dict[str, Any]) -> Path:
@@ -35,8 +25,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> Path:
              "", "## Test metrics per method (mean ± std over seeds and folds)", "",
              "| method | runs | MAE | accuracy | one-off | CA(5) | minutes |", "|---|---|---|---|---|---|---|"]
     for row in result["methods"]:
-        lines.append(f"| {row['method']} | {row['n_cells']}/{row['n_expected']} | {_pm(row, 'mae')} | "
-                     f"{_pm(row, 'accuracy')} | {_pm(row, 'one_off')} | {_pm(row, 'ca5')} | {_pm(row, 'minutes', 1)} |")
+        lines.append(f"| {row['method']} | {row['n_cells']}/{row['n_expected']} | {plus_minus(row.get('mae'), row.get('mae_std'))} | "
+                     f"{plus_minus(row.get('accuracy'), row.get('accuracy_std'))} | {plus_minus(row.get('one_off'), row.get('one_off_std'))} | {plus_minus(row.get('ca5'), row.get('ca5_std'))} | {plus_minus(row.get('minutes'), row.get('minutes_std'), 1)} |")
     lines += verdict_section(result)
     best = result.get("best")
     if best:
@@ -71,10 +61,6 @@ def write_markdown(path: Path, result: dict[str, Any]) -> Path:
     else:
         lines.append("None: every cell finished.")
     return atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def _ci(ci: Sequence[float] | None) -> str:
-    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
 def _probs(p: dict[str, Any]) -> str:
@@ -112,8 +98,8 @@ def verdict_section(result: dict[str, Any]) -> list[str]:
               "|---|---|---|---|---|---|" + ("---|" if corrected else "") + "---|---|---|---|"]
     for p in pairs:
         diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.3f}"
-        lines.append(f"| {p['a']} | {p['b']} | {diff} | {_ci(p.get('ci'))} | {_ci(p.get('ci_images'))} | "
-                     f"{_ci(p.get('ci_runs'))} | " + (f"{_ci(p.get('ci_corrected'))} | " if corrected else "")
+        lines.append(f"| {p['a']} | {p['b']} | {diff} | {interval(p.get('ci'))} | {interval(p.get('ci_images'))} | "
+                     f"{interval(p.get('ci_runs'))} | " + (f"{interval(p.get('ci_corrected'))} | " if corrected else "")
                      + f"{_probs(p)} | {fmt(p.get('p_holm'))} | {p.get('n_runs', 0)} | {_verdict_words(p)} |")
     if any(not p.get("training_noise", True) for p in pairs if p.get("mae_diff") is not None):
         lines += ["", "One run per method: seed noise was not measured, so a verdict holds for these test images "
@@ -125,7 +111,7 @@ def verdict_section(result: dict[str, Any]) -> list[str]:
         for g in per_group:
             for p in g["pairs"]:
                 diff = "-" if p.get("mae_diff") is None else f"{p['mae_diff']:+.2f}"
-                lines.append(f"| {g['group']} | {p['a']} | {p['b']} | {diff} | {_ci(p.get('ci'))} | "
+                lines.append(f"| {g['group']} | {p['a']} | {p['b']} | {diff} | {interval(p.get('ci'))} | "
                              f"{p.get('n_images', 0)} | {_verdict_words(p)} |")
     return lines
 

@@ -34,8 +34,8 @@ Z = float(stats.norm.ppf(0.975))
 def _pilot(folder: Path) -> tuple[BakeoffSpec, list[dict[str, Any]], dict[str, Any]]:
     path = folder / "bakeoff.json"
     if not path.is_file():
-        raise UsageError(f"{folder}: no finished bake-off here (no bakeoff.json); run `ordinalage bakeoff ... --out "
-                         f"{folder}` first, with at least 2 seeds or folds")
+        raise UsageError(f"{folder}: no finished bake-off here (no bakeoff.json); run a bake-off into this folder "
+                         "first, with at least 2 seeds or folds")
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
         raw = result["spec"]
@@ -89,7 +89,7 @@ def plan(folder: str | Path, halfwidth: float) -> dict[str, Any]:
     """The plan (plan.json's dict) for a pilot bake-off folder, written to FOLDER/plan.json."""
     folder = Path(folder)
     if not (halfwidth > 0 and math.isfinite(halfwidth)):
-        raise UsageError(f"--halfwidth {halfwidth!r}: expected a number of years > 0, e.g. 0.1")
+        raise UsageError(f"halfwidth {halfwidth!r}: expected a number of years > 0, e.g. 0.1", option="halfwidth")
     spec, records, result = _pilot(folder)
     minutes = [float(r["minutes"]) for r in records if r.get("minutes") is not None]
     cell_minutes = float(np.median(minutes)) if minutes else None
@@ -118,7 +118,7 @@ def plan(folder: str | Path, halfwidth: float) -> dict[str, Any]:
                      "seeds_on_one_split": seeds, "folds_design": best_folds})
     if not rows:
         raise UsageError(f"{folder}: one run per method, so training noise cannot be estimated; run the pilot with "
-                         "--seeds 2 (or more) or data.protocol=folds:5 and plan again")
+                         "`seeds` 2 (or more) or data.protocol=folds:5 and plan again")
     n_methods = len(spec.methods)
     need_seeds = [r["seeds_on_one_split"] for r in rows]
     need_folds = [r["folds_design"] for r in rows]

@@ -108,7 +108,8 @@ def run_cell(spec: BakeoffSpec, cell: Cell, out: Path, quiet: bool = True) -> di
 def _train_and_test(spec: BakeoffSpec, cell: Cell, out: Path, quiet: bool) -> dict[str, Any]:
     from ordinalage.evaluation.compare import test_predictions_csv
     from ordinalage.evaluation.evaluate import evaluate_after_training
-    from ordinalage.training.fit import TrainingDiverged, TrainingInterrupted
+    from ordinalage.training.loop import TrainingDiverged
+    from ordinalage.training.preemption import TrainingInterrupted
     from ordinalage.training.train import train
 
     folder = cell_dir(out, cell)

@@ -116,7 +116,7 @@ def parse_grid_flag(item: str) -> tuple[str, list[Any]]:
     key, sep, values = item.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
-        raise UsageError(f"--grid {item!r}: expected KEY=V1,V2,... e.g. model.head=class,coral,corn")
+        raise UsageError(f"grid {item!r}: expected KEY=V1,V2,... e.g. model.head=class,coral,corn", option="grid")
     parsed = []
     for text in values.split(","):
         try:
@@ -182,7 +182,7 @@ def build_spec(*, config: str | Path | None = None, grid: Sequence[str] = (), se
             raise UsageError(f"bake-off method {name!r}: expected a mapping of config keys to values")
         all_methods.append(Method(str(name), dict(params)))
     if not all_methods:
-        raise UsageError("bake-off: nothing to compare; give --grid KEY=V1,V2 or methods in --config")
+        raise UsageError("bake-off: nothing to compare; give `grid` KEY=V1,V2 or methods in `config`", option="grid")
     names = [m.name for m in all_methods]
     if len(set(names)) != len(names):
         raise UsageError(f"bake-off: two methods share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
@@ -190,17 +190,20 @@ def build_spec(*, config: str | Path | None = None, grid: Sequence[str] = (), se
         raise UsageError(f"bake-off: only one method ({names[0]}); a comparison needs at least two")
     datasets = tuple(data) or tuple(_as_list(raw.get("data")))
     if not datasets:
-        raise UsageError("bake-off: no dataset; give --data SPEC (or data: in --config)")
+        raise UsageError("bake-off: no dataset; give `data` SPEC (or data: in `config`)", option="data")
     n_seeds = seeds if seeds is not None else int(raw.get("seeds", 1))
     if n_seeds < 1:
-        raise UsageError(f"--seeds {n_seeds}: must be at least 1")
+        raise UsageError(f"seeds {n_seeds}: must be at least 1", option="seeds")
     if budget is not None and epochs is not None:
-        raise UsageError("give --budget or --epochs, not both")
+        raise UsageError("give `budget` or `epochs`, not both", option="budget")
     if budget is None and epochs is None:
         budget, epochs = raw.get("budget"), raw.get("epochs")
-    budget_min = parse_budget(budget) if budget is not None else None
+    try:
+        budget_min = parse_budget(budget) if budget is not None else None
+    except UsageError as exc:  # the message names `budget`; the error says which option it is
+        raise UsageError(str(exc), option="budget") from None
     if epochs is not None and int(epochs) < 1:
-        raise UsageError(f"--epochs {epochs}: must be at least 1")
+        raise UsageError(f"epochs {epochs}: must be at least 1", option="epochs")
     all_sets = tuple(_as_list(raw.get("set"))) + tuple(sets)
     for item in all_sets:
         parse_set(item)  # a malformed item is an error naming it
@@ -217,9 +220,9 @@ def parse_rope(value: Any) -> float:
     try:
         rope = float(value)
     except (TypeError, ValueError):
-        raise UsageError(f"--rope {value!r}: expected a number of years >= 0, e.g. 0.1") from None
+        raise UsageError(f"rope {value!r}: expected a number of years >= 0, e.g. 0.1", option="rope") from None
     if not (rope >= 0 and rope != float("inf")):
-        raise UsageError(f"--rope {value!r}: expected a number of years >= 0, e.g. 0.1")
+        raise UsageError(f"rope {value!r}: expected a number of years >= 0, e.g. 0.1", option="rope")
     return rope
 
 

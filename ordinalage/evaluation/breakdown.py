@@ -89,7 +89,8 @@ def parse_by(text: str | Sequence[str] | None) -> list[str]:
         if not p:
             continue
         if p in RESERVED:
-            raise UsageError(f"--by {p!r}: that name is reserved in the breakdown (choose another column name)")
+            raise UsageError(f"by {p!r}: that name is reserved in the breakdown (choose another column name)",
+                             option="by")
         if p not in out:
             out.append(p)
     return out
@@ -106,10 +107,10 @@ def select_attributes(attributes: Mapping[str, Sequence[Any]] | None, by: Sequen
     for name in by:
         if name not in attributes:
             have = ", ".join(sorted(attributes)) or "none"
-            raise UsageError(f"--by: column {name!r} is not in the data (available: {have})")
+            raise UsageError(f"by: column {name!r} is not in the data (available: {have})", option="by")
         values = list(attributes[name])
         if len(values) != n:
-            raise UsageError(f"--by {name!r}: {len(values)} values for {n} images")
+            raise UsageError(f"by {name!r}: {len(values)} values for {n} images", option="by")
         out[name] = values
     return out
 
@@ -178,7 +179,7 @@ def by_attribute(true_age: Any, pred_age: Any, values: Sequence[Any], name: str,
     code as `code` (given as codes or names, the rows are the same)."""
     t, err = _errors(true_age, pred_age)
     if len(values) != t.size:
-        raise UsageError(f"--by {name!r}: {len(values)} values for {t.size} images")
+        raise UsageError(f"by {name!r}: {len(values)} values for {t.size} images", option="by")
     keys = _keys(values, name)
     rows = []
     for v in sorted({k for k in keys if k != ""}, key=_sort_key):
@@ -235,29 +236,3 @@ def breakdown(true_age: Any, pred_age: Any, attributes: Mapping[str, Sequence[An
 # plot
 
 
-def plot_error_by_age(png: str | Path, rows: Sequence[Mapping[str, Any]], title: str = "error by true age") -> Path:
-    """PNG from `by_age` rows: signed error and MAE vs true age with their 95% bands, and the image
-    count per year below."""
-    from ordinalage.figures import new_figure
-
-    def col(key: str) -> np.ndarray:
-        return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
-
-    age = col("age")
-    fig = new_figure(8.0, 5.5)
-    ax, axn = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    for key, color, label in (("bias", "tab:red", "signed error (estimate - truth)"), ("mae", "tab:blue", "MAE")):
-        ax.plot(age, col(key), color=color, label=label, linewidth=1.2)
-        ax.fill_between(age, col(f"{key}_lo"), col(f"{key}_hi"), color=color, alpha=0.2, linewidth=0)
-    ax.axhline(0, color="gray", linewidth=0.8)
-    ax.set_ylabel("years")
-    ax.set_title(f"{title} (bands: bootstrap 95% CI)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    axn.bar(age, col("n"), width=1.0, color="gray")
-    axn.set_ylabel("images")
-    axn.set_xlabel("true age (years)")
-    path = Path(png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path

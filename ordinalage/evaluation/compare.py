@@ -9,9 +9,14 @@ from typing import Any
 
 import yaml
 
+from ordinalage.console import stderr_console
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.report import compare_table, plot_compare, print_wide, stderr_console
+from ordinalage.evaluation.predictions import read_test_errors
 from ordinalage.posterior.metrics import LOWER_IS_BETTER, SCALAR_METRICS
+from ordinalage.reporting.formatting import interval as interval_text
+from ordinalage.reporting.formatting import p_value
+from ordinalage.reporting.plots import plot_compare
+from ordinalage.reporting.tables import compare_table, print_wide
 from ordinalage.runs.rundir import RunDir, eval_dir, read_json_object
 
 INFO_COLUMNS = ("head", "backbone", "target", "data", "epochs")
@@ -53,7 +58,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     }
     for m in SCALAR_METRICS:
         row[m] = (metrics or {}).get(m)
-    from ordinalage.evaluation.decision_report import headline
+    from ordinalage.evaluation.decisions import headline
 
     row.update({k: v for k, v in headline(metrics or {}).items() if k in DECISION_COLUMNS or k == "gap_by"})
     row["per_source"] = (metrics or {}).get("per_source") or _latest_per_source(run)
@@ -102,7 +107,8 @@ def compare_runs(runs: Sequence[str], plot: str | None = None, show: bool = True
                                           [r["accuracy"] for r in rows], plot))
     per_source = {r["run"]: r["per_source"] for r in rows if r.get("per_source")}
     if per_source:  # runs x datasets MAE matrix (evaluate --per-source), with a heat map beside the plot
-        from ordinalage.evaluation.per_source import mae_matrix, plot_mae_matrix
+        from ordinalage.evaluation.per_source import mae_matrix
+        from ordinalage.reporting.plots import plot_mae_matrix
 
         names, datasets, matrix = mae_matrix(per_source)
         result["mae_matrix"] = {"runs": names, "datasets": datasets, "mae": matrix.tolist()}
@@ -151,14 +157,6 @@ def expand_runs(pattern: str) -> list[Path]:
     return [path]
 
 
-def read_abs_errors(predictions_csv: str | Path, prefix: str = "") -> dict[str, float]:
-    """`{prefix + file: |pred_age - true_age|}` from an evaluation's predictions.csv."""
-    from ordinalage.evaluation.pairing import read_test_errors
-
-    test = read_test_errors(predictions_csv, prefix)
-    return dict(zip(test.keys, test.abs_err.tolist(), strict=True))
-
-
 def _run_groups(run: Path):
     from ordinalage.groups import AgeGroups
 
@@ -175,11 +173,11 @@ def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000, r
 
     Returns the bake-off's pair fields plus runs_a, runs_b and age_mix; runs paired one to one must
     have tested the same images (a UsageError says how they differ)."""
-    from ordinalage.evaluation.pairing import check_mix, compare_all, parse_age_mix, read_test_errors
+    from ordinalage.evaluation.pairing import check_mix, compare_all, parse_age_mix
 
     runs_a, runs_b = expand_runs(a), expand_runs(b)
     if len(runs_a) != len(runs_b):
-        raise UsageError(f"compare --paired: {len(runs_a)} run(s) match {a} but {len(runs_b)} match {b}; "
+        raise UsageError(f"paired comparison: {len(runs_a)} run(s) match {a} but {len(runs_b)} match {b}; "
                          "pair runs one to one (e.g. the same seeds)")
     errors_a = [read_test_errors(test_predictions_csv(r)) for r in runs_a]
     errors_b = [read_test_errors(test_predictions_csv(r)) for r in runs_b]
@@ -194,7 +192,7 @@ def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000, r
         result = compare_all([name_a, name_b], {(name_a, name_b): blocks}, rope=rope, groups=groups,
                              shares=mix.shares, n_resamples=n_resamples)[0]
     except ValueError as exc:
-        raise UsageError(f"compare --paired: the test images differ ({exc}); a paired comparison needs runs "
+        raise UsageError(f"paired comparison: the test images differ ({exc}); it needs runs "
                          "evaluated on the same images (same data, split_seed and protocol)") from None
     result["runs_a"] = [str(r) for r in runs_a]
     result["runs_b"] = [str(r) for r in runs_b]
@@ -202,14 +200,6 @@ def compare_paired(a: str, b: str, show: bool = True, n_resamples: int = 2000, r
     if show:
         stderr_console().print(f"{result['verdict_text']}\n  {result['n_images']} test images, {result['n_runs']} paired "
                                f"run(s), age mix {mix.name}; interval: {result['method']}; images only "
-                               f"{_ci(result['ci_images'])}, runs only {_ci(result['ci_runs'])}; "
-                               f"Holm p = {_p(result['p_holm'])}", highlight=False)
+                               f"{interval_text(result['ci_images'], 3)}, runs only {interval_text(result['ci_runs'], 3)}; "
+                               f"Holm p = {p_value(result['p_holm'])}", highlight=False)
     return result
-
-
-def _ci(ci: list[float] | None) -> str:
-    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.report import plot_prior
-from ordinalage.posterior.prior import DEFAULT_SMOOTH, PriorEstimate, em_prior, write_prior
+from ordinalage.posterior.prior import DEFAULT_SMOOTH, PriorEstimate, em_prior
+from ordinalage.posterior.prior_files import write_prior
+from ordinalage.reporting.plots import plot_prior
 
 
 def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str | Path = "prior.json",
@@ -29,7 +30,7 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     `photos:PATH` specs in `data` are photos without ages: each face found by `detector` counts
     once (`n_faces`); other specs are read as labelled data (ages unused)."""
     from ordinalage.data.photos import is_photos_spec
-    from ordinalage.evaluation.evaluate import _select_records, predict_records
+    from ordinalage.evaluation.model_predictions import predict_records, select_records
     from ordinalage.posterior.adapt import check_distribution
     from ordinalage.runs.checkpoint import load_model
     from ordinalage.runs.runtime import select_device
@@ -48,7 +49,7 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     n_faces = 0
     if labelled or not photos:
         try:
-            records, _ = _select_records(loaded, loaded.run_dir, labelled or None, split)
+            records, _ = select_records(loaded, loaded.run_dir, labelled or None, split)
         except UsageError as exc:
             hint = [d for d in labelled if d.startswith("folder:")]
             if hint and ("no images" in str(exc) or "must be an age group" in str(exc)):
@@ -57,8 +58,8 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
             raise
         parts.append(predict_records(loaded, records, device=device, show=show).label_proba)
     if photos:
-        from ordinalage.inference.detectors import make_detector
-        from ordinalage.inference.predict import FacePredictor, predict_photos
+        from ordinalage.inference.detection.registry import make_detector
+        from ordinalage.inference.predictor import FacePredictor, predict_photos
 
         face_detector = make_detector(detector)
         predictor = FacePredictor(run, device, detector=face_detector.name)
@@ -79,7 +80,7 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     if photos:
         result.update(n_faces=n_faces, detector=detector)
     if show:
-        from ordinalage.evaluation.report import stderr_console
+        from ordinalage.console import stderr_console
 
         what = f"{n} faces and images" if photos and labelled else (f"{n} faces" if photos else f"{n} images")
         stderr_console().print(f"estimated the age mix of {what} in {est.n_iter} EM iterations"

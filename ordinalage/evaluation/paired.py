@@ -14,7 +14,7 @@ method B (same seed, same fold, hence the same test images).
   ``2 / 2**3 = 0.25``).
 - :func:`average_ranks`, :func:`friedman_test` and :func:`nemenyi_cd` compare ``k`` methods over
   ``n`` data sets as in Demsar (2006), "Statistical comparisons of classifiers over multiple data
-  sets", JMLR 7:1-30; ``ordinalage.evaluation.cd_diagram`` draws the critical-difference diagram.
+  sets", JMLR 7:1-30; ``ordinalage.reporting.cd_diagram`` draws the critical-difference diagram.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from ordinalage.reporting.formatting import signed
 
 _EXAMPLES = 5  # how many differing image keys an error message shows
 
@@ -145,12 +147,6 @@ def wilcoxon_p(maes_a: Sequence[float], maes_b: Sequence[float]) -> float | None
     return float(stats.wilcoxon(a, b).pvalue)
 
 
-def _signed(value: float) -> str:
-    """``value`` to 2 decimals with its sign always shown; a value rounding to zero is ``+0.00``."""
-    text = f"{value:+.2f}"
-    return "+0.00" if text == "-0.00" else text
-
-
 def verdict(name_a: str, name_b: str, diff: float, ci: tuple[float, float]) -> str:
     """Plain-words verdict on ``diff = MAE(a) - MAE(b)`` and its CI.
 
@@ -164,7 +160,7 @@ def verdict(name_a: str, name_b: str, diff: float, ci: tuple[float, float]) -> s
         words = f"{name_b} lower (better) MAE"
     else:
         words = "no difference shown"
-    return f"{name_a} - {name_b}: {_signed(diff)} years [{_signed(low)}, {_signed(high)}]: {words}"
+    return f"{name_a} - {name_b}: {signed(diff)} years [{signed(low)}, {signed(high)}]: {words}"
 
 
 def paired_comparison(

@@ -10,7 +10,6 @@ set's weighted mean is the mix-weighted average of its per-group MAEs.
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,35 +19,9 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
+from ordinalage.evaluation.predictions import TestErrors
 from ordinalage.evaluation.verdicts import PairedRun, compare_pair, finish_pairs
 from ordinalage.groups import AgeGroups
-
-
-@dataclass(frozen=True)
-class TestErrors:
-    """One run's test images (sorted keys), absolute errors and true ages."""
-
-    keys: tuple[str, ...]
-    abs_err: np.ndarray
-    true_age: np.ndarray
-
-
-def read_test_errors(predictions_csv: str | Path, prefix: str = "") -> TestErrors:
-    """The per-image errors of an evaluation's predictions.csv (columns file, true_age, pred_age), sorted
-    by ``prefix + file``; a UsageError naming the file when it is missing or malformed."""
-    path = Path(predictions_csv)
-    if not path.is_file():
-        raise UsageError(f"{path}: no predictions file (was the run evaluated on its test split?)")
-    rows: list[tuple[str, float, float]] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for line, row in enumerate(csv.DictReader(fh), start=2):
-            try:
-                true, pred = float(row["true_age"]), float(row["pred_age"])
-                rows.append((prefix + row["file"], abs(pred - true), true))
-            except (KeyError, TypeError, ValueError):
-                raise UsageError(f"{path}, line {line}: expected columns file, true_age, pred_age with numbers") from None
-    rows.sort(key=lambda r: r[0])
-    return TestErrors(tuple(r[0] for r in rows), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
 
 
 @dataclass(frozen=True)
@@ -71,18 +44,19 @@ def parse_age_mix(text: str | None, groups: AgeGroups) -> AgeMix:
         return AgeMix("uniform", np.full(len(groups), 1.0 / len(groups)))
     path = Path(text)
     if not path.is_file():
-        raise UsageError(f"--age-mix {text}: not test, uniform or a file (no such file)")
-    from ordinalage.posterior.prior import read_age_weights
+        raise UsageError(f"age_mix {text}: not test, uniform or a file (no such file)", option="age_mix")
+    from ordinalage.posterior.prior_files import read_age_weights
 
     shares = np.zeros(len(groups))
     for where, age, weight in read_age_weights(path):
         g = int(groups.indices([age])[0])
         if g < 0 and weight > 0:
-            raise UsageError(f"--age-mix {path}, {where}: age {age:g} lies in none of the age groups ({groups.spec})")
+            raise UsageError(f"age_mix {path}, {where}: age {age:g} lies in none of the age groups ({groups.spec})",
+                             option="age_mix")
         if g >= 0:
             shares[g] += weight
     if shares.sum() <= 0:
-        raise UsageError(f"--age-mix {path}: all weights are 0")
+        raise UsageError(f"age_mix {path}: all weights are 0", option="age_mix")
     return AgeMix(path.name, shares / shares.sum())
 
 
@@ -107,11 +81,12 @@ def check_mix(mix: AgeMix, groups: AgeGroups, test_sets: Sequence[TestErrors]) -
         present &= np.bincount(index[index >= 0], minlength=len(groups)) > 0
     missing = [groups.labels[g] for g in range(len(groups)) if not present[g] and mix.shares[g] > 0]
     if missing and mix.name != "uniform":
-        raise UsageError(f"--age-mix {mix.name}: gives weight to age group(s) {', '.join(missing)}, which some test "
-                         "set holds no images of; give those groups weight 0 or use --age-mix uniform")
+        raise UsageError(f"age_mix {mix.name}: gives weight to age group(s) {', '.join(missing)}, which some test "
+                         "set holds no images of; give those groups weight 0 or use `age_mix` uniform",
+                         option="age_mix")
     shares = np.where(present, mix.shares, 0.0)
     if shares.sum() <= 0:
-        raise UsageError(f"--age-mix {mix.name}: no age group with weight has test images")
+        raise UsageError(f"age_mix {mix.name}: no age group with weight has test images", option="age_mix")
     return AgeMix(mix.name, shares / shares.sum()), missing
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,40 +62,3 @@ def mae_matrix(results: Mapping[str, Sequence[Mapping[str, Any]]], metric: str =
     return runs, datasets, values
 
 
-def plot_mae_matrix(runs: Sequence[str], datasets: Sequence[str], values: np.ndarray, path: str | Path,
-                    title: str = "test MAE (years) per run and dataset") -> Path:
-    """A heat-map PNG of the matrix (lower is better: darker), each cell labelled, 'n/a' where missing."""
-    from ordinalage.figures import new_figure
-
-    values = np.asarray(values, dtype=float)
-    fig = new_figure(max(5.0, 1.3 * len(datasets) + 3.0), max(3.0, 0.6 * len(runs) + 2.0))
-    ax = fig.add_subplot()
-    finite = values[np.isfinite(values)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r", vmin=vmin, vmax=max(vmax, vmin + 1e-9),
-                   aspect="auto")
-    fig.colorbar(im, ax=ax, label="MAE (years)")
-    ax.set_xticks(range(len(datasets)), labels=[_short(d) for d in datasets], rotation=30, ha="right")
-    ax.set_yticks(range(len(runs)), labels=[_short(r) for r in runs])
-    ax.set_xlabel("dataset")
-    ax.set_ylabel("run")
-    ax.set_title(title)
-    mid = (vmin + vmax) / 2
-    for i in range(len(runs)):
-        for j in range(len(datasets)):
-            v = values[i, j]
-            ax.text(j, i, "n/a" if not math.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if math.isfinite(v) and v > mid else "black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def _short(name: str, width: int = 28) -> str:
-    """A spec or run path shortened for an axis label: `kind:…/last/two`."""
-    if len(name) <= width:
-        return name
-    kind, sep, rest = name.partition(":")
-    tail = "/".join(Path(rest if sep else name).parts[-2:])
-    return f"{kind}:…/{tail}" if sep else f"…/{tail}"

@@ -47,14 +47,11 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
+from ordinalage.reporting.formatting import signed
+from ordinalage.reporting.verdict_text import named_verdict
+
 VERDICTS = ("a lower", "b lower", "equivalent", "undecided")
 ONE_RUN = " on these test images"  # appended to a one-run verdict: seed noise was not measured
-HOW_TO_READ = ("How to read: a - b below 0 means a has the lower MAE. The interval (95%) covers training noise "
-               "(seeds, folds) and test-set noise; 'images only' holds the trained models fixed and 'runs only' "
-               "is a t interval over the per-run differences, so the wider of the two shows which noise "
-               "dominates. Verdict: 'equivalent' when the whole interval lies inside ±rope; 'a lower' / 'b lower' "
-               "when the Holm-adjusted p over the pairs is below 0.05; otherwise 'undecided'. P: the "
-               "probabilities that a is lower by more than the rope, that the two are within it, that b is lower.")
 
 
 @dataclass(frozen=True)
@@ -365,21 +362,6 @@ def finish_pairs(rows: list[dict[str, Any]], alpha: float = 0.05) -> list[dict[s
     return rows
 
 
-def _signed(value: float) -> str:
-    text = f"{value:+.2f}"
-    return "+0.00" if text == "-0.00" else text
-
-
-def named_verdict(row: Mapping[str, Any], emphasis: str = "") -> str:
-    """The verdict with the methods' names for a and b (``corn lower on these test images``); a
-    "lower" verdict's name part wrapped in ``emphasis`` (e.g. ``**`` for markdown)."""
-    state = row["verdict"]
-    for side, name in (("a lower", row["a"]), ("b lower", row["b"])):
-        if state.startswith(side):
-            return f"{emphasis}{name} lower{emphasis}" + state.removeprefix(side)
-    return state
-
-
 def verdict_text(row: Mapping[str, Any]) -> str:
     """One line: ``a - b: -0.15 years [-0.30, +0.02]: undecided (P(a lower) 0.62, ...)``, with the
     methods' names, and for one run each the note that seed noise was not measured."""
@@ -389,7 +371,7 @@ def verdict_text(row: Mapping[str, Any]) -> str:
         said += f" (within ±{row['rope']:g} years)"
     probs = (f"P({a} lower) {row['p_a_lower']:.2f}, P(equivalent) {row['p_equivalent']:.2f}, "
              f"P({b} lower) {row['p_b_lower']:.2f}")
-    text = (f"{a} - {b}: {_signed(row['mae_diff'])} years [{_signed(row['ci'][0])}, {_signed(row['ci'][1])}]: "
+    text = (f"{a} - {b}: {signed(row['mae_diff'])} years [{signed(row['ci'][0])}, {signed(row['ci'][1])}]: "
             f"{said} ({probs})")
     if not row["training_noise"]:
         text += "; one run each, seed noise not measured"

@@ -1,8 +1,8 @@
 """The Python API: `ordinalage.load(path) -> AgeEstimator`, `.predict(image) -> list[Face]`.
 
 An `AgeEstimator` wraps a checkpoint's `FacePredictor` (the model over face crops) and a face
-detector (`detector="haar"`: `faces.HaarFaceDetector`, the default; or another of
-`detectors.DETECTORS`, e.g. the optional `dlib`). `predict` takes a path, a PIL image or an RGB uint8 array;
+detector (`detector="haar"`: `detection.haar.HaarFaceDetector`, the default; or another of
+`detection.registry.DETECTORS`, e.g. the optional `dlib`). `predict` takes a path, a PIL image or an RGB uint8 array;
 with `detect=True` every face found is cropped like a training chip, with `detect=False` the whole
 image is the face chip (decoded with the run's `data.geometry`, as `ordinalage predict --detect none`).
 `predict_batch` sends the crops of all its images through one model call. The model call holds a
@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.inference.detectors import FaceDetector, make_detector
-from ordinalage.inference.faces import Box
-from ordinalage.inference.predict import FacePredictor, FaceResults, load_rgb
+from ordinalage.inference.detection.geometry import Box
+from ordinalage.inference.detection.interface import FaceDetector
+from ordinalage.inference.detection.registry import make_detector
+from ordinalage.inference.predictor import FacePredictor, FaceResults, load_rgb
 
 ImageInput = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W, 3) uint8 RGB
 MAX_BATCH = 64  # crops per model call in predict_batch
@@ -237,7 +238,7 @@ def load(path: str | Path, device: str = "auto", tta: bool = False, prior: str |
 
     `prior`: adapt to an age mix (train | uniform | a prior file; em: the mix of each batch);
     `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json); `detector`:
-    the face detector by name (detectors.DETECTORS: haar, dlib; a missing optional package is a
+    the face detector by name (detection.registry.DETECTORS: haar, dlib; a missing optional package is a
     UsageError naming the pip command)."""
     make_detector(detector)  # before the model loads
     return AgeEstimator(FacePredictor(path, device, tta=tta, prior=prior, interval=interval, detector=detector))

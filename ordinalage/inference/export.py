@@ -228,7 +228,7 @@ def run_export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path = "mod
     from ordinalage.runs.runtime import select_device
 
     if fmt not in FORMATS:
-        raise UsageError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        raise UsageError(f"fmt: unknown format {fmt!r} (choose from {', '.join(FORMATS)})", option="fmt")
     if fmt == "onnx":
         _require_onnx()
     dev = select_device(device)

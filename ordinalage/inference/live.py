@@ -22,8 +22,10 @@ import cv2
 import numpy as np
 
 from ordinalage.errors import UsageError
-from ordinalage.inference.faces import Box
-from ordinalage.inference.predict import FacePredictor, draw_face
+from ordinalage.inference.detection.geometry import Box
+from ordinalage.inference.detection.registry import make_detector
+from ordinalage.inference.draw import draw_face
+from ordinalage.inference.predictor import FacePredictor
 
 WINDOW = "ordinalage live (q or Esc to quit)"
 DEFAULT_FPS = 25.0
@@ -89,14 +91,14 @@ def open_source(source: str | int) -> cv2.VideoCapture:
     if text.isdigit():
         cap = cv2.VideoCapture(int(text))
         if not cap.isOpened():
-            raise UsageError(f"--source {text}: cannot open camera {text}")
+            raise UsageError(f"source {text}: cannot open camera {text}", option="source")
         return cap
     path = Path(text)
     if not path.is_file():
-        raise UsageError(f"--source {path}: no such video file")
+        raise UsageError(f"source {path}: no such video file", option="source")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise UsageError(f"--source {path}: OpenCV cannot open this video")
+        raise UsageError(f"source {path}: OpenCV cannot open this video", option="source")
     return cap
 
 
@@ -106,15 +108,15 @@ def check_gui() -> None:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error:
         raise UsageError("live: this OpenCV build has no GUI (opencv-python-headless), so no window can be shown; "
-                         "write the annotated video with --output OUT.mp4, or install opencv-python "
-                         "(a build with GUI support) for a window") from None
+                         "write the annotated video with `output` OUT.mp4, or install opencv-python "
+                         "(a build with GUI support) for a window", option="output") from None
 
 
 def _writer(output: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     output.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
-        raise UsageError(f"--output {output}: OpenCV cannot write an mp4v video there")
+        raise UsageError(f"output {output}: OpenCV cannot write an mp4v video there", option="output")
     return writer
 
 
@@ -125,6 +127,25 @@ def draw_fps(bgr: np.ndarray, fps: float) -> None:
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(bgr, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
     cv2.putText(bgr, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _estimate(frame: np.ndarray, finder: Any, predictor: FacePredictor, tracker: FaceTracker
+              ) -> tuple[list[Track], int]:
+    """Detect the faces of one BGR frame, estimate their ages and update the tracks: the tracks to
+    draw and the number of faces found."""
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    boxes = finder.detect(rgb)
+    if boxes:
+        res = predictor([predictor.crop(rgb, b) for b in boxes])
+        return tracker.update(boxes, res.age, res.group_proba), len(boxes)
+    return tracker.update([], np.zeros(0), np.zeros((0, len(predictor.labels)))), 0
+
+
+def _check_stream_options(every: int, max_frames: int | None) -> None:
+    if every < 1:
+        raise UsageError(f"every: must be at least 1, got {every}", option="every")
+    if max_frames is not None and max_frames < 1:
+        raise UsageError(f"max_frames: must be at least 1, got {max_frames}", option="max_frames")
 
 
 def run_live(
@@ -141,17 +162,12 @@ def run_live(
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
     `tta` averages each face's logits with its mirror's (twice the model time); `ensemble` averages
     more models with this one (FacePredictor); `detector` names the face detector
-    (`detectors.DETECTORS`: haar, dlib), whose boxes are mapped to the training framing by its own ratio.
+    (`detection.registry.DETECTORS`: haar, dlib), whose boxes are mapped to the training framing by its own ratio.
 
     Returns a summary: frames read and written, frames run through the model, face detections,
     distinct tracks, mean frames per second, and the output path.
     """
-    if every < 1:
-        raise UsageError(f"--every: must be at least 1, got {every}")
-    if max_frames is not None and max_frames < 1:
-        raise UsageError(f"--max-frames: must be at least 1, got {max_frames}")
-    from ordinalage.inference.detectors import make_detector
-
+    _check_stream_options(every, max_frames)
     finder = make_detector(detector)
     predictor = FacePredictor(checkpoint, device, tta=tta, ensemble=ensemble, detector=detector)
     cap = open_source(source)
@@ -165,7 +181,7 @@ def run_live(
     try:
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise UsageError(f"--source {source}: no frame could be read")
+            raise UsageError(f"source {source}: no frame could be read", option="source")
         height, width = frame.shape[:2]
         if output is not None:
             src_fps = cap.get(cv2.CAP_PROP_FPS)
@@ -179,15 +195,9 @@ def run_live(
             if frame.shape[:2] != (height, width):
                 frame = cv2.resize(frame, (width, height))
             if frames % every == 0:
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                boxes = finder.detect(rgb)
-                if boxes:
-                    res = predictor([predictor.crop(rgb, b) for b in boxes])
-                    shown = tracker.update(boxes, res.age, res.group_proba)
-                else:
-                    shown = tracker.update([], np.zeros(0), np.zeros((0, len(predictor.labels))))
+                shown, found = _estimate(frame, finder, predictor, tracker)
                 processed += 1
-                detections += len(boxes)
+                detections += found
             for t in shown:
                 draw_face(frame, t.box, predictor.label(t.age, predictor.group_of(t.age, t.proba)))
             now = time.perf_counter()

@@ -38,8 +38,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from ordinalage.errors import UsageError
 from ordinalage.inference.api import AgeEstimator, load
-from ordinalage.inference.card import card_for, markdown_to_html
-from ordinalage.inference.predict import FaceResults
+from ordinalage.inference.predictor import FaceResults
+from ordinalage.reporting.card import card_for, markdown_to_html
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 CONTENT_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp",
@@ -156,27 +156,38 @@ def page_html() -> str:
     return resources.files("ordinalage.inference").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixels: int = DEFAULT_MAX_PIXELS,
-               batching: bool = True) -> FastAPI:
-    """The FastAPI app serving `estimators` (the first is the default model)."""
+def _check_limits(estimators: Sequence[AgeEstimator], max_mb: float, max_pixels: int) -> None:
     if not estimators:
         raise UsageError("serve: give at least one checkpoint")
     if max_mb <= 0:
-        raise UsageError(f"--max-mb: must be above 0, got {max_mb}")
+        raise UsageError(f"max_mb: must be above 0, got {max_mb}", option="max_mb")
     if max_pixels < 1:
-        raise UsageError(f"--max-pixels: must be at least 1, got {max_pixels}")
+        raise UsageError(f"max_pixels: must be at least 1, got {max_pixels}", option="max_pixels")
+
+
+def _closing(batchers: Sequence[Batcher]) -> Any:
+    """The app's lifespan: the batchers' threads are closed when the server stops."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        for b in batchers:
+            b.close()
+
+    return lifespan
+
+
+def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixels: int = DEFAULT_MAX_PIXELS,
+               batching: bool = True) -> FastAPI:
+    """The FastAPI app serving `estimators` (the first is the default model)."""
+    _check_limits(estimators, max_mb, max_pixels)
     ests = list(estimators)
     max_bytes = int(max_mb * 1024 * 1024)
     batchers = [Batcher(e) for e in ests] if batching else None
     page = page_html()
 
-    @asynccontextmanager
-    async def lifespan(_app: Any) -> AsyncIterator[None]:
-        yield
-        for b in batchers or []:
-            b.close()
-
-    app = FastAPI(title="ordinalage", summary="Age and age group of the faces in an image", lifespan=lifespan)
+    app = FastAPI(title="ordinalage", summary="Age and age group of the faces in an image",
+                  lifespan=_closing(batchers or []))
     app.state.estimators = ests
     app.state.batchers = batchers
 
@@ -186,8 +197,8 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
         if request.url.path == "/predict":
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes + MULTIPART_SLACK:
-                return JSONResponse({"detail": f"upload of {int(length):,} bytes is over the limit of {max_mb:g} MB "
-                                               "(--max-mb)"}, status_code=413)
+                return JSONResponse({"detail": f"upload of {int(length):,} bytes is over this server's limit of "
+                                               f"{max_mb:g} MB"}, status_code=413)
         return await call_next(request)
 
     def pick(model: int) -> int:
@@ -230,7 +241,7 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
             raise HTTPException(415, f"content type {ctype} is not accepted (send image/jpeg, image/png or image/webp)")
         data = await file.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise HTTPException(413, f"upload is over the limit of {max_mb:g} MB (--max-mb)")
+            raise HTTPException(413, f"upload is over this server's limit of {max_mb:g} MB")
         started = time.perf_counter()
         try:
             faces = await run_in_threadpool(_predict_one, ests[i], batchers[i] if batchers else None, data,
@@ -246,7 +257,7 @@ def create_app(estimators: Sequence[AgeEstimator], max_mb: float = 10, max_pixel
 
 def estimator_card(est: AgeEstimator) -> tuple[str, Path | None]:
     """The model card (Markdown) of a served model and the MODEL_CARD.md it came from (None: made
-    from the run's config and summary, saying it is not evaluated); see `inference.card.card_for`."""
+    from the run's config and summary, saying it is not evaluated); see `reporting.card.card_for`."""
     loaded = est.predictor.loaded
     run = Path(loaded.run_dir) if loaded.run_dir else Path(loaded.checkpoint_path).parent
     return card_for(run, loaded.checkpoint_path, ensemble=bool(est.predictor.others))
@@ -278,17 +289,17 @@ def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port:
 
     `prior`: train | uniform | a prior file (from `ordinalage prior estimate`); `interval`: add
     age_lo/age_hi at this coverage from each run's calibration.json; `detector`: the face detector
-    (detectors.DETECTORS: haar, dlib), named in `GET /model` (`detector`, and the `crop` ratio)."""
+    (detection.registry.DETECTORS: haar, dlib), named in `GET /model` (`detector`, and the `crop` ratio)."""
     import uvicorn
 
     if not checkpoints:
         raise UsageError("serve: give at least one checkpoint (a run folder or a .pt file)")
     if not 0 <= port <= 65535:
-        raise UsageError(f"--port: must be 0-65535, got {port}")
+        raise UsageError(f"port: must be 0-65535, got {port}", option="port")
     if prior == "em":
-        raise UsageError("serve: a server sees one photo at a time and cannot estimate an age mix (em); "
-                         "estimate one with `ordinalage prior estimate RUN --data SPEC --out prior.json` and serve "
-                         "with that file")
+        raise UsageError("prior em: a server sees one photo at a time and cannot estimate an age mix; "
+                         "estimate one with `ordinalage prior estimate` (a prior.json) and serve with that file",
+                         option="prior")
     ests = [load(c, device=device, prior=prior, interval=interval, detector=detector) for c in checkpoints]
     app = create_app(ests, max_mb=max_mb, max_pixels=max_pixels, batching=batching)
     for k, e in enumerate(ests):

@@ -454,7 +454,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UsageError(f"{path}: not a readable PyTorch state dict file ({type(exc).__name__}: {str(exc)[:200]})") from None
     if isinstance(state, dict) and state.get("format") == "ordinalage-checkpoint":
         raise UsageError(f"{path}: an ordinalage checkpoint, not a backbone weights file; to start from a "
-                         "trained run use --init (config key model.init)")
+                         "trained run use `init` (config key model.init)")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

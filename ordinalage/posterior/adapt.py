@@ -24,9 +24,9 @@ from ordinalage.posterior.prior import (
     decode_age,
     em_prior,
     group_proba_from_labels,
-    read_prior,
     reweight,
 )
+from ordinalage.posterior.prior_files import read_prior
 
 PRIOR_MODES = ("train", "uniform", "em")
 

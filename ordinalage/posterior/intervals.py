@@ -48,17 +48,17 @@ def parse_level(text: str | float) -> float:
     try:
         level = float(text)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"--interval {text!r}: expected a coverage level such as 0.9") from exc
+        raise UsageError(f"interval {text!r}: expected a coverage level such as 0.9", option="interval") from exc
     check_alpha(1.0 - level, level)
     return level
 
 
 def check_alpha(alpha: float, level: float | None = None) -> float:
-    """`alpha` (miscoverage = 1 - level) must lie strictly in (0, 1); the error names `--interval`."""
+    """`alpha` (miscoverage = 1 - level) must lie strictly in (0, 1); the error names `interval`."""
     shown = 1.0 - alpha if level is None else level
     if not (math.isfinite(alpha) and 0.0 < alpha < 1.0):
-        raise UsageError(f"--interval {shown:g}: the coverage level must lie strictly between 0 and 1 "
-                         f"(e.g. 0.9 for a 90% interval)")
+        raise UsageError(f"interval {shown:g}: the coverage level must lie strictly between 0 and 1 "
+                         f"(e.g. 0.9 for a 90% interval)", option="interval")
     return float(alpha)
 
 
@@ -152,7 +152,8 @@ class Calibration:
     def at_level(self, level: float) -> Calibration:
         """The same calibration at another coverage level (needs the stored scores)."""
         if not self.scores:
-            raise UsageError("calibration: no stored scores to change the --interval level; re-run evaluate")
+            raise UsageError("calibration: no stored scores to change the `interval` level; re-run evaluate",
+                             option="interval")
         return _from_scores(self.method, np.asarray(self.scores), check_alpha(1.0 - float(level), float(level)))
 
     def to_json(self) -> dict[str, Any]:
@@ -188,7 +189,8 @@ class Calibration:
         if path.is_dir():
             path = path / CALIBRATION_FILE
         if not path.is_file():
-            raise UsageError(f"{path}: no calibration file (run `ordinalage evaluate --interval` first)")
+            raise UsageError(f"{path}: no calibration file (evaluating the run with an `interval` writes it)",
+                             option="interval")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
@@ -205,12 +207,12 @@ def conformal_rank(n: int, alpha: float) -> int:
 def _from_scores(method: str, scores: np.ndarray, alpha: float) -> Calibration:
     n = int(scores.size)
     if n == 0:
-        raise UsageError("--interval: no validation split to calibrate on (the run needs val images)")
+        raise UsageError("interval: no validation split to calibrate on (the run needs val images)", option="interval")
     k = conformal_rank(n, alpha)
     if k > n:
         need = math.ceil(1.0 / alpha - 1.0)
-        raise UsageError(f"--interval {1 - alpha:g}: {n} calibration image(s) are too few for this level "
-                         f"(need at least {need})")
+        raise UsageError(f"interval {1 - alpha:g}: {n} calibration image(s) are too few for this level "
+                         f"(need at least {need})", option="interval")
     s = np.sort(scores)
     return Calibration(method=method, alpha=float(alpha), q=float(s[k - 1]), n_cal=n, scores=s.tolist())
 
@@ -237,11 +239,11 @@ def fit_conformal(cal_true_age: Any, alpha: float, cal_pred_age: Any = None, cal
 
     Uses the CDF score when `cal_label_proba` (N, L) over `label_ages` (L,) is given, else the
     absolute residual of `cal_pred_age`. An empty calibration set or alpha outside (0, 1) is a
-    UsageError (naming `--interval`).
+    UsageError (naming `interval`).
     """
     alpha = check_alpha(float(alpha))
     if np.asarray(cal_true_age).size == 0:
-        raise UsageError("--interval: no validation split to calibrate on (the run needs val images)")
+        raise UsageError("interval: no validation split to calibrate on (the run needs val images)", option="interval")
     method, scores = conformity_scores(cal_true_age, cal_pred_age, cal_label_proba, label_ages)
     return _from_scores(method, scores, alpha)
 

@@ -215,3 +215,17 @@ def reference_from_truth(true_age: np.ndarray | None, true_group: np.ndarray, n_
     counts = np.bincount(np.asarray(true_group, dtype=np.int64), minlength=n_groups)
     median = None if true_age is None or len(true_age) == 0 else float(np.median(true_age))
     return {"majority_group": int(np.argmax(counts)), "median_age": median}
+
+
+def threshold_rates(true_age: np.ndarray, pred_age: np.ndarray, threshold: float,
+                    challenges: Sequence[float] | np.ndarray) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(n_under, n_over, false-accept rates, false-reject rates) for each challenge age (NaN when
+    the denominator is 0); vectorised over challenges."""
+    t, p = paired_ages(true_age, pred_age, "thresholds")
+    c = np.asarray(challenges, dtype=float)
+    under = t < threshold
+    n_under, n_over = int(under.sum()), int((~under).sum())
+    accepted = p[:, None] >= c[None, :]  # (N, C)
+    fa = accepted[under].sum(axis=0) / n_under if n_under else np.full(c.size, np.nan)
+    fr = (~accepted[~under]).sum(axis=0) / n_over if n_over else np.full(c.size, np.nan)
+    return n_under, n_over, np.asarray(fa, dtype=float), np.asarray(fr, dtype=float)

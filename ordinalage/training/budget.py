@@ -58,10 +58,10 @@ def parse_budget(text: str | float | int) -> float:
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text))
         if match is None:
-            raise UsageError(f"--budget {text!r}: expected minutes, or a number with s, m or h (e.g. 30m, 90s, 1.5h)")
+            raise UsageError(f"budget {text!r}: expected minutes, or a number with s, m or h (e.g. 30m, 90s, 1.5h)")
         minutes = float(match.group(1)) * _UNITS[match.group(2) or "m"]
     if not minutes > 0:
-        raise UsageError(f"--budget {text!r}: must be more than zero")
+        raise UsageError(f"budget {text!r}: must be more than zero")
     return minutes
 
 

@@ -52,7 +52,7 @@ def init_distributed(device_name: str) -> tuple[DistContext, str]:
     if use_cuda:  # one process per GPU: LOCAL_RANK picks it, whatever index the config names
         if local_rank >= torch.cuda.device_count():
             raise UsageError(f"LOCAL_RANK {local_rank}: this host has only {torch.cuda.device_count()} GPU(s); "
-                             "start at most that many processes per node (torchrun --nproc-per-node)")
+                             "start at most that many processes per node (torchrun's nproc-per-node)")
         torch.cuda.set_device(local_rank)
         device_name = f"cuda:{local_rank}"
     elif device_name == "auto":

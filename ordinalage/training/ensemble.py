@@ -11,11 +11,13 @@ Equal shares keep the members alike. Each member's budget plan reserves time for
 evaluation that a member does not run: the N reserves pay for the ensemble's evaluation, which
 runs every member once. `evaluate`, `predict`, `live`, `serve` and the Python API take the
 ensemble's folder and average its members (`member_dirs`); `export` writes them as one graph.
+`train_run(config)` trains one run folder, whichever of the two the config asks for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,9 +25,10 @@ from typing import Any
 
 from ordinalage.config import Config, load_config
 from ordinalage.errors import UsageError
-from ordinalage.runs.members import MEMBER_PREFIX
+from ordinalage.runs.members import MEMBER_PREFIX, is_ensemble_run
 from ordinalage.runs.rundir import RunDir, RunExists
-from ordinalage.training.fit import TrainingInterrupted, TrainingPreempted, fit
+from ordinalage.training.fit import fit
+from ordinalage.training.preemption import TrainingInterrupted, TrainingPreempted
 
 
 def member_config(config: Config, index: int, run_dir: Path) -> Config:
@@ -35,6 +38,19 @@ def member_config(config: Config, index: int, run_dir: Path) -> Config:
     return dataclasses.replace(config, train=dataclasses.replace(
         t, members=1, seed=t.seed * n + index, out_dir=str(run_dir / f"{MEMBER_PREFIX}{index}"),
         time_budget_min=budget))
+
+
+def train_run(config: Config | None, *, resume: str | Path | None = None, quiet: bool = False,
+              **fit_kwargs: Any) -> Path:
+    """One run folder: the members of an ensemble (`train.members` > 1, or a resumed ensemble's
+    folder) with `fit_ensemble`, else one model with `fit`; `fit_kwargs` (on_epoch,
+    stop_after_epochs) go to every `fit`. The data is `data.fold`'s split: every fold is
+    `training.train.train`'s."""
+    if (resume is not None and is_ensemble_run(resume)) or (config is not None and config.train.members > 1):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("train.members > 1 (an ensemble) runs in one process; under torchrun train one model")
+        return fit_ensemble(config, resume=resume, quiet=quiet, **fit_kwargs)
+    return fit(config, resume=resume, quiet=quiet, **fit_kwargs)
 
 
 def fit_ensemble(config: Config | None, *, resume: str | Path | None = None, quiet: bool = False,
@@ -112,4 +128,4 @@ def _create(config: Config) -> tuple[Config, RunDir]:
     return config, run
 
 
-__all__ = ["fit_ensemble", "member_config"]
+__all__ = ["fit_ensemble", "member_config", "train_run"]

@@ -8,7 +8,8 @@ even) is resumed (`resume_fn`), so an interrupted 82-fold LOSO run continues whe
 The folds' config is kept as `<base>/folds-config.yaml`: `ordinalage train --resume <base>` reads
 it. A preemption signal in a fold is raised again (`TrainingPreempted`) naming `<base>` and the fold.
 The fold's metrics are those `evaluate_fn` returns for its run folder (the caller decides how to
-evaluate), else the `test` block of its summary.
+evaluate), else the `test` block of its summary. `training.train.train(config, all_folds=True)`
+runs it for `ordinalage train` and `ordinalage.fit` alike.
 """
 
 from __future__ import annotations
@@ -38,10 +39,29 @@ def saved_folds_config(base: str | Path) -> Config | None:
     return load_config(path) if path.is_file() else None
 
 
-def _resume(run_dir: Path) -> Path:
-    from ordinalage.training.train import train
+def is_folds_run(folder: str | Path) -> bool:
+    """True when `folder` is the base folder of a folds run (it holds the folds' config)."""
+    return (Path(folder) / FOLDS_CONFIG).is_file()
 
-    return train(None, resume=run_dir)
+
+def folds_to_run(config: Config) -> int | None:
+    """The number of folds `training.train.train` runs one after the other (folds:K, loso, or a
+    source's own folds when it has several), or None for a single split; the data is read only
+    when the protocol needs it."""
+    from ordinalage.data.prepare import fold_count
+    from ordinalage.data.splits import parse_protocol
+
+    kind = parse_protocol(config.data.protocol).kind
+    if kind in ("random", "subject"):
+        return None
+    n = fold_count(config.data)
+    return n if kind in ("folds", "loso") or n > 1 else None
+
+
+def _resume(run_dir: Path) -> Path:
+    from ordinalage.training.ensemble import train_run
+
+    return train_run(None, resume=run_dir)
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
@@ -80,8 +100,8 @@ def run_folds(config: Config, fit_fn: FitFn, evaluate_fn: EvaluateFn | None = No
               n_folds: int | None = None, quiet: bool = False, resume_fn: ResumeFn | None = None) -> dict[str, Any]:
     """Train every fold of `config.data.protocol`; write and return folds.json's content.
 
-    `resume_fn(run_dir)` continues a fold that holds a last.pt (default: `training.train.train`)."""
-    from ordinalage.training.fit import TrainingPreempted
+    `resume_fn(run_dir)` continues a fold that holds a last.pt (default: `training.ensemble.train_run`)."""
+    from ordinalage.training.preemption import TrainingPreempted
 
     if n_folds is None:
         from ordinalage.data.prepare import fold_count

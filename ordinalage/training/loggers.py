@@ -97,7 +97,7 @@ class TensorBoardLogger:
             if key != "epoch" and number is not None:
                 self.writer.add_scalar(scalar_tag(key), number, epoch)
         if confusion is not None and len(confusion):
-            from ordinalage.figures import confusion_figure
+            from ordinalage.reporting.figures import confusion_figure
 
             names = list(labels) if labels is not None else [str(i) for i in range(len(confusion))]
             fig = confusion_figure(confusion, names, normalize=True,

@@ -54,7 +54,7 @@ def read_soft_targets(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: missing; a distilled run (train.distill_from) keeps its teacher's targets there. "
-                         "Start the student with: ordinalage distill TEACHER_RUN --out RUN")
+                         "Start the student with: ordinalage distill TEACHER_RUN")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {"paths": [str(p) for p in z["paths"]], "proba": z["proba"].astype(np.float32),

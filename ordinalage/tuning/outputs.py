@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ordinalage.config import save_config
+from ordinalage.reporting.formatting import short
 from ordinalage.tuning.spec import TuneSpec
 
 TOP_N = 5
@@ -57,13 +58,9 @@ def best_table(study: Any, spec: TuneSpec) -> Table:
         table.add_column(k, justify="right")
     table.add_column("seconds", justify="right")
     for t in _completed(study)[:TOP_N]:
-        table.add_row(str(t.number), f"{t.value:.4f}", *(_fmt(t.params.get(k, "")) for k in keys),
+        table.add_row(str(t.number), f"{t.value:.4f}", *(short(t.params.get(k, "")) for k in keys),
                       f"{t.duration.total_seconds():.1f}" if t.duration else "")
     return table
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def write_plots(study: Any, out: Path, console: Console) -> dict[str, str]:

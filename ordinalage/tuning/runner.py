@@ -19,10 +19,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -33,6 +31,8 @@ from typing import Any
 from rich.console import Console
 
 from ordinalage.errors import UsageError
+from ordinalage.reporting.formatting import short
+from ordinalage.training.preemption import PreemptionSignals, TrainingPreempted
 from ordinalage.tuning.spec import TuneSpec, make_pruner, make_sampler
 from ordinalage.tuning.storage import open_storage
 
@@ -57,34 +57,19 @@ class WorkerPreempted(KeyboardInterrupt):
         return type(self), (self.signal_name,)
 
 
-class _WorkerSignals:
-    """SIGTERM/SIGUSR1 handlers for a worker's loop (main thread only; the previous ones return at
-    the end). Inside a trial the signal raises `WorkerPreempted` (training installs its own
-    handlers, which finish the step first); between trials it is noted and no trial starts."""
+class _WorkerSignals(PreemptionSignals):
+    """The preemption handlers (`training.preemption`) around a worker's loop. Inside a trial the
+    signal raises `WorkerPreempted` (training installs its own handlers, which finish the step
+    first); between trials it is noted (`signal_name`) and no trial starts."""
 
     def __init__(self) -> None:
-        self.signal_name = ""
+        super().__init__()
         self.in_trial = False
-        self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal_name = signal.Signals(signum).name
+    def on_signal(self, name: str) -> None:
         if self.in_trial:
             self.in_trial = False  # raise once
-            raise WorkerPreempted(self.signal_name)
-
-    def __enter__(self) -> _WorkerSignals:
-        if threading.current_thread() is threading.main_thread():
-            from ordinalage.training.fit import PREEMPT_SIGNALS
-
-            for sig in PREEMPT_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
+            raise WorkerPreempted(name)
 
 
 @dataclass(frozen=True)
@@ -175,7 +160,7 @@ class HostLock:
 
 
 def _reason(exc: BaseException) -> str:
-    from ordinalage.training.fit import TrainingDiverged
+    from ordinalage.training.loop import TrainingDiverged
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, TrainingDiverged):
@@ -265,7 +250,7 @@ class Objective:
         except optuna.TrialPruned:
             self.last_state = "pruned"
             raise
-        except train.TrainingPreempted as exc:  # the step finished and last.pt was written; the trial is lost
+        except TrainingPreempted as exc:  # the step finished and last.pt was written; the trial is lost
             trial.set_user_attr("fail_reason", f"{PREEMPTED} ({exc.signal_name})")
             self.last_state = "fail"
             raise
@@ -303,7 +288,7 @@ def _trial_line(t: Any, spec: TuneSpec) -> str:
     """One console line per finished trial."""
     from optuna.trial import TrialState
 
-    params = "  ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+    params = "  ".join(f"{k}={short(v)}" for k, v in t.params.items())
     secs = f"{t.duration.total_seconds():.1f}s" if t.duration else ""
     if t.state == TrialState.COMPLETE:
         what = f"[green]complete[/] {spec.metric} {t.value:.4g}"
@@ -312,10 +297,6 @@ def _trial_line(t: Any, spec: TuneSpec) -> str:
     else:
         what = f"[red]{t.state.name.lower()}[/] ({t.user_attrs.get('fail_reason', 'no reason recorded')})"
     return f"trial {t.number} {what}  {secs}  {params}"
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _device_for(job: WorkerJob) -> str | None:

@@ -37,19 +37,20 @@ def resolve_storage(storage: str | None, study_dir: Path, workers: int) -> str:
         if sqlite.exists():
             if workers > 1:
                 raise UsageError(f"{sqlite}: this study lives in SQLite, which is for one worker; rerun it with "
-                                 f"--workers 1, or give --storage journal:FILE or a PostgreSQL URL for a new study")
+                                 "`workers` 1, or give `storage` journal:FILE or a PostgreSQL URL for a new study",
+                                 option="workers")
             return f"sqlite:///{sqlite}"
         return f"journal:{journal}" if workers > 1 else f"sqlite:///{sqlite}"
     if storage.startswith("journal:"):
         if not storage[len("journal:"):]:
-            raise UsageError("--storage journal:FILE: the file name is missing")
+            raise UsageError("storage journal:FILE: the file name is missing", option="storage")
         return storage
     if "://" not in storage:
-        raise UsageError(f"--storage {storage!r}: expected sqlite:///FILE, journal:FILE or a database URL "
-                         "such as postgresql+psycopg2://user:password@host:5432/db")
+        raise UsageError(f"storage {storage!r}: expected sqlite:///FILE, journal:FILE or a database URL "
+                         "such as postgresql+psycopg2://user:password@host:5432/db", option="storage")
     if storage.startswith("sqlite:") and workers > 1:
-        raise UsageError(f"--storage {storage}: SQLite is not for parallel workers; use journal:FILE on one host "
-                         "or a PostgreSQL URL")
+        raise UsageError(f"storage {storage}: SQLite is not for parallel workers; use journal:FILE on one host "
+                         "or a PostgreSQL URL", option="storage")
     return storage
 
 
@@ -74,7 +75,8 @@ def open_storage(url: str) -> Any:
             lock = optuna.storages.journal.JournalFileOpenLock(str(path)) if os.name == "nt" else None
             backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock)
         except OSError as exc:
-            raise UsageError(f"--storage {url}: cannot open the journal file ({exc.strerror or exc})") from None
+            raise UsageError(f"storage {url}: cannot open the journal file ({exc.strerror or exc})",
+                             option="storage") from None
         return optuna.storages.JournalStorage(backend)
     try:
         if kind == "sqlite":
@@ -87,8 +89,8 @@ def open_storage(url: str) -> Any:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
                                               heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except ModuleNotFoundError as exc:
-        raise UsageError(f"--storage {mask(url)}: the database driver is not installed ({exc.name}); "
-                         "for PostgreSQL: pip install psycopg2-binary") from None
+        raise UsageError(f"storage {mask(url)}: the database driver is not installed ({exc.name}); "
+                         "for PostgreSQL: pip install psycopg2-binary", option="storage") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--storage {mask(url)}: cannot open the study database ({first})") from None
+        raise UsageError(f"storage {mask(url)}: cannot open the study database ({first})", option="storage") from None

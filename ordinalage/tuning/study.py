@@ -32,11 +32,11 @@ MARKER = "study.json"
 
 def _check_args(trials: int | None, timeout: float | None, workers: int) -> None:
     if workers < 1:
-        raise UsageError(f"--workers {workers}: must be at least 1")
+        raise UsageError(f"workers {workers}: must be at least 1", option="workers")
     if trials is not None and trials < 1:
-        raise UsageError(f"--trials {trials}: must be at least 1")
+        raise UsageError(f"trials {trials}: must be at least 1", option="trials")
     if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout {timeout}: must be a positive number of seconds")
+        raise UsageError(f"timeout {timeout}: must be a positive number of seconds", option="timeout")
 
 
 def _check_folder(study_dir: Path, study_name: str, storage: str, explicit: bool) -> None:
@@ -51,9 +51,11 @@ def _check_folder(study_dir: Path, study_name: str, storage: str, explicit: bool
     except (OSError, ValueError, AttributeError):
         owner = where = None
     if owner and owner != study_name:
-        raise UsageError(f"{study_dir}: this folder holds study {owner!r}, not {study_name!r}; give another --out")
+        raise UsageError(f"{study_dir}: this folder holds study {owner!r}, not {study_name!r}; give another `out`",
+                         option="out")
     if where and where != mask(storage) and not explicit:
-        raise UsageError(f"{study_dir}: study {study_name!r} lives in {where}; give that --storage again")
+        raise UsageError(f"{study_dir}: study {study_name!r} lives in {where}; give that `storage` again",
+                         option="storage")
 
 
 def _write_marker(study_dir: Path, study_name: str, storage: str) -> None:
@@ -141,7 +143,8 @@ def _run_tune(config_path: str | Path, study_name: str | None, storage: str | No
     target = trials if trials is not None else spec.trials
     timeout = timeout if timeout is not None else spec.timeout
     if target is None and timeout is None:
-        raise UsageError(f"{spec.path}: give --trials or --timeout (the tune file sets neither 'trials' nor 'timeout')")
+        raise UsageError(f"{spec.path}: give `trials` or `timeout` (the tune file sets neither 'trials' nor 'timeout')",
+                         option="trials")
     study_dir = Path(out) if out is not None else Path("studies") / spec.study_name
     url = resolve_storage(storage, study_dir, workers)
     _check_folder(study_dir, spec.study_name, url, explicit=storage is not None)

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from ordinalage.groups import AgeGroups
+from ordinalage.reporting.formatting import fmt
 from ordinalage.runs.rundir import MEMBER_PREFIX, member_dirs
 from ordinalage.version import __version__
 
@@ -91,14 +92,6 @@ def training_age_mix(run: Path, groups: str | None = None) -> list[dict[str, Any
 # the card
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _sources(cfg: dict[str, Any]) -> list[str]:
     sources = (cfg.get("data") or {}).get("sources") or []
     return [str(s) for s in sources] if isinstance(sources, list) else [str(sources)]
@@ -147,7 +140,7 @@ def model_details(run: Path, checkpoint: str | Path | None = None, today: date |
         trained = [f"{epochs} epoch(s)" if epochs is not None else "epochs unknown"]
     if member_summary.get("best_epoch") is not None and not members:
         trained.append(f"best epoch {member_summary['best_epoch']} by {member_summary.get('monitor', 'val_mae')} "
-                       f"{_fmt(member_summary.get('best_value'))}")
+                       f"{fmt(member_summary.get('best_value'))}")
     trained.append(f"optimizer {train.get('optimizer', '-')}, lr {train.get('lr', '-')}, batch {train.get('batch_size', '-')}, "
                    f"scheduler {train.get('scheduler', '-')}")
     if train.get("time_budget_min"):
@@ -195,7 +188,7 @@ def unevaluated_card(run: Path, checkpoint: str | Path | None = None) -> str:
     test = summary.get("test")
     if isinstance(test, dict) and test.get("mae") is not None:
         lines += ["> summary.json records a test MAE of "
-                  f"{_fmt(test.get('mae'), 2)} years on {test.get('n', '?')} images, without confidence "
+                  f"{fmt(test.get('mae'), 2)} years on {test.get('n', '?')} images, without confidence "
                   "intervals or a breakdown.", ""]
     lines += model_details(run, checkpoint)
     lines += INTENDED_USE

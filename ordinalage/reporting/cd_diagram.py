@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,21 +95,7 @@ def plot_cd_diagram(
     ax.set_ylim(bottom, -1.35)
     ax.set_axis_off()
 
-    # rank axis with ticks and labels
-    ax.plot([1.0, hi_rank], [0.0, 0.0], color="black", lw=1.2)
-    for tick in range(1, math.floor(hi_rank) + 1):
-        ax.plot([tick, tick], [0.0, -0.12], color="black", lw=1.2)
-        ax.text(tick, -0.18, str(tick), ha="center", va="bottom", fontsize=10)
-    for half in np.arange(1.5, hi_rank, 1.0):
-        ax.plot([half, half], [0.0, -0.06], color="black", lw=0.8)
-    ax.text((1.0 + hi_rank) / 2, -0.55, "average rank (1 = best)", ha="center", va="bottom", fontsize=9)
-
-    # critical difference bar above the axis, starting at rank 1
-    cd_y = -1.0
-    ax.plot([1.0, 1.0 + cd], [cd_y, cd_y], color="black", lw=1.5)
-    for end in (1.0, 1.0 + cd):
-        ax.plot([end, end], [cd_y - 0.07, cd_y + 0.07], color="black", lw=1.5)
-    ax.text(1.0 + cd / 2, cd_y - 0.1, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    _draw_axis(ax, hi_rank, cd)
 
     # method names joined to their ranks
     for position, index in enumerate(order):
@@ -136,3 +123,19 @@ def plot_cd_diagram(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=120, bbox_inches="tight")
     return out
+
+
+def _draw_axis(ax: Any, hi_rank: float, cd: float) -> None:
+    """The rank axis with its ticks and labels, and the critical-difference bar above it from rank 1."""
+    ax.plot([1.0, hi_rank], [0.0, 0.0], color="black", lw=1.2)
+    for tick in range(1, math.floor(hi_rank) + 1):
+        ax.plot([tick, tick], [0.0, -0.12], color="black", lw=1.2)
+        ax.text(tick, -0.18, str(tick), ha="center", va="bottom", fontsize=10)
+    for half in np.arange(1.5, hi_rank, 1.0):
+        ax.plot([half, half], [0.0, -0.06], color="black", lw=0.8)
+    ax.text((1.0 + hi_rank) / 2, -0.55, "average rank (1 = best)", ha="center", va="bottom", fontsize=9)
+    cd_y = -1.0
+    ax.plot([1.0, 1.0 + cd], [cd_y, cd_y], color="black", lw=1.5)
+    for end in (1.0, 1.0 + cd):
+        ax.plot([end, end], [cd_y - 0.07, cd_y + 0.07], color="black", lw=1.5)
+    ax.text(1.0 + cd / 2, cd_y - 0.1, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
