@@ -30,8 +30,8 @@ RULES = ("mean", "median", "mode")
 def decoded_maes(run: Path, split: str) -> dict[str, Any]:
     """MAE of ensemble `run` on `split` under each decoding rule, and each member's own (mean).
     The members are averaged as `ordinalage evaluate` averages them (`combine_predictions`)."""
-    from ordinalage.config import age_decoder
     from ordinalage.evaluation.model_predictions import combine_predictions, predict_records
+    from ordinalage.models.heads import age_decoder
     from ordinalage.posterior.prior import decode_age
     from ordinalage.runs.members import load_members, member_dirs
     from ordinalage.runs.rundir import RunDir

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, parser, write_result
 
-from ordinalage.config import age_decoder
+from ordinalage.models.heads import age_decoder
 from ordinalage.posterior.adapt import adapt
 from ordinalage.posterior.calibration import apply_temperature, fit_temperature, to_logproba
 from ordinalage.posterior.prior import DEFAULT_SMOOTH, em_prior, em_seconds_per_10k

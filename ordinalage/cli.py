@@ -99,11 +99,18 @@ class RegistryChoices:
         return tuple(registries()[self.key])
 
     def __contains__(self, value: object) -> bool:
+        from ordinalage.plugins import GROUP_OF_KEY, require_plugin
+
+        names = self._names()  # the registries, installed plugins loaded
         if self.key == "model.backbone":
             from ordinalage.models.backbones import is_known_backbone
 
-            return isinstance(value, str) and is_known_backbone(value)
-        return value in self._names()
+            known = isinstance(value, str) and is_known_backbone(value)
+        else:
+            known = value in names
+        if not known and self.key in GROUP_OF_KEY:  # a plugin that failed: its problem, not "invalid choice"
+            require_plugin(GROUP_OF_KEY[self.key], value)
+        return known
 
     def __iter__(self) -> Any:
         return iter(self._names() + (("timm:NAME",) if self.key == "model.backbone" else ()))
@@ -449,6 +456,71 @@ def _add_weights_parser(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# list: what is registered (heads, backbones, readers), built in or from an installed plugin
+
+
+def _registered(what: str) -> list[dict[str, Any]]:
+    """One row per registered name, then one per plugin that cannot be used: {name, kind, source,
+    status (ok | broken), reason (broken only), title (heads) or description (others, when known)}."""
+    from ordinalage.plugins import GROUPS, KINDS, load_plugins, plugin_of
+
+    group = GROUPS[what]
+    if what == "heads":
+        from ordinalage.models.heads import HEADS, add_head
+
+        problems = load_plugins(group, add_head, builtin=HEADS)
+        entries: dict[str, tuple[str, Any]] = {n: ("title", getattr(c, "title", None)) for n, c in HEADS.items()}
+    elif what == "backbones":
+        from ordinalage.models.backbones import BACKBONES, add_backbone, backbone_info
+
+        problems = load_plugins(group, add_backbone, builtin=BACKBONES)
+        entries = {n: ("description", getattr(backbone_info(n), "description", None)) for n in BACKBONES}
+        entries["timm:NAME"] = ("description", "any timm model as a feature extractor")
+    else:
+        from ordinalage.data.sources import READERS, add_reader
+
+        problems = load_plugins(group, add_reader, builtin=READERS)
+        entries = {n: ("description", getattr(r, "description", None)) for n, r in READERS.items()}
+    rows: list[dict[str, Any]] = []
+    for name, (field, text) in entries.items():
+        plugin = plugin_of(group, name)
+        row = {"name": name, "kind": KINDS[group], "source": plugin.source() if plugin else "built-in", "status": "ok"}
+        if text:
+            row[field] = str(text)
+        rows.append(row)
+    rows += [{"name": p.name, "kind": KINDS[group], "source": p.plugin.source(), "status": "broken",
+              "reason": p.reason} for p in problems]
+    return rows
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = _registered(args.what)
+    if args.json:
+        _print_json({"results": rows})
+        return 0
+    name_w = max(len(r["name"]) for r in rows)
+    source_w = max(len(r["source"]) for r in rows if r["status"] == "ok")
+    for r in rows:
+        if r["status"] == "ok":
+            text = r.get("title") or r.get("description") or ""
+            print(f"{r['name']:<{name_w}}  {r['source']:<{source_w}}  {text}".rstrip())
+        else:
+            print(f"{r['name']:<{name_w}}  BROKEN {r['source']}: {r['reason']}")
+    return 0
+
+
+def _add_list_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="what is registered: heads, backbones or data readers, built in or from "
+                       "an installed plugin (docs/extending.md)")
+    p.add_argument("what", choices=("heads", "backbones", "readers"))
+    p.add_argument("--json", action="store_true", help='print {"results": [{name, kind, source, status, ...}]}')
+    p.set_defaults(func=_list)
+    p = sub.add_parser("heads", help="the registered heads (same as `list heads`)")
+    p.add_argument("--json", action="store_true", help='print {"results": [{name, kind, source, status, ...}]}')
+    p.set_defaults(func=_list, what="heads")
+
+
+# ---------------------------------------------------------------------------------------------
 # serve: the browser page and HTTP API over checkpoints
 
 
@@ -735,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_parser(sub)
     _add_weights_parser(sub)
+    _add_list_parser(sub)
     return parser
 
 
@@ -747,7 +820,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:  # `--head NAME` of an installed plugin that cannot be used (plugins.PluginError)
+        command = next(iter(argv), "")
+        print(f"ordinalage: error: {flag_message(exc, OPTION_FLAGS.get(command, {}))}", file=sys.stderr)
+        return 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -88,13 +88,13 @@ class ModelConfig:
     backbone: str = "scratch"  # scratch | vgg16 | resnet18 | resnet34 | resnet50 | timm:NAME
     weights: str | None = None  # imagenet | vggface | a file (.pth, .safetensors, VGGFace .h5)
     init: str | None = None  # a trained run folder or checkpoint to start from (backbone, and head when it fits)
-    head: str = "coral"  # class | coral | corn | regression
+    head: str = "coral"  # a registered head: class, coral, corn, regression, the field's heads (docs/heads.md)
     target: str = "age"  # age (single years, ranks 0..max_age) | group
     max_age: int = 100  # top rank for target=age; older ages are clamped
     regression_loss: str = "l1"  # l1 | mse | huber
     coral_importance: str = "none"  # none | balanced (task weights from label frequencies)
-    label_sigma: float = 0.0  # class head over ages: Gaussian soft labels, std in years (DLDL); 0: one-hot
-    decode: str = "auto"  # age from the head's distribution: auto (class: mean, coral/corn: median) | mean | median | mode
+    label_sigma: float = 0.0  # soft-label heads over ages: Gaussian soft labels, std in years (DLDL); 0: one-hot
+    decode: str = "auto"  # age from the head's distribution: auto (the head's own rule) | mean | median | mode
     dropout: float = 0.0
     width: int = 32  # scratch CNN: channels of the first block
 
@@ -370,20 +370,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return from_dict(Config, data)
 
 
-DECODE_RULES = ("auto", "mean", "median", "mode")
-
-
-def age_decoder(head: str, decode: str = "auto") -> str:
-    """The age decoder of `model.decode`: `auto` is the head's own rule (class, mean_variance, dldl_v2,
-    sord: the mean of its distribution; regression: the mean, which is its age; unimodal: the mode,
-    its paper's argmax; CORAL/CORN/ORCNN: the median, i.e. the number of ranks with P(age > k) > 0.5)."""
-    if decode not in DECODE_RULES:
-        raise UsageError(f"config key 'model.decode': unknown value {decode!r} ({', '.join(DECODE_RULES)})")
-    if decode != "auto":
-        return decode
-    if head in ("class", "mean_variance", "dldl_v2", "sord", "regression"):
-        return "mean"
-    return "mode" if head == "unimodal" else "median"
+DECODE_RULES = ("auto", "mean", "median", "mode")  # model.decode; `auto`: the head's own (its `default_decoder`)
 
 
 def _get(config: Config, dotted: str) -> Any:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from ordinalage.config import ModelConfig, age_decoder
+from ordinalage.config import ModelConfig
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 from ordinalage.models import field_losses as fl
-from ordinalage.models.heads import HEADS, REGRESSION_SIGMA, build_head, coral_importance_weights
+from ordinalage.models.heads import HEADS, REGRESSION_SIGMA, age_decoder, build_head, coral_importance_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only contend for the shared cores
 

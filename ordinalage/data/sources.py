@@ -6,6 +6,10 @@ spec may end in options, `appa:PATH?target=real`.
 Every reader turns a folder or file into `Record`s (absolute path, age, the source's own split or
 None, the spec as `source`, small `meta`). Files a benchmark reader leaves out are counted per reason
 and reported on stderr. Bad input raises `UsageError` naming the file and line.
+
+Readers are registered by their spec prefix (`READERS`: prefix -> `ReaderInfo`, `register_reader`,
+`add_reader`), each with what its records carry in `meta` beyond path and age (`carries`), a one-line
+description, the `?key=value` options it takes and the `data.*` config keys it is handed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,38 +26,107 @@ from ordinalage.data.files import UTKFaceName, list_images, parse_utkface_name
 from ordinalage.data.records import Record, Skipped
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
+from ordinalage.plugins import load_plugins
 
 if TYPE_CHECKING:
     from ordinalage.config import DataConfig
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-KINDS = ("synth", "utkface", "megaage", "folder", "csv",
-         "afad", "morph", "cacd", "fgnet", "adience", "imdbwiki", "appa", "agedb", "faeb",
-         "photos")  # photos: no ages; refused here, read by data/photos.py where no ages are needed
-# options each kind takes after `?` (None: any value); other kinds take the whole rest as PATH
-OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "afad": {"images": None}, "morph": {"images": None}, "cacd": {"images": None},
-    "appa": {"target": ("apparent", "real")}, "imdbwiki": {"min_score": None}, "faeb": {"root": None},
-}
+
+# A reader: (PATH, the spec as source, its ?options[, cfg=the DataConfig when `wants_config`]) -> records,
+# or (records, Skipped) when it leaves files out and counts why.
+Reader = Callable[..., "list[Record] | tuple[list[Record], Skipped]"]
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    """A data reader and what the rest of the package may ask of it: its spec `prefix` (`utkface` in
+    `utkface:PATH`), what its records carry in `meta` beyond path and age (`carries`, e.g. ("gender",
+    "race")), a one-line `description`, the `?key=value` `options` it takes (key -> allowed values,
+    None: any; a prefix without options takes the whole rest as PATH), whether it is handed the data
+    config as the keyword `cfg` (`wants_config`), and whether the spec names a path (`takes_path`:
+    False for the bare `synth`)."""
+
+    prefix: str
+    read: Reader
+    carries: tuple[str, ...] = ()
+    description: str = ""
+    options: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+    wants_config: bool = False
+    takes_path: bool = True
+
+
+READERS: dict[str, ReaderInfo] = {}
+
+
+def add_reader(prefix: str, read: Reader, *, carries: Sequence[str] | None = None, description: str | None = None,
+               options: Mapping[str, tuple[str, ...] | None] | None = None, wants_config: bool | None = None,
+               takes_path: bool = True) -> Reader:
+    """Register `read` for the data specs `PREFIX:PATH` (ValueError: a prefix taken or not a plain name).
+    A trait not given is read from the reader's attribute of that name (a plugin's reader may carry
+    `carries`, `description`, `options`, `wants_config`), else its default: nothing carried, the first
+    line of the reader's docstring, no options, no config."""
+    carries = getattr(read, "carries", ()) if carries is None else carries
+    options = getattr(read, "options", None) if options is None else options
+    wants_config = bool(getattr(read, "wants_config", False)) if wants_config is None else wants_config
+    description = getattr(read, "description", None) if description is None else description
+    if not callable(read):
+        raise ValueError(f"reader {prefix!r}: {read!r} is not callable")
+    if isinstance(carries, str):
+        raise ValueError(f"reader {prefix!r}: carries is a sequence of meta keys, not one string")
+    if prefix in READERS:
+        raise ValueError(f"reader {prefix!r} is registered twice")
+    if not prefix or not prefix.replace("_", "").isalnum() or prefix != prefix.lower():
+        raise ValueError(f"reader prefix {prefix!r}: use lower-case letters, digits and '_'")
+    doc = (getattr(read, "__doc__", None) or "").strip().splitlines()
+    READERS[prefix] = ReaderInfo(prefix, read, tuple(carries), description if description is not None else
+                                 (doc[0] if doc else ""), dict(options or {}), wants_config, takes_path)
+    return read
+
+
+def register_reader(prefix: str, *, carries: Sequence[str] | None = None, description: str | None = None,
+                    options: Mapping[str, tuple[str, ...] | None] | None = None, wants_config: bool | None = None
+                    ) -> Callable[[Reader], Reader]:
+    """Decorator: register `read(path, source, options[, cfg]) -> records | (records, Skipped)` for the
+    data specs `PREFIX:PATH` (see `add_reader`)."""
+
+    def deco(read: Reader) -> Reader:
+        return add_reader(prefix, read, carries=carries, description=description, options=options,
+                          wants_config=wants_config)
+
+    return deco
+
+
+def reader_info(prefix: str) -> ReaderInfo:
+    """The registered reader of `prefix` (UsageError listing the known prefixes when unknown)."""
+    info = READERS.get(prefix)
+    if info is None:
+        raise UsageError(f"data spec kind {prefix!r}: unknown (known: {', '.join(READERS)})")
+    return info
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split `kind:PATH` (or the bare `synth`) into (kind, path); options stay on the path."""
+    """Split `kind:PATH` (or a bare kind that takes no path, `synth`) into (kind, path); options stay
+    on the path."""
     spec = spec.strip()
-    if spec == "synth":
-        return "synth", None
+    load_plugins("ordinalage.readers", add_reader, builtin=READERS, need=spec.partition(":")[0])  # plugins, once
+    bare = READERS.get(spec)
+    if bare is not None and not bare.takes_path:
+        return spec, None
     kind, sep, path = spec.partition(":")
-    if not sep or kind not in KINDS or kind == "synth":
-        raise UsageError(f"data spec {spec!r}: unknown kind (expected synth or one of "
-                         f"{', '.join(k + ':PATH' for k in KINDS if k != 'synth')})")
+    info = READERS.get(kind)
+    if not sep or info is None or not info.takes_path:
+        bare_kinds = [k for k, r in READERS.items() if not r.takes_path]
+        raise UsageError(f"data spec {spec!r}: unknown kind (expected {' or '.join(bare_kinds) or 'one'} or one of "
+                         f"{', '.join(k + ':PATH' for k, r in READERS.items() if r.takes_path)})")
     if not path or path.startswith("?"):
         raise UsageError(f"data spec {spec!r}: missing PATH after '{kind}:'")
     return kind, path
 
 
 def parse_options(kind: str, path: str, spec: str) -> tuple[str, dict[str, str]]:
-    """`PATH?key=value&key=value` -> (PATH, options) for the kinds that take options (OPTIONS)."""
-    allowed = OPTIONS.get(kind)
+    """`PATH?key=value&key=value` -> (PATH, options) for the kinds that take options (`ReaderInfo.options`)."""
+    allowed = READERS[kind].options if kind in READERS else None
     if not allowed or "?" not in path:
         return path, {}
     path, _, query = path.partition("?")
@@ -236,12 +310,14 @@ def read_csv(path: Path, source: str) -> list[Record]:
 # ---------------------------------------------------------------------------------------------
 
 
-Reader = Callable[[Path, str, dict[str, str]], tuple[list[Record], Skipped]]
-
-
 def _plain(read: Callable[[Path, str], list[Record]]) -> Reader:
     """A reader that skips nothing (it raises on what it cannot read) in the common signature."""
-    return lambda path, source, _options: (read(path, source), Skipped(source))
+
+    def plain(path: Path, source: str, _options: dict[str, str]) -> list[Record]:
+        return read(path, source)
+
+    plain.__doc__ = read.__doc__
+    return plain
 
 
 def _lazy(module: str, name: str) -> Reader:
@@ -253,37 +329,70 @@ def _lazy(module: str, name: str) -> Reader:
     return read
 
 
-READERS: dict[str, Reader] = {
-    "utkface": _plain(read_utkface),
-    "megaage": _plain(read_megaage),
-    "folder": _plain(read_folder),
-    "csv": _plain(read_csv),
-    **{kind: _lazy("ordinalage.data.age_datasets", f"read_{kind}")
-       for kind in ("afad", "morph", "cacd", "fgnet", "agedb", "appa")},
-    "adience": _lazy("ordinalage.data.adience", "read_adience"),
-    "imdbwiki": _lazy("ordinalage.data.imdbwiki", "read_imdbwiki"),
-    "faeb": _lazy("ordinalage.data.faeb", "read_faeb"),  # read_spec passes it data.bbox_extension
-    "photos": _lazy("ordinalage.data.photos", "read_photos_as_labelled"),
-}
+def _synth(_path: Path, _source: str, _options: dict[str, str], cfg: DataConfig) -> list[Record]:
+    """the embedded synthetic faces (UTKFace-style names; `data.synth_n`, `data.synth_size`)"""
+    from ordinalage.data.synth import ensure_default_synth
+
+    return read_utkface(Path(os.path.abspath(ensure_default_synth(cfg))), "synth")
+
+
+def _faeb(path: Path, source: str, options: dict[str, str], cfg: DataConfig) -> tuple[list[Record], Skipped]:
+    """FAEB's database files (`faeb:DB.json?root=IMAGES`); the crops' box extension (`data.bbox_extension`)
+    travels in each record's path."""
+    from ordinalage.data.faeb import read_faeb
+
+    return read_faeb(path, source, options, extension=cfg.bbox_extension)
+
+
+_BENCHMARK = "ordinalage.data.age_datasets"
+for _prefix, _read, _info in [
+    ("synth", _synth, dict(carries=("gender", "race"), wants_config=True, takes_path=False)),
+    ("utkface", _plain(read_utkface), dict(carries=("gender", "race"),
+                                           description="UTKFace: age, gender and race from each file name")),
+    ("megaage", _plain(read_megaage), dict(description="MegaAge / MegaAge-Asian: list/<split>_{name,age}.txt")),
+    ("folder", _plain(read_folder), dict(carries=("group_label",),
+                                         description="one folder per age group (ages: the group midpoints)")),
+    ("csv", _plain(read_csv), dict(description="a CSV of path, age and optionally split; other columns go to meta")),
+    ("afad", _lazy(_BENCHMARK, "read_afad"), dict(carries=("gender",), description="AFAD's age/gender folders",
+                                                  options={"images": None})),
+    ("morph", _lazy(_BENCHMARK, "read_morph"), dict(carries=("subject", "gender"), description="MORPH-2 album names",
+                                                    options={"images": None})),
+    ("cacd", _lazy(_BENCHMARK, "read_cacd"), dict(carries=("subject",), description="CACD2000 names",
+                                                  options={"images": None})),
+    ("fgnet", _lazy(_BENCHMARK, "read_fgnet"), dict(carries=("subject",), description="FG-NET names")),
+    ("agedb", _lazy(_BENCHMARK, "read_agedb"), dict(carries=("subject", "gender"), description="AgeDB names")),
+    ("appa", _lazy(_BENCHMARK, "read_appa"), dict(carries=("real_age", "apparent_age", "apparent_std"),
+                                                  description="APPA-REAL's CSVs: apparent or real age",
+                                                  options={"target": ("apparent", "real")})),
+    ("adience", _lazy("ordinalage.data.adience", "read_adience"),
+     dict(carries=("subject", "fold", "group_label", "gender"), description="Adience's fold files")),
+    ("imdbwiki", _lazy("ordinalage.data.imdbwiki", "read_imdbwiki"),
+     dict(carries=("subject", "gender"), description="IMDB-WIKI's .mat files", options={"min_score": None})),
+    ("faeb", _faeb, dict(carries=("subject", "gender", "folder", "database", "box", "entry"),
+                         options={"root": None}, wants_config=True)),
+    # photos: no ages; refused here, read by data/photos.py where no ages are needed
+    ("photos", _lazy("ordinalage.data.photos", "read_photos_as_labelled"),
+     dict(carries=("file", "face", "box"), description="photos without ages (refused where ages are needed)")),
+]:
+    add_reader(_prefix, _read, **_info)  # type: ignore[arg-type]
 
 
 def read_spec(spec: str, cfg: DataConfig, skipped: dict[str, dict[str, int]] | None = None) -> list[Record]:
     """Records of one data spec; what the reader skipped is reported on stderr (and put in `skipped`)."""
     kind, raw_path = parse_spec(spec)
-    if kind == "synth":
-        from ordinalage.data.synth import ensure_default_synth
-
-        return read_utkface(Path(os.path.abspath(ensure_default_synth(cfg))), "synth")
-    raw_path, options = parse_options(kind, str(raw_path), spec)
-    path = Path(raw_path).expanduser()
-    if not path.exists():
-        raise UsageError(f"data spec {spec!r}: path not found: {path}")
-    if kind == "faeb":  # the aligned crops' box extension travels in each record's path
-        from ordinalage.data.faeb import read_faeb
-
-        records, skips = read_faeb(Path(os.path.abspath(path)), spec, options, extension=cfg.bbox_extension)
+    info = READERS[kind]
+    config = {"cfg": cfg} if info.wants_config else {}
+    if not info.takes_path:
+        path = Path()
+        options: dict[str, str] = {}
     else:
-        records, skips = READERS[kind](Path(os.path.abspath(path)), spec, options)
+        raw_path, options = parse_options(kind, str(raw_path), spec)
+        path = Path(raw_path).expanduser()
+        if not path.exists():
+            raise UsageError(f"data spec {spec!r}: path not found: {path}")
+        path = Path(os.path.abspath(path))
+    result = info.read(path, spec, options, **config)
+    records, skips = result if isinstance(result, tuple) else (result, Skipped(spec))
     skips.report(len(records))
     if skipped is not None and skips.total:
         skipped[spec] = dict(skips.counts)

@@ -22,12 +22,15 @@ from ordinalage.training.choices import validate
 from ordinalage.training.fit import fit
 from ordinalage.training.soft_targets import write_soft_targets
 
+DEFAULT_STUDENT_HEAD = "class"  # a softmax over the years; any head whose `distill_student` trait is true works
+
 
 def student_config(teacher: str | Path, *, budget_min: float | None = None, epochs: int | None = None,
                    out: str | Path | None = None, seed: int | None = None, temperature: float = 1.0,
                    alpha: float = 0.0, sets: Sequence[str] = (), overrides: Mapping[str, Any] | None = None) -> Config:
     """The student's config: the teacher's (its first member's) data, input and training settings,
-    with a class head, one model, the budget or epochs given (default: the teacher member's epochs),
+    with a class head (`DEFAULT_STUDENT_HEAD`; `model.head` in `overrides` or `sets` may name any head
+    with the `distill_student` trait, which `validate` checks), one model, the budget or epochs given (default: the teacher member's epochs),
     its test evaluation at one forward pass per face (`train.eval_tta` false: the teacher's targets
     hold the flips already) and `train.distill_from` naming the teacher; then `overrides` (dotted
     keys) and the `--set KEY=VALUE` items."""
@@ -35,7 +38,7 @@ def student_config(teacher: str | Path, *, budget_min: float | None = None, epoc
     if not teacher.exists():
         raise UsageError(f"{teacher}: no such run folder (the teacher)")
     raw = to_dict(config_from_dict(load_checkpoint(expand_members(teacher)[0])["config"]))
-    over = {"model.head": "class", "train.members": 1, "train.distill_from": str(teacher), "train.eval_tta": False,
+    over = {"model.head": DEFAULT_STUDENT_HEAD, "train.members": 1, "train.distill_from": str(teacher), "train.eval_tta": False,
             "train.distill_temperature": float(temperature), "train.distill_alpha": float(alpha),
             "train.out_dir": str(out) if out else None, "train.time_budget_min": budget_min}
     if epochs is not None:
@@ -75,4 +78,4 @@ def distill(teacher: str | Path, *, budget_min: float | None = None, epochs: int
     return fit(config, quiet=quiet, started=started)
 
 
-__all__ = ["distill", "student_config"]
+__all__ = ["DEFAULT_STUDENT_HEAD", "distill", "student_config"]

@@ -68,7 +68,7 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
             parts.append(res.label_proba)
             n_faces += len(records_p)
     label_proba = np.concatenate(parts) if all(p is not None for p in parts) else None
-    check_distribution(label_proba, loaded.train_prior, loaded.config.model.head)
+    check_distribution(label_proba, loaded.train_prior, loaded.head_traits)
     n = int(np.shape(label_proba)[0])
     meta: dict[str, Any] = {"checkpoint": str(loaded.checkpoint_path), "data": list(data or [split])}
     if photos:

@@ -147,9 +147,12 @@ def card_facts(eval_dir: str | Path, run: str | Path | None = None, records: Seq
     attrs = data_attributes(pred["paths"], data_specs, records)
     breakdown = metrics.get("breakdown") or {}
     measured = {k: v for k, v in breakdown.items() if k not in ("by_age", "gaps")}
+    from ordinalage.models.model import model_traits  # the registries (imports torch): only for a card
+
+    head, backbone = model_traits(cfg.get("model"))
     facts = CardFacts(eval_dir=eval_dir, run=run, metrics=metrics, pred=pred, config=cfg, data_specs=data_specs,
                       cis=metric_intervals(pred, seed, n_resamples), by_group=group_rows(pred, seed, n_resamples),
-                      measured=set(measured))
+                      measured=set(measured), head=head, backbone=backbone)
     t, p = pred["true_age"], pred["pred_age"]
     for name in [*CARD_ATTRIBUTES, *measured]:
         if name in facts.attr_rows:

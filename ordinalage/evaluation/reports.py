@@ -27,7 +27,7 @@ from ordinalage.console import stderr_console
 from ordinalage.errors import UsageError
 from ordinalage.evaluation.model_card import group_rows, metric_intervals, write_model_card
 from ordinalage.evaluation.predictions import read_predictions
-from ordinalage.reporting.card import CARD_NAME, unevaluated_card
+from ordinalage.reporting.card import CARD_NAME, read_config, unevaluated_card
 from ordinalage.reporting.html import find_eval_dir, render, target_kind
 from ordinalage.reporting.html_compare import bakeoff_sections, compare_sections
 from ordinalage.reporting.html_run import Measured, run_sections
@@ -69,6 +69,16 @@ def _compare(runs: Sequence[Path]) -> list[dict[str, Any]]:
     return compare_sections(result, tied, pairs, skipped, INFO_COLUMNS, DECISION_COLUMNS)
 
 
+def _traits(run: Path | None) -> tuple[Any, Any]:
+    """(head traits, backbone traits) of a run folder's model (None each when unknown): what the card and
+    the page say the head and backbone are (`models.model.model_traits`; imports torch)."""
+    if run is None:
+        return None, None
+    from ordinalage.models.model import model_traits
+
+    return model_traits(read_config(run).get("model"))
+
+
 def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = False,
                  eval_dir: str | Path | None = None, show: bool = True) -> dict[str, Any]:
     """Write the HTML report of `targets` (one run or ensemble folder, one bake-off folder, or several
@@ -98,7 +108,9 @@ def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = Fa
         kind = "run"
         run = paths[0] if paths else None
         folder = Path(eval_dir) if eval_dir is not None else (find_eval_dir(run) if run is not None else None)
-        title, sections = run_sections(run, folder, measure(folder))
+        measured = measure(folder)
+        measured.head = _traits(run)[0]
+        title, sections = run_sections(run, folder, measured)
         subtitle = f"run folder {run}" if run is not None else f"evaluation {eval_dir}"
         if run is not None and member_dirs(run):
             subtitle = f"ensemble run folder {run}"
@@ -112,7 +124,8 @@ def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = Fa
         if folder is not None and (folder / "predictions.csv").is_file():
             write_model_card(folder, run, out=card_path)
         else:
-            atomic_write_text(card_path, unevaluated_card(run))
+            head, backbone = _traits(run)
+            atomic_write_text(card_path, unevaluated_card(run, head=head, backbone=backbone))
         result["card"] = str(card_path)
     if show:
         stderr_console().print(f"wrote {out}" + (f" and {result['card']}" if card else ""), highlight=False)

@@ -111,7 +111,7 @@ class FacePredictor:
             from ordinalage.posterior.adapt import check_prior_support
 
             # refuse at once (regression head, or a checkpoint without a training prior), not per batch
-            check_prior_support(self.loaded.train_prior, self.loaded.config.model.head)
+            check_prior_support(self.loaded.train_prior, self.loaded.head_traits)
         self.calibration = None
         if interval is not None:
             from ordinalage.posterior.intervals import Calibration

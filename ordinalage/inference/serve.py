@@ -260,7 +260,10 @@ def estimator_card(est: AgeEstimator) -> tuple[str, Path | None]:
     from the run's config and summary, saying it is not evaluated); see `reporting.card.card_for`."""
     loaded = est.predictor.loaded
     run = Path(loaded.run_dir) if loaded.run_dir else Path(loaded.checkpoint_path).parent
-    return card_for(run, loaded.checkpoint_path, ensemble=bool(est.predictor.others))
+    from ordinalage.models.backbones import backbone_info
+
+    return card_for(run, loaded.checkpoint_path, ensemble=bool(est.predictor.others), head=loaded.head_traits,
+                    backbone=backbone_info(loaded.config.model.backbone))
 
 
 def _predict_one(est: AgeEstimator, batcher: Batcher | None, data: bytes, max_pixels: int, detect: bool) -> list[Any]:

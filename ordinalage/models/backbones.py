@@ -11,6 +11,12 @@ original weights file normalises its input the same way.
     timm:NAME             any `timm.create_model` name (`arch` or `arch.tag`) as a feature extractor
                           (num_classes=0); input size and normalisation from its pretrained config
 
+Each registered backbone declares its traits when registered (`register_backbone(name, input_size=,
+weight_sources=, options=)`, kept as a `BackboneInfo` in `BACKBONE_INFO`, `backbone_info(name)`): its
+default image size, the pretrained weight names it accepts (`build_backbone` refuses the others,
+naming `model.weights`) and the model config keys it reads besides weights and dropout (cards show
+them). No module outside this one tests a backbone's name.
+
 `cfg.weights` is a file or a name resolved by `models/weights.py` (imagenet, vggface). Every backbone
 has `group_matcher(coarse=False)` (timm's interface: parameter name -> layer ordinal, stem lowest)
 so timm's layer-wise learning-rate decay applies to every family (see models/param_groups.py).
@@ -30,53 +36,29 @@ from torch import nn
 
 from ordinalage.config import ModelConfig
 from ordinalage.errors import UsageError
+from ordinalage.models.backbone_base import (
+    BACKBONE_INFO,
+    BACKBONES,
+    IMAGENET_SIZE,
+    SCRATCH_SIZE,
+    TIMM_PREFIX,
+    WEIGHT_NAMES,
+    Backbone,
+    BackboneFactory,
+    BackboneInfo,
+    add_backbone,
+    backbone_info,
+    is_known_backbone,
+    only_named_weights,
+    register_backbone,
+)
 from ordinalage.models.input_spec import IMAGENET_MEAN, IMAGENET_STD, VGGFACE_MEAN, VGGFACE_STD, InputSpec
-
-TIMM_PREFIX = "timm:"
-WEIGHT_NAMES = ("imagenet", "vggface")  # named weights (models/weights.py); anything else is a file
-
-
-class Backbone(nn.Module):
-    """Base class: `forward(x: (N,3,S,S)) -> (N, out_features)`."""
-
-    out_features: int
-    input_spec: InputSpec
-
-    def group_matcher(self, coarse: bool = False) -> Callable[[str], Any]:
-        """Parameter name -> layer ordinal (stem lowest): timm's `group_matcher` interface. The base
-        class puts every parameter in one layer."""
-        return lambda name: 0
-
-
-BackboneFactory = Callable[[ModelConfig], Backbone]
-BACKBONES: dict[str, BackboneFactory] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: register `factory(cfg) -> Backbone` under `name`."""
-
-    def deco(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        BACKBONES[name] = factory
-        return factory
-
-    return deco
-
-
-def is_known_backbone(name: str) -> bool:
-    """True for a registered name and for `timm:NAME` where timm knows NAME (`arch` or `arch.tag`)."""
-    if name in BACKBONES:
-        return True
-    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
-        import timm
-
-        return bool(timm.is_model(name[len(TIMM_PREFIX):]))
-    return False
+from ordinalage.plugins import load_plugins
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
     """Build the backbone named by `cfg.backbone` (loading `cfg.weights` when given)."""
+    load_plugins("ordinalage.backbones", add_backbone, builtin=BACKBONES, need=cfg.backbone)  # plugins, once
     if cfg.backbone.startswith(TIMM_PREFIX):
         factory: BackboneFactory | None = timm_backbone if is_known_backbone(cfg.backbone) else None
     else:
@@ -87,14 +69,8 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     if cfg.weights is not None and cfg.weights not in WEIGHT_NAMES and not Path(cfg.weights).is_file():
         raise UsageError(f"config key 'model.weights': file not found: {cfg.weights} "
                          f"(or a name: {', '.join(WEIGHT_NAMES)})")
+    only_named_weights(cfg, backbone_info(cfg.backbone).weight_sources)
     return factory(cfg)
-
-
-def _only_named_weights(cfg: ModelConfig, allowed: Sequence[str]) -> None:
-    """A weights name this backbone has no file for is a UsageError naming model.weights."""
-    if cfg.weights in WEIGHT_NAMES and cfg.weights not in allowed:
-        ok = f" (this backbone takes: {', '.join(allowed)}, or a file)" if allowed else " (give a weights file)"
-        raise UsageError(f"config key 'model.weights': no {cfg.weights!r} weights for backbone {cfg.backbone!r}{ok}")
 
 
 # --------------------------------------------------------------------------------------------- scratch
@@ -113,7 +89,7 @@ class ScratchCNN(Backbone):
     (width 32, channels_last) where the same net without the strided stem manages about 150.
     """
 
-    def __init__(self, width: int = 32, dropout: float = 0.0, size: int = 64) -> None:
+    def __init__(self, width: int = 32, dropout: float = 0.0, size: int = SCRATCH_SIZE) -> None:
         super().__init__()
         if width < 1:
             raise UsageError(f"config key 'model.width': must be at least 1, got {width}")
@@ -147,10 +123,10 @@ class ScratchCNN(Backbone):
         return lambda name: layer[name.split(".")[1]]
 
 
-@register_backbone("scratch")
+@register_backbone("scratch", input_size=SCRATCH_SIZE, weight_sources=(), options=("width",),
+                   description="a small fast CNN for CPU training (four conv blocks, `model.width` channels first)")
 def scratch(cfg: ModelConfig) -> Backbone:
     """The scratch CNN; `cfg.weights` (optional): a state dict file of this backbone (.pth, .safetensors)."""
-    _only_named_weights(cfg, ())
     net = ScratchCNN(cfg.width, cfg.dropout)
     if cfg.weights is not None:
         _load_state_dict_file(net, cfg.weights, drop_prefixes=())
@@ -175,7 +151,7 @@ class VGGFace16(Backbone):
     """
 
     def __init__(self, widths: Sequence[int] = VGG16_WIDTHS, fc_width: int = 4096, dropout: float = 0.0,
-                 pool_size: int = 7, size: int = 224) -> None:
+                 pool_size: int = 7, size: int = IMAGENET_SIZE) -> None:
         super().__init__()
         if len(widths) != len(VGG16_DEPTHS):
             raise ValueError(f"VGGFace16 needs {len(VGG16_DEPTHS)} block widths, got {len(widths)}")
@@ -258,7 +234,8 @@ def fold_input_normalisation(weight: torch.Tensor, bias: torch.Tensor, trained_f
     return (w * a).to(weight.dtype), (bias.double() + (w * d).sum(dim=(1, 2, 3))).to(bias.dtype)
 
 
-@register_backbone("vgg16")
+@register_backbone("vgg16", input_size=IMAGENET_SIZE, weight_sources=("vggface", "imagenet"),
+                   description="VGG-16 Face topology (VGGFace input), with VGGFace or ImageNet weights")
 def vgg16(cfg: ModelConfig) -> Backbone:
     """VGG-16 Face; weights: vggface (cached by `weights fetch`), imagenet (torchvision, folded into
     conv1_1), or a file: keras-vggface .h5, vgg_face_dag.pth, the canonical dict as .safetensors, or a
@@ -292,7 +269,7 @@ def vgg16(cfg: ModelConfig) -> Backbone:
 class TorchvisionBackbone(Backbone):
     """A torchvision classifier with its `fc` replaced by dropout (features = pooled activations)."""
 
-    def __init__(self, body: nn.Module, dropout: float = 0.0, size: int = 224) -> None:
+    def __init__(self, body: nn.Module, dropout: float = 0.0, size: int = IMAGENET_SIZE) -> None:
         super().__init__()
         self.out_features = int(body.fc.in_features)
         body.fc = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -317,7 +294,6 @@ class TorchvisionBackbone(Backbone):
 
 def _resnet_factory(name: str) -> BackboneFactory:
     def factory(cfg: ModelConfig) -> Backbone:
-        _only_named_weights(cfg, ("imagenet",))
         net = TorchvisionBackbone(getattr(torchvision.models, name)(weights=None), cfg.dropout)
         if cfg.weights == "imagenet":
             from ordinalage.models.weights import torchvision_weights
@@ -334,7 +310,8 @@ def _resnet_factory(name: str) -> BackboneFactory:
 
 
 for _name in ("resnet18", "resnet34", "resnet50"):
-    register_backbone(_name)(_resnet_factory(_name))
+    register_backbone(_name, input_size=IMAGENET_SIZE, weight_sources=("imagenet",),
+                      description=f"torchvision {_name} (ImageNet input)")(_resnet_factory(_name))
 
 
 # --------------------------------------------------------------------------------------------- timm
@@ -409,7 +386,6 @@ def _load_timm_file(body: nn.Module, path: str | Path) -> None:
 def timm_backbone(cfg: ModelConfig) -> Backbone:
     """`timm:NAME`; weights: imagenet (timm's default pretrained tag of NAME, HF hub cache) or a file
     (.pth, .safetensors in timm's layout; the classifier is dropped)."""
-    _only_named_weights(cfg, ("imagenet",))
     name = cfg.backbone[len(TIMM_PREFIX):]
     path: str | Path | None = cfg.weights
     if cfg.weights == "imagenet":
@@ -468,6 +444,6 @@ def _load_state_dict_file(module: nn.Module, path: str | Path, drop_prefixes: Se
     _load_checked(module, state, path)
 
 
-__all__ = ["BACKBONES", "TIMM_PREFIX", "WEIGHT_NAMES", "Backbone", "ScratchCNN", "TimmBackbone",
-           "TorchvisionBackbone", "VGGFace16", "build_backbone", "fold_input_normalisation",
-           "is_known_backbone", "read_state_dict", "register_backbone"]
+__all__ = ["BACKBONES", "BACKBONE_INFO", "TIMM_PREFIX", "WEIGHT_NAMES", "Backbone", "BackboneInfo", "ScratchCNN",
+           "TimmBackbone", "TorchvisionBackbone", "VGGFace16", "add_backbone", "backbone_info", "build_backbone",
+           "fold_input_normalisation", "is_known_backbone", "read_state_dict", "register_backbone"]

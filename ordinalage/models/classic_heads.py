@@ -34,6 +34,13 @@ from ordinalage.models.head_base import (
 class ClassHead(Head):
     """Linear layer + softmax cross-entropy over years or groups."""
 
+    title = "classification: a softmax over the labels"
+    description = "Cross-entropy over single years (or age groups), with Gaussian soft labels when label_sigma > 0."
+    default_decoder = "mean"  # DEX's expectation over the years
+    soft_labels = True
+    output = "distribution"
+    distill_student = True
+
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
         self.fc = nn.Linear(in_features, self.num_classes)
@@ -66,6 +73,13 @@ class ClassHead(Head):
 @register_head("coral")
 class CoralHead(Head):
     """CORAL: one shared weight vector, K-1 biases (coral-pytorch `CoralLayer`), `coral_loss`."""
+
+    title = "ordinal regression: CORAL (rank-consistent binary 'older than k' outputs)"
+    description = "K-1 binary tasks 'age > k' sharing one weight vector, so the rank probabilities never cross."
+    default_decoder = "median"  # the number of P(age > k) > 0.5
+    soft_labels = False
+    output = "ranks"
+    distill_student = False
 
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
@@ -128,6 +142,13 @@ def corn_loss_weighted(logits: torch.Tensor, labels: torch.Tensor, weight: torch
 class CornHead(Head):
     """CORN: K-1 independent logits for the conditional tasks P(label > k | label > k-1)."""
 
+    title = "ordinal regression: CORN (conditional binary 'older than k' outputs)"
+    description = "K-1 conditional tasks P(age > k | age > k-1) whose running product gives the rank probabilities."
+    default_decoder = "median"
+    soft_labels = False
+    output = "ranks"
+    distill_student = False
+
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)
         self.fc = nn.Linear(in_features, self.num_classes - 1)
@@ -166,6 +187,13 @@ class RegressionHead(Head):
     members' ages) and intervals use it; prior correction still refuses the regression head (its
     spread is a constant, not the model's uncertainty). group_proba stays one-hot on the age's group.
     """
+
+    title = "regression: one age in years"
+    description = "One output scaled to an age, trained with an L1, MSE or Huber loss on the age."
+    default_decoder = "mean"  # the mean of its nominal distribution is its age
+    soft_labels = False
+    output = "age"
+    distill_student = False
 
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__(cfg, in_features, groups)

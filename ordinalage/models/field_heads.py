@@ -47,6 +47,13 @@ class MeanVarianceHead(ClassHead):
     `model.decode` (auto: the mean m, the paper's rule). Target age only.
     """
 
+    title = "mean-variance loss: a softmax over the years, its mean pulled to the age and its variance kept small"
+    description = "Cross-entropy plus penalties on the distribution's mean error and its variance (Pan et al., CVPR 2018)."
+    default_decoder = "mean"
+    soft_labels = False
+    output = "distribution"
+    distill_student = True
+
     lambda_mean = 0.2
     lambda_var = 0.05
 
@@ -74,6 +81,13 @@ class DldlV2Head(ClassHead):
     Decoded by `model.decode` (auto: the expectation, the paper's rule). Target age only. (The
     `class` head with `label_sigma` is DLDL without the expectation term.)
     """
+
+    title = "label distribution learning: DLDL-v2 (a softmax over the years fitted to a Gaussian around the age)"
+    description = "KL divergence to a Gaussian label distribution plus the expected age's L1 error (Gao et al., IJCAI 2018)."
+    default_decoder = "mean"
+    soft_labels = True
+    output = "distribution"
+    distill_student = True
 
     lam = 1.0
     default_sigma = 2.0
@@ -105,6 +119,13 @@ class SordHead(ClassHead):
     Decoded by `model.decode` (auto: the expectation). Target age only.
     """
 
+    title = "soft ordinal labels: SORD (a softmax over the years fitted to soft labels by distance)"
+    description = "KL divergence to soft labels softmax(-(y - k)^2) that encode how far each year is (Diaz & Marathe, CVPR 2019)."
+    default_decoder = "mean"
+    soft_labels = True
+    output = "distribution"
+    distill_student = True
+
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         _age_target_only(cfg, self.name)
         super().__init__(cfg, in_features, groups)
@@ -133,6 +154,13 @@ class UnimodalHead(Head):
     Decoded by `model.decode` (auto: the mode, the paper's argmax; mean/median are often better for
     MAE). Starts at tau = 1 and p = the prior's mean year / max_age. Target age only.
     """
+
+    title = "unimodal: a binomial distribution over the years with a learnt temperature"
+    description = "One binomial parameter and a temperature per image give a distribution with a single peak (Beckham & Pal, ICML 2017)."
+    default_decoder = "mode"  # the paper's argmax
+    soft_labels = False
+    output = "distribution"
+    distill_student = False
 
     tau_min = 0.05
 
@@ -181,6 +209,13 @@ class OrcnnHead(Head):
     `rank_to_label_proba` (the ranks may disagree: clipped, renormalised). Biases start at the label
     prior's logit P(y > k). Target age only.
     """
+
+    title = "ordinal regression: OR-CNN (independent binary 'older than k' outputs)"
+    description = "K-1 binary tasks 'age > k', each with its own weight vector (Niu et al., CVPR 2016)."
+    default_decoder = "median"
+    soft_labels = False
+    output = "ranks"
+    distill_student = False
 
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         _age_target_only(cfg, self.name)

@@ -1,18 +1,26 @@
 """What every head shares: the `Head` base class, its `Decoded` output, the registry (`HEADS`,
-`register_head`) and the label arithmetic (single-year labels, Gaussian label distributions,
-ordinal levels, CORAL importance weights, rank probabilities to label probabilities)."""
+`register_head`, `add_head`), the traits each head declares (`HeadTraits`, `head_traits`) and the
+label arithmetic (single-year labels, Gaussian label distributions, ordinal levels, CORAL importance
+weights, rank probabilities to label probabilities).
+
+A head is one class: everything the rest of the package asks of it is a class attribute of that
+class (its title and description for cards and reports, its `auto` decoder, whether it reads
+`model.label_sigma`, what its output means for prior correction, whether it can be a distilled
+student). The layers that may not import torch (posterior, reporting) get them as a `HeadTraits`,
+computed here and handed down (`LoadedModel.head_traits`, `CardFacts.head`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ordinalage.config import ModelConfig, age_decoder
+from ordinalage.config import DECODE_RULES, ModelConfig
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 
@@ -25,7 +33,10 @@ REGRESSION_LOSSES = ("l1", "mse", "huber")
 CORAL_IMPORTANCE = ("none", "balanced")
 
 
-SOFT_LABEL_HEADS = ("class", "dldl_v2", "sord")  # heads that read `model.label_sigma` (target age)
+DECODERS = ("mean", "median", "mode")  # what `model.decode: auto` may mean for a head (`Head.default_decoder`)
+
+
+OUTPUTS = ("distribution", "ranks", "age")  # what a head's output means for the posterior (`Head.output`)
 
 
 REGRESSION_SIGMA = 4.0  # years: the spread of the regression head's nominal label distribution
@@ -43,20 +54,83 @@ class Decoded(NamedTuple):
     label_proba: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class HeadTraits:
+    """What the package asks of a head, torch-free (see `Head` for the meaning of each field)."""
+
+    name: str
+    title: str
+    description: str
+    default_decoder: str
+    soft_labels: bool
+    output: str
+    distill_student: bool
+
+    @property
+    def prior_correction(self) -> bool:
+        """Whether prior correction applies: the output is a distribution (or ranks turned into one)."""
+        return self.output != "age"
+
+    def decoder(self, decode: str = "auto") -> str:
+        """The age decoder of `model.decode` for this head: `auto` is its `default_decoder`."""
+        if decode not in DECODE_RULES:
+            raise UsageError(f"config key 'model.decode': unknown value {decode!r} ({', '.join(DECODE_RULES)})")
+        return self.default_decoder if decode == "auto" else decode
+
+
 HEADS: dict[str, type[Head]] = {}
 
 
+def trait_problems(cls: type[Head]) -> list[str]:
+    """What is wrong with the traits a head class declares ([] when they are all valid)."""
+    problems = []
+    for attr in ("title", "description"):
+        value = getattr(cls, attr, None)
+        if not isinstance(value, str) or not value.strip() or "\n" in value:
+            problems.append(f"{attr} must be one non-empty line, got {value!r}")
+    if getattr(cls, "default_decoder", None) not in DECODERS:
+        problems.append(f"default_decoder must be one of {', '.join(DECODERS)}, got {cls.default_decoder!r}")
+    if getattr(cls, "output", None) not in OUTPUTS:
+        problems.append(f"output must be one of {', '.join(OUTPUTS)}, got {cls.output!r}")
+    for attr in ("soft_labels", "distill_student"):
+        if not isinstance(getattr(cls, attr, None), bool):
+            problems.append(f"{attr} must be True or False, got {getattr(cls, attr, None)!r}")
+    return problems
+
+
+def add_head(name: str, cls: type[Head]) -> type[Head]:
+    """Register the Head subclass `cls` under `name` (ValueError: a name taken, or invalid traits)."""
+    if name in HEADS:
+        raise ValueError(f"head {name!r} is registered twice")
+    if not (isinstance(cls, type) and issubclass(cls, Head)):
+        raise ValueError(f"head {name!r}: {cls!r} is not a subclass of ordinalage.models.head_base.Head")
+    problems = trait_problems(cls)
+    if problems:
+        raise ValueError(f"head {name!r} ({cls.__qualname__}): " + "; ".join(problems))
+    HEADS[name] = cls
+    cls.name = name
+    return cls
+
+
 def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
-    """Class decorator: register a Head subclass under `name`."""
+    """Class decorator: register a Head subclass under `name` (see `add_head`)."""
 
     def deco(cls: type[Head]) -> type[Head]:
-        if name in HEADS:
-            raise ValueError(f"head {name!r} is registered twice")
-        HEADS[name] = cls
-        cls.name = name
-        return cls
+        return add_head(name, cls)
 
     return deco
+
+
+def head_traits(name: str) -> HeadTraits:
+    """The traits of the registered head `name` (UsageError naming `model.head` when unknown). The
+    heads register on import of `ordinalage.models.heads`, which re-exports this function."""
+    from ordinalage.plugins import load_plugins
+
+    load_plugins("ordinalage.heads", add_head, builtin=HEADS, need=name)  # an installed head's run, too
+    cls = HEADS.get(name)
+    if cls is None:
+        raise UsageError(f"config key 'model.head': unknown head {name!r} (known: {', '.join(HEADS)})")
+    return cls.traits()
 
 
 def age_labels(age: torch.Tensor, max_age: int) -> torch.Tensor:
@@ -110,9 +184,37 @@ def rank_to_label_proba(rank_proba: torch.Tensor) -> torch.Tensor:
 
 
 class Head(nn.Module):
-    """Base head: labels, sample weights, year-to-group binning; subclasses give forward/_loss/decode."""
+    """Base head: labels, sample weights, year-to-group binning; subclasses give forward/_loss/decode.
+
+    Each registered head declares its traits as class attributes (checked by `register_head`):
+
+    - `title`: one line for model cards and reports, e.g. "ordinal regression: CORAL (...)";
+    - `description`: one sentence on what it learns;
+    - `default_decoder`: mean | median | mode, what `model.decode: auto` means for this head;
+    - `soft_labels`: it reads `model.label_sigma` (soft labels over the years, target age);
+    - `output`: "distribution" (a distribution over its labels; prior correction applies), "ranks"
+      (ordinal rank probabilities turned into a distribution; prior correction applies) or "age"
+      (one age; its label_proba is nominal, prior correction does not apply);
+    - `distill_student`: it can be trained on a teacher's label distributions (its logits are the
+      log-probabilities, up to a constant, of its distribution over the years).
+
+    `name` is set by `register_head`.
+    """
 
     name = "base"
+    title: ClassVar[str] = "a registered head"
+    description: ClassVar[str] = "A head registered by a plugin."
+    default_decoder: ClassVar[str] = "mean"
+    soft_labels: ClassVar[bool] = False
+    output: ClassVar[str] = "distribution"
+    distill_student: ClassVar[bool] = False
+
+    @classmethod
+    def traits(cls) -> HeadTraits:
+        """The class's traits as a torch-free `HeadTraits`."""
+        return HeadTraits(name=cls.name, title=cls.title, description=cls.description,
+                          default_decoder=cls.default_decoder, soft_labels=cls.soft_labels, output=cls.output,
+                          distill_student=cls.distill_student)
 
     def __init__(self, cfg: ModelConfig, in_features: int, groups: AgeGroups) -> None:
         super().__init__()
@@ -121,7 +223,7 @@ class Head(nn.Module):
         self.groups = groups
         self.num_classes = self.max_age + 1 if self.target == "age" else len(groups)
         self.in_features = in_features
-        self.decoder = age_decoder(self.name, cfg.decode)  # mean | median | mode of the label distribution
+        self.decoder = self.traits().decoder(cfg.decode)  # mean | median | mode of the label distribution
         g = len(groups)
         self.register_buffer("class_weights", torch.ones(g))
         years = np.arange(self.max_age + 1)

@@ -19,6 +19,10 @@ Every loss is computed in float32 with autocast off, whatever the logits' dtype 
 linear head gives bf16/fp16 logits). `weight` (per sample) multiplies each sample's loss; the head's
 `class_weights` buffer (per age group, ones unless given to `build_head`) does too, via `group`.
 
+Traits: every head declares, as class attributes, what the rest of the package asks of it (`title`,
+`description`, `default_decoder`, `soft_labels`, `output`, `distill_student`; see `head_base.Head`);
+`head_traits(name)` gives them torch-free for the layers that may not import a model.
+
 Decoding (`decode(logits) -> Decoded`), every head gives both a group and an age:
 - ordinal heads: rank probabilities P(label > k) are sigmoid(logits) (CORAL) or their cumulative
   product (CORN); the predicted label is the number of probabilities above 0.5 (as in the CORAL
@@ -41,7 +45,7 @@ Label distributions (class head, target age, `label_sigma` > 0): the cross-entro
 Gaussian over the years centred on the true age with std `label_sigma` (DLDL, Gao et al. 2017),
 so that a near miss costs less than a far one; 0 keeps one-hot labels. `label_sigma` is the
 std of the soft labels for `dldl_v2` (0: its paper's 2 years) and `sord` too (0: its paper's
-phi = (y - k)^2, i.e. a std of 1/sqrt(2) years); other heads refuse it.
+phi = (y - k)^2, i.e. a std of 1/sqrt(2) years); heads without the `soft_labels` trait refuse it.
 
 Starting points: the class, CORAL and CORN heads initialise their output biases to a label prior,
 so that before training they predict its distribution (softmax bias = log p; CORAL bias_k =
@@ -66,28 +70,45 @@ from ordinalage.models.classic_heads import ClassHead, CoralHead, CornHead, Regr
 from ordinalage.models.field_heads import DldlV2Head, MeanVarianceHead, OrcnnHead, SordHead, UnimodalHead
 from ordinalage.models.head_base import (
     CORAL_IMPORTANCE,
+    DECODERS,
     HEADS,
+    OUTPUTS,
     REGRESSION_LOSSES,
     REGRESSION_SIGMA,
-    SOFT_LABEL_HEADS,
     TARGETS,
     Decoded,
     Head,
+    HeadTraits,
+    add_head,
     age_labels,
     coral_importance_weights,
     gaussian_label_distribution,
+    head_traits,
     logit_of,
     ordinal_levels,
     rank_to_label_proba,
     register_head,
     tail_proba,
 )
+from ordinalage.plugins import load_plugins
 
-__all__ = ["CORAL_IMPORTANCE", "HEADS", "REGRESSION_LOSSES", "REGRESSION_SIGMA", "SOFT_LABEL_HEADS", "TARGETS",
-           "ClassHead", "CoralHead", "CornHead", "Decoded", "DldlV2Head", "Head", "MeanVarianceHead", "OrcnnHead",
-           "RegressionHead", "SordHead", "UnimodalHead", "age_labels", "build_head", "coral_importance_weights",
-           "corn_loss_weighted", "gaussian_label_distribution", "logit_of", "ordinal_levels", "rank_to_label_proba",
-           "register_head", "tail_proba"]
+__all__ = ["CORAL_IMPORTANCE", "DECODERS", "HEADS", "OUTPUTS", "REGRESSION_LOSSES", "REGRESSION_SIGMA", "TARGETS",
+           "ClassHead", "CoralHead", "CornHead", "Decoded", "DldlV2Head", "Head", "HeadTraits", "MeanVarianceHead",
+           "OrcnnHead", "RegressionHead", "SordHead", "UnimodalHead", "add_head", "age_decoder", "age_labels",
+           "build_head", "coral_importance_weights", "corn_loss_weighted", "gaussian_label_distribution",
+           "head_traits", "logit_of", "ordinal_levels", "rank_to_label_proba", "register_head", "soft_label_heads",
+           "tail_proba"]
+
+
+def soft_label_heads() -> tuple[str, ...]:
+    """The registered heads that read `model.label_sigma` (their `soft_labels` trait)."""
+    return tuple(name for name, cls in HEADS.items() if cls.soft_labels)
+
+
+def age_decoder(head: str, decode: str = "auto") -> str:
+    """The age decoder (mean | median | mode) of `model.decode` for the head `head`: `auto` is the
+    head's `default_decoder`."""
+    return head_traits(head).decoder(decode)
 
 
 def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weights: np.ndarray | None = None,
@@ -97,6 +118,7 @@ def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weig
     `class_weights`: one weight per age group (G,), multiplying each sample's loss through its group.
     `train_ages`: the training split's ages, passed to `head.fit_prior` (see the module docstring).
     """
+    load_plugins("ordinalage.heads", add_head, builtin=HEADS, need=cfg.head)  # installed heads, once
     cls = HEADS.get(cfg.head)
     if cls is None:
         raise UsageError(f"config key 'model.head': unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
@@ -104,8 +126,8 @@ def build_head(cfg: ModelConfig, in_features: int, groups: AgeGroups, class_weig
         raise UsageError(f"config key 'model.target': unknown target {cfg.target!r} ({', '.join(TARGETS)})")
     if cfg.max_age < 1:
         raise UsageError(f"config key 'model.max_age': must be at least 1, got {cfg.max_age}")
-    if cfg.label_sigma < 0 or (cfg.label_sigma > 0 and (cfg.head not in SOFT_LABEL_HEADS or cfg.target != "age")):
-        heads = ", ".join(repr(h) for h in SOFT_LABEL_HEADS)
+    if cfg.label_sigma < 0 or (cfg.label_sigma > 0 and (not cls.soft_labels or cfg.target != "age")):
+        heads = ", ".join(repr(h) for h in soft_label_heads())
         raise UsageError(f"config key 'model.label_sigma': soft labels need head {heads} with target 'age' and a "
                          f"sigma >= 0 in years; got {cfg.label_sigma} for head {cfg.head!r}, target {cfg.target!r}")
     head = cls(cfg, in_features, groups)

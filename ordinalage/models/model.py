@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from ordinalage.config import ModelConfig
+from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
-from ordinalage.models.backbones import Backbone, build_backbone
-from ordinalage.models.heads import Decoded, Head, build_head
+from ordinalage.models.backbones import Backbone, BackboneInfo, backbone_info, build_backbone
+from ordinalage.models.heads import Decoded, Head, HeadTraits, build_head, head_traits
 from ordinalage.models.input_spec import InputSpec
 
 
@@ -89,6 +90,22 @@ def build_model(cfg: ModelConfig, groups: AgeGroups, class_weights: np.ndarray |
     backbone = build_backbone(cfg)
     head = build_head(cfg, backbone.out_features, groups, class_weights=class_weights, train_ages=train_ages)
     return AgeModel(backbone, head)
+
+
+def model_traits(model: Mapping[str, Any] | None) -> tuple[HeadTraits | None, BackboneInfo | None]:
+    """(head traits, backbone traits) of a config's `model` section as a plain dict (a run's
+    config.yaml), for cards and reports; None for a name not registered here (e.g. a plugin's head
+    when the plugin is not installed): describing a model never fails."""
+    model = model if isinstance(model, Mapping) else {}
+    try:
+        head: HeadTraits | None = head_traits(str(model.get("head")))
+    except UsageError:  # not registered, or a plugin that cannot be used: the card says less
+        head = None
+    try:
+        backbone: BackboneInfo | None = backbone_info(str(model.get("backbone")))
+    except UsageError:  # an unknown backbone: the card says less, it does not fail
+        backbone = None
+    return head, backbone
 
 
 def _no_decay(name: str, p: nn.Parameter) -> bool:

@@ -2,8 +2,10 @@
 
 `resolve_prior(spec, ...)` turns `train | uniform | em | FILE` into a target prior over the head's
 labels; `adapt(...)` reweights the label distributions to it (`prior.reweight`) and decodes age,
-group and group probabilities again. The regression head has no distribution over ages and is
-refused with a message (docs/evaluation.md, "Prior correction").
+group and group probabilities again. A head whose output is one age (its `output` trait "age", e.g.
+regression) has no distribution over ages and is refused with a message (docs/evaluation.md, "Prior
+correction"). What a head is comes in as its traits (`models.heads.HeadTraits`, through
+`LoadedModel.head_traits` and `.decoder`): this module imports no model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ordinalage.config import age_decoder
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 from ordinalage.posterior.prior import (
@@ -45,21 +46,23 @@ class Adapted:
     source: str | None = None  # the FILE when mode == file
 
 
-NO_DISTRIBUTION = ("prior correction needs a distribution over ages: the regression head gives one age, "
-                   "so use a class, CORAL or CORN model (or leave the prior as trained)")
+NO_DISTRIBUTION = ("prior correction needs a distribution over ages: the {name} head gives one age, "
+                   "so use a head with a distribution (class, CORAL, CORN, ...) or leave the prior as trained")
 
 
-def check_distribution(label_proba: np.ndarray | None, train_prior: np.ndarray | None, head: str) -> None:
-    """Prior correction needs predicted label distributions and a model that supports it."""
+def check_distribution(label_proba: np.ndarray | None, train_prior: np.ndarray | None, head: Any) -> None:
+    """Prior correction needs predicted label distributions and a model that supports it (`head`: the
+    model's `HeadTraits`)."""
     if label_proba is None:
-        raise UsageError(NO_DISTRIBUTION)
+        raise UsageError(NO_DISTRIBUTION.format(name=head.name))
     check_prior_support(train_prior, head)
 
 
-def check_prior_support(train_prior: np.ndarray | None, head: str) -> None:
-    """The model can be adapted to an age mix: not a regression head, and its training prior stored."""
-    if head == "regression":
-        raise UsageError(NO_DISTRIBUTION)
+def check_prior_support(train_prior: np.ndarray | None, head: Any) -> None:
+    """The model can be adapted to an age mix: its head's output is a distribution (`head`: its
+    `HeadTraits`, `output` not "age"), and its training prior is stored."""
+    if not head.prior_correction:
+        raise UsageError(NO_DISTRIBUTION.format(name=head.name))
     if train_prior is None:
         raise UsageError("this checkpoint stores no training prior (trained before prior correction existed); "
                          "retrain it to use prior correction")
@@ -111,9 +114,8 @@ def average_outputs(label_probas: Sequence[np.ndarray | None], ages: Sequence[np
     distribution with the age's group."""
     if all(p is not None for p in label_probas):
         proba = np.mean(np.stack(label_probas), axis=0)  # type: ignore[arg-type]
-        cfg = loaded.config.model
-        age, group, group_proba = decode_labels(proba, loaded.label_ages, loaded.groups, cfg.target,
-                                                age_decoder(cfg.head, cfg.decode))
+        age, group, group_proba = decode_labels(proba, loaded.label_ages, loaded.groups, loaded.config.model.target,
+                                                loaded.decoder)
         return age, group.astype(np.int64), group_proba.astype(np.float32), proba.astype(np.float32)
     age = np.mean(np.stack(ages), axis=0)
     return (age, loaded.groups.clip_indices(age).astype(np.int64),
@@ -122,13 +124,14 @@ def average_outputs(label_probas: Sequence[np.ndarray | None], ages: Sequence[np
 
 def adapt_predictions(label_proba: np.ndarray | None, loaded: Any, spec: str, smooth: float = DEFAULT_SMOOTH,
                       temperature: float | None = None) -> Adapted:
-    """`adapt` for a loaded model (`training.checkpoint.LoadedModel`) and a `--prior` spec.
+    """`adapt` for a loaded model (`runs.checkpoint.LoadedModel`: its `head_traits`, `decoder`, ...) and a
+    `--prior` spec.
 
     `temperature`: soften (T > 1) the label distributions before EM estimates the mix (a model
     over-confident on its own split makes EM under-correct); the reweighting itself uses them as predicted.
     """
     cfg = loaded.config.model
-    check_distribution(label_proba, loaded.train_prior, cfg.head)
+    check_distribution(label_proba, loaded.train_prior, loaded.head_traits)
     assert label_proba is not None
     ages = np.asarray(loaded.label_ages, dtype=float)
     est_input = label_proba
@@ -137,7 +140,7 @@ def adapt_predictions(label_proba: np.ndarray | None, loaded: Any, spec: str, sm
 
         est_input = apply_temperature(to_logproba(label_proba), temperature)
     prior, mode, est = resolve_prior(spec, est_input, loaded.train_prior, ages, loaded.groups, cfg.target, smooth)
-    how = age_decoder(cfg.head, cfg.decode)
+    how = loaded.decoder
     age, group, group_proba, p = adapt(label_proba, loaded.train_prior, prior, ages, loaded.groups, cfg.target, how)
     return Adapted(age=age, group=group, group_proba=group_proba, label_proba=p, prior=prior, mode=mode, estimate=est,
                    source=spec if mode == "file" else None)

@@ -9,6 +9,9 @@ run never evaluated, a short card made here from the run's config and summary th
 paragraphs with `code` and **bold**, everything else escaped (no raw HTML passes through).
 
 Only the run folder's plain files are read (config.yaml, summary.json, train_prior.json): no torch.
+What the head and backbone are (their titles, input size, ...) is handed in by the caller, which may
+look at the model registries: `head` is the head's `models.heads.HeadTraits`, `backbone` the
+backbone's `models.backbones.BackboneInfo` (None: unknown, e.g. a plugin not installed here).
 """
 
 from __future__ import annotations
@@ -29,14 +32,6 @@ from ordinalage.runs.rundir import MEMBER_PREFIX, member_dirs
 from ordinalage.version import __version__
 
 CARD_NAME = "MODEL_CARD.md"
-
-HEAD_TITLES = {
-    "class": "classification: a softmax over the labels",
-    "coral": "ordinal regression: CORAL (rank-consistent binary 'older than k' outputs)",
-    "corn": "ordinal regression: CORN (conditional binary 'older than k' outputs)",
-    "regression": "regression: one age in years",
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # run folder files (tolerant: describing a model never fails)
@@ -97,26 +92,29 @@ def _sources(cfg: dict[str, Any]) -> list[str]:
     return [str(s) for s in sources] if isinstance(sources, list) else [str(sources)]
 
 
-def model_details(run: Path, checkpoint: str | Path | None = None, today: date | None = None) -> list[str]:
-    """The "Model details" section (Markdown lines) of a run folder (an ensemble's folder too)."""
+def model_details(run: Path, checkpoint: str | Path | None = None, today: date | None = None, *,
+                  head: Any = None, backbone: Any = None) -> list[str]:
+    """The "Model details" section (Markdown lines) of a run folder (an ensemble's folder too).
+    `head`/`backbone`: their traits (see the module docstring), None when unknown."""
     run = Path(run)
     cfg = read_config(run)
     summary = _read_json(run / "summary.json")
     member = first_member(run)
     member_summary = _read_json(member / "summary.json") if member != run else summary
     data, model, train = cfg.get("data") or {}, cfg.get("model") or {}, cfg.get("train") or {}
-    head, backbone = model.get("head"), model.get("backbone")
-    width = f" (width {model.get('width')})" if backbone == "scratch" and model.get("width") else ""
+    options = [f"{k} {model[k]}" for k in getattr(backbone, "options", ()) if model.get(k) is not None]
+    width = f" ({', '.join(options)})" if options else ""
+    size = data.get("image_size") or getattr(backbone, "input_size", None) or "-"
     target = model.get("target")
     labels = (f"single years 0-{model.get('max_age')}" if target == "age" else f"the age groups {data.get('groups')}")
     lines = ["## Model details", ""]
     lines.append(f"- **Task**: facial age estimation from an aligned face crop: an age in years and an age group "
                  f"({data.get('groups', '-')})")
-    lines.append(f"- **Head**: `{head}`, {HEAD_TITLES.get(str(head), 'a registered head')}; trained on {labels}; "
+    lines.append(f"- **Head**: `{model.get('head')}`, {getattr(head, 'title', 'a registered head')}; trained on {labels}; "
                  f"decoder `{model.get('decode', 'auto')}`")
-    lines.append(f"- **Backbone**: `{backbone}`{width}, pretrained weights: {model.get('weights') or 'none'}"
+    lines.append(f"- **Backbone**: `{model.get('backbone')}`{width}, pretrained weights: {model.get('weights') or 'none'}"
                  + (f", initialised from `{model.get('init')}`" if model.get("init") else ""))
-    lines.append(f"- **Input**: {data.get('image_size', '-')} x {data.get('image_size', '-')} px RGB face crop "
+    lines.append(f"- **Input**: {size} x {size} px RGB face crop "
                  f"(geometry `{data.get('geometry', 'auto')}`)")
     members = member_dirs(run)
     if members:
@@ -177,8 +175,10 @@ INTENDED_USE = [
 ]
 
 
-def unevaluated_card(run: Path, checkpoint: str | Path | None = None) -> str:
-    """A card for a run that has no evaluated test split: its details, intended use, and no metrics."""
+def unevaluated_card(run: Path, checkpoint: str | Path | None = None, *, head: Any = None,
+                     backbone: Any = None) -> str:
+    """A card for a run that has no evaluated test split: its details, intended use, and no metrics
+    (`head`, `backbone`: as for `model_details`)."""
     run = Path(run)
     lines = [f"# Model card: {run.name}", "",
              "> **Not evaluated.** This run has no MODEL_CARD.md from an evaluation of its test split, so "
@@ -190,7 +190,7 @@ def unevaluated_card(run: Path, checkpoint: str | Path | None = None) -> str:
         lines += ["> summary.json records a test MAE of "
                   f"{fmt(test.get('mae'), 2)} years on {test.get('n', '?')} images, without confidence "
                   "intervals or a breakdown.", ""]
-    lines += model_details(run, checkpoint)
+    lines += model_details(run, checkpoint, head=head, backbone=backbone)
     lines += INTENDED_USE
     return "\n".join(lines) + "\n"
 
@@ -204,9 +204,11 @@ def find_card(folders: Sequence[Path]) -> Path | None:
     return None
 
 
-def card_for(run: Path, checkpoint: str | Path | None = None, ensemble: bool = False) -> tuple[str, Path | None]:
+def card_for(run: Path, checkpoint: str | Path | None = None, ensemble: bool = False, *, head: Any = None,
+             backbone: Any = None) -> tuple[str, Path | None]:
     """(Markdown, the file it came from or None) for a served model: its run's latest evaluated card,
-    else `unevaluated_card`. `ensemble`: `run` is a member; the ensemble's own folder is looked at first."""
+    else `unevaluated_card` (`head`, `backbone`: as for `model_details`). `ensemble`: `run` is a member;
+    the ensemble's own folder is looked at first."""
     run = Path(run)
     folders = [run.parent, run] if ensemble and run.name.startswith(MEMBER_PREFIX) else [run]
     path = find_card(folders)
@@ -215,7 +217,7 @@ def card_for(run: Path, checkpoint: str | Path | None = None, ensemble: bool = F
             return path.read_text(encoding="utf-8"), path
         except OSError:
             pass
-    return unevaluated_card(folders[0], checkpoint), None
+    return unevaluated_card(folders[0], checkpoint, head=head, backbone=backbone), None
 
 
 # ---------------------------------------------------------------------------------------------

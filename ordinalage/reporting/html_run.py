@@ -62,6 +62,7 @@ class Measured:
     pred: Mapping[str, Any] | None = None
     cis: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     group_rows: list[dict[str, Any]] = field(default_factory=list)
+    head: Any = None  # the head's traits (models.heads.HeadTraits: its title), None: unknown
 
 
 def _metrics_blocks(metrics: Mapping[str, Any], eval_dir: Path, cis: Mapping[str, Mapping[str, Any]]
@@ -128,7 +129,10 @@ def run_sections(run: Path | None, eval_dir: Path | None, measured: Measured) ->
 def _overview(run: Path | None, eval_dir: Path | None, cfg: Mapping[str, Any], summary: Mapping[str, Any],
               members: Sequence[Path], metrics: Mapping[str, Any], measured: Measured) -> dict[str, Any]:
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
-    overview = [("head", model.get("head")), ("backbone", model.get("backbone")),
+    head = model.get("head")
+    if head is not None and measured.head is not None:
+        head = f"{head}: {measured.head.title}"
+    overview = [("head", head), ("backbone", model.get("backbone")),
                 ("target", model.get("target")), ("decoder", model.get("decode")),
                 ("input size", data.get("image_size")), ("groups", data.get("groups")),
                 ("data", ", ".join(str(s) for s in data.get("sources") or []) or None),

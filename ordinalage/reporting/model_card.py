@@ -48,6 +48,8 @@ class CardFacts:
     attr_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     attr_gaps: dict[str, Any] = field(default_factory=dict)
     measured: set[str] = field(default_factory=set)  # attributes from metrics.json's breakdown
+    head: Any = None  # the head's traits (models.heads.HeadTraits: title, output, ...); None: unknown
+    backbone: Any = None  # the backbone's traits (models.backbones.BackboneInfo: input size, ...); None: unknown
 
 
 def spec_kind_path(spec: str) -> tuple[str, str | None]:
@@ -102,7 +104,7 @@ def render_model_card(facts: CardFacts, today: date | None = None) -> str:
              f"that evaluation ({eval_dir}); confidence intervals are 95% bootstrap intervals over its images. "
              "Nothing else is claimed.", ""]
     if run is not None:
-        lines += model_details(run, metrics.get("checkpoint"), today)
+        lines += model_details(run, metrics.get("checkpoint"), today, head=facts.head, backbone=facts.backbone)
     else:
         lines += ["## Model details", "", f"- **Checkpoint**: `{metrics.get('checkpoint')}` (no run folder: no "
                   "config, training data or age mix to describe)", ""]
@@ -121,7 +123,7 @@ def render_model_card(facts: CardFacts, today: date | None = None) -> str:
     lines += _interval_section(metrics)
     lines += _threshold_section(metrics)
     lines += _ethics(attr_rows)
-    lines += _caveats(metrics, cis, by_group, attr_rows, attr_gaps, run, cfg, pred, data_specs)
+    lines += _caveats(metrics, cis, by_group, attr_rows, attr_gaps, run, cfg, pred, data_specs, facts.head)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -297,8 +299,8 @@ def _ethics(attr_rows: Mapping[str, Any]) -> list[str]:
 
 def _caveats(metrics: Mapping[str, Any], cis: Mapping[str, Mapping[str, Any]], by_group: Sequence[Mapping[str, Any]],
              attr_rows: Mapping[str, Sequence[Mapping[str, Any]]], attr_gaps: Mapping[str, Any], run: Path | None,
-             cfg: Mapping[str, Any], pred: Mapping[str, Any], specs: Sequence[str]) -> list[str]:
-    """Caveats drawn from this evaluation's numbers only."""
+             cfg: Mapping[str, Any], pred: Mapping[str, Any], specs: Sequence[str], head: Any = None) -> list[str]:
+    """Caveats drawn from this evaluation's numbers only (`head`: the head's traits, None: unknown)."""
     out: list[str] = []
     mae, base = cis["mae"], (metrics.get("baseline") or {}).get("mae")
     if base is not None and mae["hi"] is not None and mae["hi"] >= base:
@@ -341,7 +343,7 @@ def _caveats(metrics: Mapping[str, Any], cis: Mapping[str, Mapping[str, Any]], b
             text += (f"; the gap to {gap['mae_low']} is {_ci(gap['mae_gap'], gap.get('mae_gap_lo'), gap.get('mae_gap_hi'))} "
                      f"years, {'larger than sampling noise' if sure else 'within sampling noise'}")
         out.append(text + ".")
-    out += _prior_caveats(metrics, run, cfg, pred)
+    out += _prior_caveats(metrics, run, cfg, pred, head)
     cal = metrics.get("calibration") or {}
     if cal.get("ece") is not None and cal["ece"] > 0.05:
         out.append(f"The age-group probabilities are miscalibrated (ECE {_f(cal['ece'], 3)}): do not read them as "
@@ -369,12 +371,11 @@ def _caveats(metrics: Mapping[str, Any], cis: Mapping[str, Mapping[str, Any]], b
     return lines + [""]
 
 
-def _prior_caveats(metrics: Mapping[str, Any], run: Path | None, cfg: Mapping[str, Any], pred: Mapping[str, Any]
-                   ) -> list[str]:
+def _prior_caveats(metrics: Mapping[str, Any], run: Path | None, cfg: Mapping[str, Any], pred: Mapping[str, Any],
+                   head: Any = None) -> list[str]:
     """What the training prior is (flat or not, from train_prior.json) and what prior correction did
-    here, or that it was not measured."""
+    here, or that it was not measured (`head`: the head's traits; its `output` says whether it applies)."""
     out: list[str] = []
-    head = (cfg.get("model") or {}).get("head")
     mix = training_age_mix(run, (cfg.get("data") or {}).get("groups")) if run is not None else None
     shares = [m["share"] for m in mix or [] if m["share"] > 0]
     if mix and shares:
@@ -399,9 +400,9 @@ def _prior_caveats(metrics: Mapping[str, Any], run: Path | None, cfg: Mapping[st
         out.append(f"Prior correction ({info.get('mode')}) was measured here: MAE {_f(a)} as trained, {_f(b)} adapted. "
                    "It is sound when only the age mix differs, not when the faces themselves do (other cameras, "
                    "populations).")
-    elif head == "regression":
+    elif head is not None and not head.prior_correction:
         out.append("Prior correction (reweighting the age distribution by the target mix over the training mix) "
-                   "does not apply to the regression head: it gives one age, no distribution.")
+                   f"does not apply to the {head.name} head: it gives one age, no distribution.")
     elif mix:
         out.append("Prior correction was not measured in this evaluation. It reweights each image's age distribution "
                    "by (target mix / training mix), so the estimates follow the population's own age mix; "

@@ -116,6 +116,19 @@ class LoadedModel:
             return self.groups.midpoints()
         return np.arange(self.config.model.max_age + 1, dtype=float)
 
+    @property
+    def head_traits(self) -> Any:
+        """The head's traits (`models.heads.HeadTraits`: title, output, default decoder, ...), torch-free,
+        for the layers that may not look at the model (posterior, reporting)."""
+        from ordinalage.models.heads import head_traits
+
+        return head_traits(self.config.model.head)
+
+    @property
+    def decoder(self) -> str:
+        """The age decoder (mean | median | mode) of the model's `model.decode`, `auto` resolved by its head."""
+        return str(self.head_traits.decoder(self.config.model.decode))
+
 
 def resolve_input_spec(config: Config, backbone: Any) -> Any:
     """The backbone's InputSpec, with the side overridden by `data.image_size` when set."""

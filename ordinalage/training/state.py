@@ -173,13 +173,14 @@ def build_training(config: Config, model: torch.nn.Module, device: torch.device,
 
 def train_prior(config: Config, model: AgeModel, data: PreparedData) -> np.ndarray | None:
     """The head's effective training distribution over its labels, as the loop saw it (after caps,
-    sampling, the weighted sampler, class weights and label distributions); None for regression."""
+    sampling, the weighted sampler, class weights and label distributions); None for a head whose
+    output is one age (its `output` trait "age", e.g. regression: prior correction does not apply)."""
     from ordinalage.posterior.prior import effective_train_prior
 
-    if config.model.head == "regression":
+    if not model.head.traits().prior_correction:
         return None
     ages = np.array([r.age for r in data.train], dtype=float)
-    sigma = float(getattr(model.head, "label_sigma", 0.0))  # the soft labels the head trains on (class, dldl_v2, sord)
+    sigma = float(getattr(model.head, "label_sigma", 0.0))  # the soft labels the head trains on (`soft_labels` heads)
     return effective_train_prior(model.head.labels_of(ages), model.head.num_classes, sample_weights=data.sampler_weights,
                                  class_weights=data.class_weights, group_idx=data.groups.clip_indices(ages),
                                  label_sigma=sigma)

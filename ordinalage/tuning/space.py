@@ -190,8 +190,10 @@ def known_values() -> dict[str, tuple[str, ...]]:
     from ordinalage.data.sampling import SAMPLING_MODES
     from ordinalage.models.backbones import BACKBONES
     from ordinalage.models.heads import CORAL_IMPORTANCE, HEADS, REGRESSION_LOSSES, TARGETS
+    from ordinalage.training.choices import registries
     from ordinalage.training.optim import MONITORS
 
+    registries()  # loads the installed plugins' heads and backbones into the registries read below
     return {"data.sampling": tuple(SAMPLING_MODES), "model.head": tuple(HEADS), "model.backbone": tuple(BACKBONES),
             "model.target": tuple(TARGETS), "model.regression_loss": tuple(REGRESSION_LOSSES),
             "model.coral_importance": tuple(CORAL_IMPORTANCE), "train.monitor": tuple(MONITORS)}
