@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ordinalage.console import transient_progress
 from ordinalage.errors import UsageError
 from ordinalage.runs.members import load_members
 from ordinalage.runs.rundir import RunDir
@@ -75,26 +76,14 @@ def teacher_targets(teacher: str | Path, *, temperature: float = 1.0, device: st
 
 def _decoded_batches(loader: Any, total: int, show: bool) -> list[dict[str, torch.Tensor]]:
     """Every batch of `loader`, decoded once and kept (uint8: 7,600 faces at 64 px are 93 MB)."""
-    progress = None
-    if show:
-        from rich.progress import Progress
-
-        from ordinalage.console import stderr_console
-
-        progress = Progress(console=stderr_console(), transient=True)
-        progress.start()
-        task = progress.add_task("decoding the teacher's training images", total=total)
     kept = []
-    try:
+    with transient_progress("decoding the teacher's training images", total, show) as advance:
         for batch in loader:
             if batch is None:
                 continue
             kept.append(batch)
-            if progress is not None:
-                progress.update(task, advance=int(batch["image"].shape[0]))
-    finally:
-        if progress is not None:
-            progress.stop()
+            if advance is not None:
+                advance(int(batch["image"].shape[0]))
     return kept
 
 

@@ -230,19 +230,20 @@ def _measure(preds: Predictions, loaded: LoadedModel, options: EvaluateOptions, 
 def write_evaluation(evaluation: Evaluation) -> None:
     """metrics.json, the confusion PNGs, predictions.csv, the decision PNGs, prior.json, MODEL_CARD.md
     and, with the `report` option, report.html (its path then in `metrics["report"]`) into `evaluation.out`."""
-    from ordinalage.evaluation.model_card import write_model_card
+    from ordinalage.evaluation.model_card import card_facts, write_model_card
 
     ev, out_dir, options = evaluation, evaluation.out, evaluation.options
     groups = ev.loaded.groups
     write_outputs(out_dir, ev.metrics, groups.labels, f"{Path(ev.metrics['checkpoint']).name} on {ev.view}")
     write_predictions_csv(out_dir / "predictions.csv", ev.predictions, groups)
     _write_extras(out_dir, ev.metrics, ev.predictions, ev.loaded, options.thresholds, options.challenges)
-    write_model_card(out_dir, ev.card_run, ev.records)
+    facts = card_facts(out_dir, ev.card_run, ev.records)
+    write_model_card(out_dir, facts=facts)
     if options.report:
         from ordinalage.evaluation.reports import write_report
 
         ev.metrics["report"] = write_report([ev.card_run] if ev.card_run is not None else [], out_dir / "report.html",
-                                            eval_dir=out_dir, show=False)["out"]
+                                            eval_dir=out_dir, show=False, facts=facts)["out"]
 
 
 def show_evaluation(evaluation: Evaluation) -> None:

@@ -173,9 +173,10 @@ def build_model_card(eval_dir: str | Path, run: str | Path | None = None, record
 
 
 def write_model_card(eval_dir: str | Path, run: str | Path | None = None, records: Sequence[Record] | None = None,
-                     out: str | Path | None = None) -> Path:
-    """Write `build_model_card` as `out` (default `eval_dir`/MODEL_CARD.md); returns the path."""
+                     out: str | Path | None = None, facts: CardFacts | None = None) -> Path:
+    """Write the card of the evaluation in `eval_dir` as `out` (default `eval_dir`/MODEL_CARD.md);
+    `facts`: its `card_facts` when the caller has them already. Returns the path."""
     path = Path(out) if out is not None else Path(eval_dir) / CARD_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, build_model_card(eval_dir, run, records))
+    atomic_write_text(path, render_model_card(facts if facts is not None else card_facts(eval_dir, run, records)))
     return path

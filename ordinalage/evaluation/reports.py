@@ -25,12 +25,13 @@ from typing import Any
 from ordinalage.atomic import atomic_write_text
 from ordinalage.console import stderr_console
 from ordinalage.errors import UsageError
-from ordinalage.evaluation.model_card import group_rows, metric_intervals, write_model_card
+from ordinalage.evaluation.model_card import card_facts, group_rows, metric_intervals, write_model_card
 from ordinalage.evaluation.predictions import read_predictions
 from ordinalage.reporting.card import CARD_NAME, read_config, unevaluated_card
 from ordinalage.reporting.html import find_eval_dir, render, target_kind
 from ordinalage.reporting.html_compare import bakeoff_sections, compare_sections
 from ordinalage.reporting.html_run import Measured, run_sections
+from ordinalage.reporting.model_card import CardFacts
 from ordinalage.runs.rundir import member_dirs
 
 
@@ -44,6 +45,11 @@ def measure(eval_dir: Path | None) -> Measured:
     except UsageError:
         return Measured()
     return Measured(pred=pred, cis=metric_intervals(pred), group_rows=group_rows(pred))
+
+
+def measured_from(facts: CardFacts) -> Measured:
+    """The same, from the facts a model card of that evaluation was written from (measured once)."""
+    return Measured(pred=facts.pred, cis=facts.cis, group_rows=facts.by_group)
 
 
 def _compare(runs: Sequence[Path]) -> list[dict[str, Any]]:
@@ -80,11 +86,14 @@ def _traits(run: Path | None) -> tuple[Any, Any]:
 
 
 def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = False,
-                 eval_dir: str | Path | None = None, show: bool = True) -> dict[str, Any]:
+                 eval_dir: str | Path | None = None, show: bool = True, facts: CardFacts | None = None
+                 ) -> dict[str, Any]:
     """Write the HTML report of `targets` (one run or ensemble folder, one bake-off folder, or several
     run folders) to `out`; with `card`, MODEL_CARD.md beside it (one run only). `eval_dir`: the
     evaluation folder to show for a single run (default: its eval-test folder); with no run folder
-    (`targets` empty) the page shows that evaluation alone. Returns {out, kind, card?}."""
+    (`targets` empty) the page shows that evaluation alone. `facts`: that evaluation's `card_facts`
+    when the caller measured them already (evaluate does), so they are not measured twice.
+    Returns {out, kind, card?}."""
     paths = [Path(t) for t in targets]
     out = Path(out)
     if not paths and eval_dir is None:
@@ -108,7 +117,10 @@ def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = Fa
         kind = "run"
         run = paths[0] if paths else None
         folder = Path(eval_dir) if eval_dir is not None else (find_eval_dir(run) if run is not None else None)
-        measured = measure(folder)
+        if facts is None and card and run is not None and folder is not None \
+                and (folder / "predictions.csv").is_file():
+            facts = card_facts(folder, run)  # the page and the card show the same measurements
+        measured = measured_from(facts) if facts is not None else measure(folder)
         measured.head = _traits(run)[0]
         title, sections = run_sections(run, folder, measured)
         subtitle = f"run folder {run}" if run is not None else f"evaluation {eval_dir}"
@@ -122,7 +134,7 @@ def write_report(targets: Sequence[str | Path], out: str | Path, card: bool = Fa
         card_path = out.parent / CARD_NAME
         folder = Path(eval_dir) if eval_dir is not None else find_eval_dir(run)
         if folder is not None and (folder / "predictions.csv").is_file():
-            write_model_card(folder, run, out=card_path)
+            write_model_card(folder, run, out=card_path, facts=facts)
         else:
             head, backbone = _traits(run)
             atomic_write_text(card_path, unevaluated_card(run, head=head, backbone=backbone))
