@@ -1,0 +1,91 @@
+"""Rebuild the shipped `utkface-small` model from the UTKFace folder's training split.
+
+    python benchmarks/zoo_utkface_small.py                 # teacher, student, package (reuses finished runs)
+    python benchmarks/zoo_utkface_small.py --train-only    # the two runs, no packaging
+    python benchmarks/zoo_utkface_small.py --package-only  # package finished runs
+
+Settings come from configs/zoo/utkface_small.yaml. The teacher is `ordinalage train --config
+<teacher.config> --budget <teacher.budget_min>m --seed <seed>`; the student is `ordinalage distill
+TEACHER --budget <student.budget_min>m --seed <seed>`, evaluated on the test split with flip TTA.
+Finished run folders under benchmarks/runs/zoo_utkface_small/ are reused. Writes
+benchmarks/results/zoo_utkface_small.json (the minutes each step took, the validation and test MAE).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import parser, write_result  # noqa: E402
+
+from ordinalage.runs.rundir import RunDir  # noqa: E402
+
+SETTINGS = ROOT / "configs" / "zoo" / "utkface_small.yaml"
+RUNS = ROOT / "benchmarks" / "runs" / "zoo_utkface_small"
+
+
+def load_settings(path: Path = SETTINGS) -> dict[str, Any]:
+    """The zoo model's recipe: teacher config and minutes, student minutes, seed, temperature."""
+    settings = yaml.safe_load(path.read_text())
+    settings["teacher"]["config"] = str((path.parent / settings["teacher"]["config"]).resolve())
+    return settings
+
+
+def finished(run_dir: Path) -> bool:
+    summary = RunDir(run_dir).read_summary(tolerant=True)
+    return bool(summary.get("finished")) and "test" in summary
+
+
+def run_step(label: str, command: list[str], run_dir: Path) -> float:
+    """Run one `ordinalage` command into `run_dir` unless it finished before; return its wall minutes."""
+    if finished(run_dir):
+        return float(RunDir(run_dir).read_summary().get("wall_seconds") or 0.0) / 60
+    print(f"[zoo] {label}: {' '.join(command)}", file=sys.stderr)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ordinalage", *command, "--out", str(run_dir)], check=True, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    RunDir(run_dir).update_summary(wall_seconds=seconds)
+    return seconds / 60
+
+
+def train_runs(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any]:
+    """Train the teacher and distil the student; return each step's minutes and scores."""
+    teacher, student = runs / "teacher", runs / "student"
+    t, s = settings["teacher"], settings["student"]
+    minutes_teacher = run_step("teacher", ["train", "--config", t["config"], "--budget", f"{t['budget_min']}m",
+                                           "--seed", str(t["seed"])], teacher)
+    minutes_student = run_step("student", ["distill", str(teacher), "--budget", f"{s['budget_min']}m",
+                                           "--seed", str(s["seed"]), "--temperature", str(s["temperature"])], student)
+    rows = {}
+    for name, run_dir, minutes in (("teacher", teacher, minutes_teacher), ("student", student, minutes_student)):
+        summary = RunDir(run_dir).read_summary()
+        rows[name] = {"run_dir": str(run_dir.relative_to(ROOT)), "minutes": round(minutes, 1),
+                      "val_mae": summary.get("best_value"), "test_mae": (summary.get("test") or {}).get("mae"),
+                      "epochs": summary.get("epochs_done")}
+    rows["cpu_minutes_total"] = round(minutes_teacher + minutes_student, 1)
+    return rows
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--train-only", action="store_true")
+    p.add_argument("--package-only", action="store_true")
+    p.add_argument("--runs", default=str(RUNS))
+    args = p.parse_args()
+    settings = load_settings()
+    result: dict[str, Any] = {"settings": settings}
+    if not args.package_only:
+        result["runs"] = train_runs(settings, Path(args.runs))
+    write_result("zoo_utkface_small", result, args.json)
+
+
+if __name__ == "__main__":
+    main()
