@@ -74,6 +74,35 @@ def train_runs(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any]:
     return rows
 
 
+def evaluate_student(student: Path) -> dict[str, Any]:
+    """The student on the test split with flip TTA: metrics, 90% intervals (calibration.json), error by
+    age, gender and race, and MODEL_CARD.md (`ordinalage evaluate STUDENT --tta --interval 0.9 --by
+    gender,race --calibrate`)."""
+    from ordinalage.evaluation.evaluate import evaluate_run
+
+    return evaluate_run(student, tta=True, interval=0.9, by=["gender", "race"], calibrate=True, show=False)
+
+
+def package(settings: dict[str, Any], runs: Path = RUNS, root: Path | None = None) -> dict[str, Any]:
+    """Evaluate the finished student and write it into the package's zoo (ordinalage/zoo/models/)."""
+    from ordinalage.zoo.catalog import ZOO_DIR
+    from ordinalage.zoo.package import package_model
+
+    student, teacher = runs / "student", runs / "teacher"
+    metrics = evaluate_student(student)
+    teacher_test = (RunDir(teacher).read_summary().get("test") or {}).get("mae")
+    measured = {"test_mae": round(float(metrics["mae"]), 3), "test_one_off": round(float(metrics["one_off"]), 4),
+                "test_ca5": round(float(metrics.get("ca5", float("nan"))), 4),
+                "n_test": int(metrics["n"]),
+                "val_mae": RunDir(student).read_summary().get("best_value"),
+                "teacher_test_mae": teacher_test, "split": "UTKFace folder, test split (split_seed 0), flip TTA"}
+    model = package_model(student, settings["name"], root=root or ZOO_DIR,
+                          description=settings["description"], license=settings["license"], data=settings["data"],
+                          metrics=measured, card=Path(metrics["out"]) / "MODEL_CARD.md")
+    size = sum((model.path / name).stat().st_size for name in model.files)
+    return {"model": model.name, "metrics": measured, "files": model.files, "bytes": size}
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--train-only", action="store_true")
@@ -84,6 +113,8 @@ def main() -> None:
     result: dict[str, Any] = {"settings": settings}
     if not args.package_only:
         result["runs"] = train_runs(settings, Path(args.runs))
+    if not args.train_only:
+        result["package"] = package(settings, Path(args.runs))
     write_result("zoo_utkface_small", result, args.json)
 
 

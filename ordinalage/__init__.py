@@ -3,7 +3,7 @@
 The Python API is loaded on first use (importing the package stays cheap):
 
     import ordinalage
-    est = ordinalage.load("runs/x")          # an AgeEstimator (run folder or .pt)
+    est = ordinalage.load("runs/x")          # an AgeEstimator (run folder, .pt, or a shipped model: load())
     faces = est.predict("photo.jpg")         # list[Face]
     run = ordinalage.fit("cfg.yaml", epochs=2)   # train (a Run); ordinalage.evaluate(run, split="test")
     student = ordinalage.distill(run, budget="10m")   # one model from a teacher's distributions

@@ -44,8 +44,9 @@ class ReaderInfo:
     `utkface:PATH`), what its records carry in `meta` beyond path and age (`carries`, e.g. ("gender",
     "race")), a one-line `description`, the `?key=value` `options` it takes (key -> allowed values,
     None: any; a prefix without options takes the whole rest as PATH), whether it is handed the data
-    config as the keyword `cfg` (`wants_config`), and whether the spec names a path (`takes_path`:
-    False for the bare `synth`)."""
+    config as the keyword `cfg` (`wants_config`), whether the spec names a path (`takes_path`:
+    False for the bare `synth`), and whether its faces are made up (`synthetic`: a model trained on
+    them alone is meaningless on photos, and inference says so)."""
 
     prefix: str
     read: Reader
@@ -54,6 +55,7 @@ class ReaderInfo:
     options: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
     wants_config: bool = False
     takes_path: bool = True
+    synthetic: bool = False
 
 
 READERS: dict[str, ReaderInfo] = {}
@@ -61,15 +63,16 @@ READERS: dict[str, ReaderInfo] = {}
 
 def add_reader(prefix: str, read: Reader, *, carries: Sequence[str] | None = None, description: str | None = None,
                options: Mapping[str, tuple[str, ...] | None] | None = None, wants_config: bool | None = None,
-               takes_path: bool = True) -> Reader:
+               takes_path: bool = True, synthetic: bool | None = None) -> Reader:
     """Register `read` for the data specs `PREFIX:PATH` (ValueError: a prefix taken or not a plain name).
     A trait not given is read from the reader's attribute of that name (a plugin's reader may carry
-    `carries`, `description`, `options`, `wants_config`), else its default: nothing carried, the first
+    `carries`, `description`, `options`, `wants_config`, `synthetic`), else its default: nothing carried, the first
     line of the reader's docstring, no options, no config."""
     carries = getattr(read, "carries", ()) if carries is None else carries
     options = getattr(read, "options", None) if options is None else options
     wants_config = bool(getattr(read, "wants_config", False)) if wants_config is None else wants_config
     description = getattr(read, "description", None) if description is None else description
+    synthetic = bool(getattr(read, "synthetic", False)) if synthetic is None else synthetic
     if not callable(read):
         raise ValueError(f"reader {prefix!r}: {read!r} is not callable")
     if isinstance(carries, str):
@@ -80,7 +83,8 @@ def add_reader(prefix: str, read: Reader, *, carries: Sequence[str] | None = Non
         raise ValueError(f"reader prefix {prefix!r}: use lower-case letters, digits and '_'")
     doc = (getattr(read, "__doc__", None) or "").strip().splitlines()
     READERS[prefix] = ReaderInfo(prefix, read, tuple(carries), description if description is not None else
-                                 (doc[0] if doc else ""), dict(options or {}), wants_config, takes_path)
+                                 (doc[0] if doc else ""), dict(options or {}), wants_config, takes_path,
+                                 synthetic)
     return read
 
 
@@ -103,6 +107,15 @@ def reader_info(prefix: str) -> ReaderInfo:
     if info is None:
         raise UsageError(f"data spec kind {prefix!r}: unknown (known: {', '.join(READERS)})")
     return info
+
+
+def synthetic_only(specs: Sequence[str]) -> bool:
+    """True when every data spec reads made-up faces (a reader with the `synthetic` trait)."""
+    try:
+        kinds = [parse_spec(spec)[0] for spec in specs]
+    except UsageError:  # a reader no longer installed: not known to be synthetic
+        return False
+    return bool(kinds) and all(READERS[kind].synthetic for kind in kinds)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -346,7 +359,7 @@ def _faeb(path: Path, source: str, options: dict[str, str], cfg: DataConfig) -> 
 
 _BENCHMARK = "ordinalage.data.age_datasets"
 for _prefix, _read, _info in [
-    ("synth", _synth, dict(carries=("gender", "race"), wants_config=True, takes_path=False)),
+    ("synth", _synth, dict(carries=("gender", "race"), wants_config=True, takes_path=False, synthetic=True)),
     ("utkface", _plain(read_utkface), dict(carries=("gender", "race"),
                                            description="UTKFace: age, gender and race from each file name")),
     ("megaage", _plain(read_megaage), dict(description="MegaAge / MegaAge-Asian: list/<split>_{name,age}.txt")),

@@ -1,8 +1,8 @@
 """The Python API: `ordinalage.load(path) -> AgeEstimator`, `.predict(image) -> list[Face]`.
 
 An `AgeEstimator` wraps a checkpoint's `FacePredictor` (the model over face crops) and a face
-detector (`detector="haar"`: `detection.haar.HaarFaceDetector`, the default; or another of
-`detection.registry.DETECTORS`, e.g. the optional `dlib`). `predict` takes a path, a PIL image or an RGB uint8 array;
+detector (`detector="auto"`, the default: the optional `dlib` when it is installed, else OpenCV's Haar
+cascade; or one of `detection.registry.DETECTORS` by name). `predict` takes a path, a PIL image or an RGB uint8 array;
 with `detect=True` every face found is cropped like a training chip, with `detect=False` the whole
 image is the face chip (decoded with the run's `data.geometry`, as `ordinalage predict --detect none`).
 `predict_batch` sends the crops of all its images through one model call. The model call holds a
@@ -231,14 +231,15 @@ class AgeEstimator:
                 f"groups={len(self.labels)}, checkpoint={str(i.checkpoint_path)!r})")
 
 
-def load(path: str | Path, device: str = "auto", tta: bool = False, prior: str | None = None,
-         interval: float | None = None, detector: str = "haar") -> AgeEstimator:
-    """An AgeEstimator from a run folder (best.pt preferred), a checkpoint file, or an ensemble run
-    folder (`train --members N`: its members averaged).
+def load(path: str | Path | None = None, device: str = "auto", tta: bool = False, prior: str | None = None,
+         interval: float | None = None, detector: str = "auto") -> AgeEstimator:
+    """An AgeEstimator from a run folder (best.pt preferred), a checkpoint file, an ensemble run folder
+    (`train --members N`: its members averaged) or a shipped model by name (`ordinalage models`); with
+    no `path`, the shipped `utkface-small` (UTKFace's terms: non-commercial research only).
 
     `prior`: adapt to an age mix (train | uniform | a prior file; em: the mix of each batch);
     `interval`: add age_lo/age_hi at this coverage (needs the run's calibration.json); `detector`:
-    the face detector by name (detection.registry.DETECTORS: haar, dlib; a missing optional package is a
-    UsageError naming the pip command)."""
+    the face detector by name (auto: dlib when installed, else haar; haar; dlib; a missing optional
+    package is a UsageError naming the pip command)."""
     make_detector(detector)  # before the model loads
     return AgeEstimator(FacePredictor(path, device, tta=tta, prior=prior, interval=interval, detector=detector))

@@ -157,7 +157,7 @@ def run_live(
     max_frames: int | None = None,
     tta: bool = False,
     ensemble: Sequence[str | Path] = (),
-    detector: str = "haar",
+    detector: str = "auto",
 ) -> dict[str, Any]:
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
     `tta` averages each face's logits with its mirror's (twice the model time); `ensemble` averages

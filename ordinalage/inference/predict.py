@@ -1,7 +1,7 @@
 """`ordinalage predict`: the age, age group and group probabilities of every face in photos.
 
-With `detect="haar"` each image is searched with a face detector (`detection.registry`) and each
-face is cropped the way the training chips were framed (`FacePredictor.crop`); with `detect="none"`
+Each image is searched with a face detector (`detector`: auto, haar or dlib; `detection.registry`) and
+each face is cropped the way the training chips were framed (`FacePredictor.crop`); with `detector="none"`
 each image is taken as one aligned face and decoded exactly as in training (`data.decode.decode_image`
 with the run's `data.geometry`). Faces from several images are batched. Unreadable images and images
 without a face are listed with a `reason` and the rest go on. See docs/predict.md.
@@ -77,7 +77,7 @@ class _Pending:
 
 
 def _record(path: Path, face: int | None = None, box: Box | None = None, reason: str | None = None,
-            detector: str = "haar") -> dict[str, Any]:
+            detector: str = "auto") -> dict[str, Any]:
     rec = {"file": str(path), "face": face, "box": box.as_list() if box else None, "age": None, "group": None,
            "group_proba": None, "reason": reason, "detector": detector}
     if box is not None and box.angle:
@@ -107,8 +107,8 @@ def run_predict(
     `age`, `group` (label), `group_proba` ({label: p}), `reason` (None, "no face found", or why
     the image could not be read), `detector` (the detector's name, "none" with `detect="none"`),
     `angle` (the face's roll in degrees, only on a face cropped turned), and `age_lo`/`age_hi` with
-    `interval`. `detector` names the face detector (detection.registry.DETECTORS: haar, dlib); it implies
-    `detect="haar"` (detect with it) unless `detect="none"`. `csv_path` writes the same
+    `interval`. `detector` names the face detector (auto: dlib when installed, else haar; haar; dlib) or
+    none (each image is one aligned face, as `detect="none"`, the older spelling). `csv_path` writes the same
     as CSV; `annotate` writes copies of the images with boxes and labels into that folder. `tta`
     averages each crop's logits with its mirror's; `prior` adapts to an age mix; `ensemble` averages
     more models with this one (see FacePredictor).
@@ -118,9 +118,11 @@ def run_predict(
                          option="detect")
     if batch_size < 1:
         raise UsageError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
+    if detector == "none":
+        detect, detector = "none", None
     if detector is not None and detect == "none":
         raise UsageError("detector: give a detector or `detect` none, not both", option="detector")
-    face_detector = make_detector(detector or "haar") if detect == "haar" else None  # before the model loads
+    face_detector = make_detector(detector or "auto") if detect == "haar" else None  # before the model loads
     det_name = face_detector.name if face_detector is not None else "none"
     paths = collect_images(inputs)
     predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval, ensemble=ensemble,

@@ -29,6 +29,7 @@ from ordinalage.inference.detection.calibration import (
 )
 from ordinalage.inference.detection.geometry import Box, ChipRatio, chip_frame, crop_face, square_corners
 from ordinalage.inference.detection.interface import FaceDetector
+from ordinalage.inference.detection.registry import resolve_detector_name
 
 # Each detected face is predicted in these framings of its chip square, (scale, dx, dy) in chip
 # sides, and the outputs averaged like an ensemble's: the square itself, 5% smaller and larger, 3%
@@ -68,9 +69,9 @@ class FaceResults:
 class FacePredictor:
     """A checkpoint's model applied to uint8 RGB face crops, with the precision used in validation."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", ratio: ChipRatio | None = None,
+    def __init__(self, checkpoint: str | Path | None, device: str = "auto", ratio: ChipRatio | None = None,
                  tta: bool = False, prior: str | None = None, interval: float | None = None,
-                 ensemble: Sequence[str | Path] = (), detector: str = "haar",
+                 ensemble: Sequence[str | Path] = (), detector: str = "auto",
                  views: Sequence[tuple[float, float, float]] | None = None) -> None:
         """`prior`: train | uniform | em | a prior file (`em`: the mix of each batch of faces predicted
         together); `interval`: a coverage level, from the run's calibration.json (`evaluate --interval`).
@@ -79,8 +80,14 @@ class FacePredictor:
         ratio for crops; by default the run's own for `detector` (face_crop.json, written by
         `calibration.measure_crop_ratios`) or the detector's documented default (`crop_source` says which).
         `views`: the (scale, dx, dy) framings of each detected face averaged (test-time jitter;
-        default `VIEWS`); ((1, 0, 0),) for the one crop."""
+        default `VIEWS`); ((1, 0, 0),) for the one crop. `checkpoint`: a run folder, a checkpoint, a
+        shipped model's name (`ordinalage models`) or None for the default shipped model (`self.model_ref`
+        says which)."""
         from ordinalage.runs.members import load_members
+        from ordinalage.zoo import resolve_model
+
+        self.model_ref = resolve_model(checkpoint)
+        checkpoint = self.model_ref.path
         from ordinalage.runs.runtime import resolve_precision, select_device
 
         self.device = select_device(device)
@@ -98,11 +105,11 @@ class FacePredictor:
         run_dir = self.loaded.run_dir or self.loaded.checkpoint_path.parent
         self.crop_ratios, self.crop_source = load_crop_ratios(run_dir)
         self.exposure: Exposure | None = load_exposure(run_dir)  # None: crops as cut
-        self.detector = detector
+        self.detector = resolve_detector_name(detector)
         self.views = tuple(tuple(float(x) for x in v) for v in (VIEWS if views is None else views))
         if not self.views or any(len(v) != 3 or v[0] <= 0 for v in self.views):
             raise UsageError(f"views: expected (scale > 0, dx, dy) triples, got {views!r}")
-        self.ratio = ratio if ratio is not None else self.ratio_for(detector)
+        self.ratio = ratio if ratio is not None else self.ratio_for(self.detector)
         if ratio is not None:
             self.crop_source = "given"
         self.tta = tta  # also predict the mirrored crop and average the logits
@@ -118,6 +125,13 @@ class FacePredictor:
 
             cal = Calibration.load(self.loaded.checkpoint_path.parent)
             self.calibration = cal if abs(cal.level - interval) < 1e-9 else cal.at_level(interval)
+
+    @property
+    def trained_on_synthetic(self) -> bool:
+        """True when the model saw only made-up faces (`make demo`'s): meaningless on real photos."""
+        from ordinalage.data.sources import synthetic_only
+
+        return synthetic_only(self.loaded.config.data.sources)
 
     @property
     def size(self) -> int:

@@ -287,7 +287,7 @@ def is_loopback(host: str) -> bool:
 def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, max_mb: float = 10,
                device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, batching: bool = True,
                log_level: str = "warning", prior: str | None = None, interval: float | None = None,
-               detector: str = "haar") -> None:
+               detector: str = "auto") -> None:
     """Load the checkpoints and serve them with uvicorn until interrupted.
 
     `prior`: train | uniform | a prior file (from `ordinalage prior estimate`); `interval`: add

@@ -17,9 +17,9 @@ import torch
 from ordinalage.config import Config, config_from_dict
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
+from ordinalage.runs.weights_file import FORMAT  # one marker for .pt and .safetensors files
 from ordinalage.version import __version__
 
-FORMAT = "ordinalage-checkpoint"
 VERSION = 1
 
 
@@ -79,6 +79,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     from ordinalage.runs.rundir import resolve_checkpoint
 
     path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        from ordinalage.runs.weights_file import read_weights
+
+        ckpt = read_weights(path)
+        ckpt["path"] = str(path)
+        return ckpt
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not one of ours"

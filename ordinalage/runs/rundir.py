@@ -4,6 +4,7 @@
     <run>/split.csv          path, age, group, split: the exact split used
     <run>/metrics.csv        one row per epoch (rows past last.pt are dropped on resume)
     <run>/last.pt, best.pt   checkpoints (atomic; best by train.monitor)
+    <run>/model.safetensors  weights only (a shipped model's folder: config.yaml beside it, no best.pt)
     <run>/val_best.json      validation metrics of the best epoch
     <run>/summary.json       what the run did; `test` holds test metrics once evaluated
     <run>/train_prior.json   the head's effective training distribution over its labels (prior correction)
@@ -63,10 +64,11 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best.pt (last.pt when there is no best.pt)."""
+    """A checkpoint file, or a run folder's best.pt (last.pt when there is no best.pt; model.safetensors
+    in a folder of weights only, such as a shipped model)."""
     path = Path(path)
     if path.is_dir():
-        for name in CHECKPOINTS:
+        for name in (*CHECKPOINTS, "model.safetensors"):
             if (path / name).is_file():
                 return path / name
         members = sorted(p.parent.name for p in path.glob("member-*/config.yaml"))

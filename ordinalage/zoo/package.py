@@ -1,0 +1,66 @@
+"""Put a trained run into the zoo: weights as fp16 safetensors, the files inference reads, a manifest entry.
+
+Used by benchmarks/zoo_utkface_small.py; the same function packages a user's own run
+(`package_model(run, "my-model", root=...)`) into a folder that `--model` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ordinalage.atomic import atomic_write_text
+from ordinalage.errors import UsageError
+from ordinalage.zoo.catalog import MANIFEST, ZOO_DIR, ZooModel, sha256, zoo_model
+
+# run-folder files inference reads beside the weights (copied when the run has them)
+SIDE_FILES = ("config.yaml", "calibration.json", "face_crop.json", "train_prior.json")
+SUMMARY_KEYS = ("test", "best_value", "epochs_done", "budget", "n_test", "finished")
+
+
+def _summary_subset(run_dir: Path) -> dict[str, Any]:
+    from ordinalage.runs.rundir import RunDir
+
+    summary = RunDir(run_dir).read_summary(tolerant=True)
+    return {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+
+
+def package_model(run_dir: str | Path, name: str, *, description: str, license: str, data: str,
+                  metrics: dict[str, Any], card: str | Path | None = None, root: Path = ZOO_DIR) -> ZooModel:
+    """Write `root/name/` from `run_dir` (its best.pt as fp16 safetensors, config, calibration, crop
+    ratios, a summary subset, the card) and list it in `root/manifest.json` with each file's sha256."""
+    from ordinalage.runs.checkpoint import load_checkpoint
+    from ordinalage.runs.weights_file import WEIGHTS_FILE, save_weights
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{run_dir}: not a run folder (no config.yaml); only one network's run is packaged")
+    out = root / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_weights(load_checkpoint(run_dir), out / WEIGHTS_FILE)
+    for side in SIDE_FILES:
+        if (run_dir / side).is_file():
+            shutil.copy2(run_dir / side, out / side)
+    atomic_write_text(out / "summary.json", json.dumps(_summary_subset(run_dir), indent=2) + "\n")
+    if card is not None:
+        text = Path(card).read_text(encoding="utf-8")
+        title, _, rest = text.partition("\n")
+        if title.startswith("# Model card"):
+            text = f"# Model card: {name}\n{rest}"
+        atomic_write_text(out / "MODEL_CARD.md", text)
+    for path in out.iterdir():
+        path.chmod(0o644)  # package data: readable by every user of an installed package
+    files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
+    manifest_path = root / MANIFEST
+    doc = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {"models": {}}
+    doc["models"][name] = {"description": description, "license": license, "data": data,
+                           "metrics": metrics, "files": files}
+    atomic_write_text(manifest_path, json.dumps(doc, indent=2) + "\n")
+    return zoo_model(name, root)
+
+
+__all__ = ["SIDE_FILES", "package_model"]
