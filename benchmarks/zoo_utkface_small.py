@@ -5,8 +5,9 @@
     python benchmarks/zoo_utkface_small.py --package-only  # package finished runs
 
 Settings come from configs/zoo/utkface_small.yaml. The teacher is `ordinalage train --config
-<teacher.config> --budget <teacher.budget_min>m --seed <seed>`; the student is `ordinalage distill
-TEACHER --budget <student.budget_min>m --seed <seed>`, evaluated on the test split with flip TTA.
+<teacher.config> --epochs <teacher.epochs> --seed <seed> --set ...`; the student is `ordinalage distill
+TEACHER --epochs <student.epochs> --seed <seed> --set ...`, evaluated on the test split with flip TTA.
+Epochs rather than minutes, so that a busy machine makes the same model, only later.
 Finished run folders under benchmarks/runs/zoo_utkface_small/ are reused. Writes
 benchmarks/results/zoo_utkface_small.json (the minutes each step took, the validation and test MAE).
 """
@@ -60,10 +61,13 @@ def train_runs(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any]:
     """Train the teacher and distil the student; return each step's minutes and scores."""
     teacher, student = runs / "teacher", runs / "student"
     t, s = settings["teacher"], settings["student"]
-    minutes_teacher = run_step("teacher", ["train", "--config", t["config"], "--budget", f"{t['budget_min']}m",
-                                           "--seed", str(t["seed"])], teacher)
-    minutes_student = run_step("student", ["distill", str(teacher), "--budget", f"{s['budget_min']}m",
-                                           "--seed", str(s["seed"]), "--temperature", str(s["temperature"])], student)
+    sets = [arg for item in t.get("set", []) for arg in ("--set", item)]
+    minutes_teacher = run_step("teacher", ["train", "--config", t["config"], "--epochs", str(t["epochs"]),
+                                           "--seed", str(t["seed"]), *sets], teacher)
+    sets = [arg for item in s.get("set", []) for arg in ("--set", item)]
+    minutes_student = run_step("student", ["distill", str(teacher), "--epochs", str(s["epochs"]),
+                                           "--seed", str(s["seed"]), "--temperature", str(s["temperature"]), *sets],
+                               student)
     rows = {}
     for name, run_dir, minutes in (("teacher", teacher, minutes_teacher), ("student", student, minutes_student)):
         summary = RunDir(run_dir).read_summary()
