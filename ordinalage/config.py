@@ -22,6 +22,18 @@ from ordinalage.protocols import parse_protocol
 T = TypeVar("T")
 
 
+def check_num_workers(value: object) -> int | str:
+    """`data.num_workers` checked: `auto`, or an int >= 0 (a string of digits, as a command-line flag
+    gives it, becomes that int); else a UsageError naming the key. `data.loader_workers` resolves `auto`."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise UsageError(f"config key 'data.num_workers': expected 'auto' or an integer >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Face-safe albumentations transforms; each has a probability `*_p` (0 turns it off) and a strength."""
@@ -68,7 +80,7 @@ class DataConfig:
     sampling: str = "none"  # none | undersample | oversample | weighted
     class_weighted_loss: bool = False
     strict: bool = False  # unreadable image: error instead of report-and-skip
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # DataLoader workers: auto (0 on <= 2 cores, else min(cores - 1, 8)) | N
     synth_n: int = 3000
     synth_size: int = 96
     cache_dir: str | None = None  # default: $ORDINALAGE_CACHE or ~/.cache/ordinalage
@@ -77,6 +89,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         parse_protocol(self.protocol)
+        object.__setattr__(self, "num_workers", check_num_workers(self.num_workers))
         if self.fold < 0:
             raise UsageError(f"config key 'data.fold': {self.fold} is negative")
 
@@ -388,7 +401,7 @@ def check_ranges(config: Config) -> Config:
                     ("train.lr", t.lr >= 0), ("train.freeze_epochs", t.freeze_epochs >= 0),
                     ("train.early_stop_patience", t.early_stop_patience >= 0),
                     ("data.val_fraction", 0 <= d.val_fraction < 1), ("data.test_fraction", 0 <= d.test_fraction < 1),
-                    ("data.num_workers", d.num_workers >= 0), ("model.max_age", config.model.max_age >= 1)]:
+                    ("model.max_age", config.model.max_age >= 1)]:
         if not ok:
             raise UsageError(f"config key '{key}': value {_get(config, key)!r} is out of range")
     if d.val_fraction + d.test_fraction >= 1:

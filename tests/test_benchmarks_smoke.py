@@ -102,14 +102,18 @@ def test_train_overhead_smoke(tmp_path):
 def test_end_to_end_smoke(tmp_path, faces, monkeypatch):
     import end_to_end
 
+    from ordinalage.data import loader_workers
+
     monkeypatch.setenv("ORDINALAGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loader_workers, "usable_cores", lambda: 2)  # auto -> 0 workers on any machine
     out = tmp_path / "e2e.json"
     end_to_end.main(["--data", str(faces), "--images", "60", "--epochs", "1", "--batch-size", "8",
-                     "--settings", "0:1", "--bare-steps", "1", "--json", str(out)])
+                     "--settings", "auto:1", "--bare-steps", "1", "--json", str(out)])
     doc = load(out)
-    r = doc["by_setting"]["0:1"]
-    assert r["workers"] == 0 and r["threads"] == 1 and r["fit_images_per_s"] > 0
-    assert doc["ratio"] == r["ratio"]
+    r = doc["by_setting"]["auto:1"]
+    assert r["workers"] == "auto" and r["resolved_workers"] == 0 and r["usable_cores"] == 2
+    assert r["threads"] == 1 and r["fit_images_per_s"] > 0 and r["fit_epochs_per_s"] > 0
+    assert doc["ratio"] == r["ratio"] and doc["headline"]["resolved_workers"] == 0 and doc["bare_epochs_per_s"] > 0
 
 
 def test_eval_memory_smoke(tmp_path, faces, monkeypatch):

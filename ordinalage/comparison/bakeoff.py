@@ -34,6 +34,7 @@ from ordinalage.comparison.outputs import plot_mae_by_group, plot_ranks, write_m
 from ordinalage.comparison.runner import read_cell, run_cells
 from ordinalage.comparison.spec import BakeoffSpec, check_cells
 from ordinalage.console import stderr_console
+from ordinalage.data.loader_workers import job_share, usable_cores
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
 from ordinalage.tuning.storage import mask, resolve_storage
@@ -67,10 +68,19 @@ def run_bakeoff(spec: BakeoffSpec, out: str | Path, *, workers: int = 1, storage
     if show:
         console.print(f"bake-off: {len(spec.methods)} methods x {len(spec.datasets)} dataset(s) x {spec.folds} fold(s) "
                       f"x {spec.seeds} seed(s) = {len(cells)} cells, {len(cells) - len(todo)} done; "
-                      f"{workers} worker(s), study in {mask(url)}", highlight=False)
+                      f"{workers} worker(s), study in {mask(url)}{_share_note(workers)}", highlight=False)
     if todo:
         _run_with_progress(spec, out, url, workers, cells, show)
     return write_report(spec, out, command=command, n_resamples=n_resamples)
+
+
+def _share_note(jobs: int) -> str:
+    """What each of `jobs` parallel jobs gets (nothing to say for one: it keeps every core)."""
+    if jobs <= 1:
+        return ""
+    share = job_share(jobs)
+    return (f"; each job {share.threads} torch thread(s) of {usable_cores()} cores, "
+            f"data.num_workers auto -> {share.loader_workers}")
 
 
 def _run_with_progress(spec: BakeoffSpec, out: Path, url: str, workers: int, cells: list, show: bool) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from ordinalage.atomic import write_json
 from ordinalage.comparison.spec import BakeoffSpec, Cell
+from ordinalage.data.loader_workers import apply_job_share
 from ordinalage.errors import UsageError
 from ordinalage.runs.rundir import RunDir, read_json_object
 
@@ -50,6 +51,7 @@ class WorkerJob:
     storage: str
     index: int = 0
     quiet: bool = False
+    jobs: int = 1  # parallel jobs on this host: each gets cores // jobs torch threads (data/loader_workers.py)
 
 
 def cell_dir(out: Path, cell: Cell) -> Path:
@@ -174,6 +176,7 @@ def run_worker(job: WorkerJob, on_cell: Callable[[dict[str, Any] | None], None] 
 
     from ordinalage.tuning.storage import open_storage
 
+    apply_job_share(job.jobs)  # one of N jobs: its share of the cores, and `auto` loader workers from that
     out = Path(job.out)
     cells = job.spec.cells()
     by_id = {c.id: c for c in cells}
@@ -219,8 +222,9 @@ def _worker_entry(job: WorkerJob) -> int:
 
 def run_cells(spec: BakeoffSpec, out: Path, storage: str, workers: int = 1, quiet: bool = False,
               on_cell: Callable[[dict[str, Any] | None], None] | None = None) -> None:
-    """Run every cell: in this process for one worker, in `workers` spawned processes otherwise."""
-    jobs = [WorkerJob(spec, str(out), storage, i, quiet) for i in range(workers)]
+    """Run every cell: in this process for one worker, in `workers` spawned processes otherwise
+    (each with `cores // workers` torch threads and `data.num_workers: auto` resolved from that share)."""
+    jobs = [WorkerJob(spec, str(out), storage, i, quiet, jobs=workers) for i in range(workers)]
     if workers == 1:
         run_worker(jobs[0], on_cell)
         return

@@ -5,7 +5,7 @@ datasets, each cell one ordinary run. Parsed from flags and/or a YAML file (conf
     data: [utkface:../shared/data/UTKFace]                   # one or more datasets, compared apart
     seeds: 3                                                 # train.seed 0..N-1
     budget: 10m                                              # equal minutes per cell (or epochs: N)
-    set: [data.num_workers=2]                                # fixed for every cell
+    set: [data.num_workers=auto]                             # fixed for every cell
     rope: 0.1                                                # years: practical equivalence (--rope)
     age_mix: test                                            # test | uniform | FILE (--age-mix)
     grid: {model.head: [class, coral, corn, regression]}     # the product of the listed values

@@ -27,6 +27,7 @@ from torch.utils.data import (
 from ordinalage.config import DataConfig
 from ordinalage.data.augment import build_transform, reseed_transform
 from ordinalage.data.decode import ImageDecodeError, check_geometry, decode_image
+from ordinalage.data.loader_workers import resolve_num_workers
 from ordinalage.data.records import Record
 from ordinalage.errors import UsageError
 from ordinalage.groups import AgeGroups
@@ -189,7 +190,7 @@ def build_loader(
     sampler_weights: np.ndarray | None = None,
     sampler: Sampler | None = None,
     drop_last: bool | None = None,
-    num_workers: int | None = None,
+    num_workers: int | str | None = None,
     cache: ImageCache | None = None,
 ) -> DataLoader:
     """A DataLoader over `records` with augmentation when `train`.
@@ -198,15 +199,14 @@ def build_loader(
     WeightedRandomSampler (with replacement, one epoch = len(records) draws); else train shuffles
     and eval keeps record order. All randomness follows `seed`. `drop_last` defaults to True
     for training when there is more than one batch. A `cache` (`data.cache.prepare_cache`) that
-    holds these records' images replaces decoding; augmentation is unchanged.
+    holds these records' images replaces decoding; augmentation is unchanged. `num_workers`
+    (default: `cfg.num_workers`) is an int or `auto` (`data.loader_workers.resolve_num_workers`).
     """
     if not records:
         raise UsageError(f"no images to load for the {'training' if train else 'evaluation'} loader")
     if batch_size <= 0:
         raise UsageError(f"batch size must be positive, got {batch_size}")
-    workers = cfg.num_workers if num_workers is None else num_workers
-    if workers < 0:
-        raise UsageError(f"config key 'data.num_workers': expected >= 0, got {workers}")
+    workers = resolve_num_workers(cfg.num_workers if num_workers is None else num_workers)
     transform = build_transform(cfg.augment, size, train)
     reseed_transform(transform, seed)  # the main-process stream (num_workers=0)
     dataset = FaceDataset(records, groups, size, cfg.geometry, transform, cfg.strict, cache)

@@ -31,11 +31,12 @@ class TeacherTargets:
 
 
 def teacher_targets(teacher: str | Path, *, temperature: float = 1.0, device: str = "auto", batch_size: int = 256,
-                    workers: int | None = None, show: bool = False) -> TeacherTargets:
+                    workers: int | str | None = None, show: bool = False) -> TeacherTargets:
     """Run the teacher (a run folder; an ensemble's folder stands for its members) over its own
     training split with flip TTA and return its averaged, tempered label distributions."""
     from ordinalage.data.cache import prepare_cache
     from ordinalage.data.dataset import build_loader
+    from ordinalage.data.loader_workers import resolve_num_workers
     from ordinalage.inference.infer import infer
     from ordinalage.runs.runtime import resolve_precision, select_device
 
@@ -54,7 +55,8 @@ def teacher_targets(teacher: str | Path, *, temperature: float = 1.0, device: st
     # the decoded-image cache of the teacher's whole split (the one its training built: same key), when it has one
     cache = prepare_cache(RunDir(first.run_dir).read_split("all"), cfg, first.input_spec.size, progress=show)
     loader = build_loader(records, first.groups, cfg, first.input_spec.size, batch_size, train=False, seed=0,
-                          num_workers=cfg.num_workers if workers is None else workers, cache=cache)
+                          num_workers=resolve_num_workers(cfg.num_workers if workers is None else workers),
+                          cache=cache)
     batches = _decoded_batches(loader, len(records), show)
     outputs = []
     for m in members:

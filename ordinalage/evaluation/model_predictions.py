@@ -28,7 +28,7 @@ def predict_records(
     records: Sequence[Record],
     batch_size: int = 128,
     device: str | torch.device = "auto",
-    workers: int | None = None,
+    workers: int | str | None = None,  # DataLoader workers: an int or auto (default: the run's data.num_workers)
     strict: bool = False,
     show: bool = False,
     tta: bool = False,
@@ -42,6 +42,7 @@ def predict_records(
     """
     from ordinalage.config import replace
     from ordinalage.data.dataset import build_loader
+    from ordinalage.data.loader_workers import resolve_num_workers
     from ordinalage.inference.infer import infer
     from ordinalage.runs.runtime import resolve_precision, select_device
 
@@ -50,7 +51,8 @@ def predict_records(
     dev = select_device(str(device))
     data_cfg = replace(loaded.config.data, strict=True) if strict else loaded.config.data
     loader = build_loader(list(records), loaded.groups, data_cfg, loaded.input_spec.size, batch_size,
-                          train=False, seed=0, num_workers=data_cfg.num_workers if workers is None else workers)
+                          train=False, seed=0,
+                          num_workers=resolve_num_workers(data_cfg.num_workers if workers is None else workers))
     with transient_progress("predicting", len(records), show) as advance:
         out = infer(loaded.model.to(dev), loader, input_spec=loaded.input_spec, device=dev,
                     precision=resolve_precision(loaded.config.train.precision, dev), tta=tta,

@@ -178,6 +178,7 @@ def probe_seconds(config: Config, model: torch.nn.Module, device: torch.device, 
     model.train()
     steps = max(1, min(train_steps, len(train_loader) - 2))
     # untimed: two steps, plus the batches the loader's workers have queued ahead (those came free)
+    # (the DataLoader's num_workers: data.num_workers already resolved by build_loader, `auto` included)
     queued = train_loader.num_workers * (train_loader.prefetch_factor or 0) if train_loader.num_workers else 0
     warmup = max(0, min(2 + queued, len(train_loader) - steps))
     step_s, train_start_s, timed = _timed_steps(train_step, train_loader, steps, warmup=warmup)

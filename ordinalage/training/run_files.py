@@ -8,6 +8,7 @@ from typing import Any
 
 from ordinalage.atomic import jsonable
 from ordinalage.config import to_dict
+from ordinalage.data.loader_workers import num_workers_record
 from ordinalage.runs.checkpoint import FORMAT, VERSION, versions
 from ordinalage.training.state import TrainState
 
@@ -47,6 +48,7 @@ def summary(state: TrainState, stopped_early: bool) -> dict[str, Any]:
             "monitor": t.monitor, "best_epoch": state.best_epoch, "best_value": state.best_value,
             "reference": state.reference, "data_report": jsonable(data.report), "dropped": data.dropped,
             "n_test": len(data.test), "device": str(state.device), "precision": state.precision.name,
+            "num_workers": num_workers_record(config.data.num_workers),  # as given, and what it resolved to
             **({"budget": _budget_summary(state)} if state.budget is not None else {}),
             **({"swa_epochs_averaged": state.swa.averaged} if state.swa is not None else {})}
 

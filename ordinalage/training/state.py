@@ -333,13 +333,18 @@ def _write_first_files(state: TrainState) -> None:
 
 
 def _announce(state: TrainState) -> None:
-    """One line: head, backbone, device, precision, split sizes, image size, processes and run folder."""
+    """One line: head, backbone, device, precision, split sizes, image size, processes and run folder;
+    a second with the loader workers `data.num_workers: auto` resolved to."""
     config, data, ctx = state.config, _data(state), state.ctx
     stderr_console().print(
         f"[bold]{config.model.head}[/] head on [bold]{config.model.backbone}[/] | {state.device} "
         f"{state.precision.name} | train {len(data.train)} / val {len(data.val)} / test {len(data.test)} images "
         f"at {state.input_spec.size} px | " + (f"{ctx.world_size} processes | " if ctx.enabled else "")
         + f"run folder {state.run_dir}")
+    if config.data.num_workers == "auto":  # what `auto` chose, once per run (the summary keeps it too)
+        from ordinalage.data.loader_workers import describe_num_workers
+
+        stderr_console().print(describe_num_workers(config.data.num_workers), highlight=False)
 
 
 def _reference(data: PreparedData) -> dict[str, Any]:

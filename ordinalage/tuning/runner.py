@@ -30,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ordinalage.data.loader_workers import apply_job_share
 from ordinalage.errors import UsageError
 from ordinalage.reporting.formatting import short
 from ordinalage.training.preemption import PreemptionSignals, TrainingPreempted
@@ -328,10 +329,7 @@ def _work(job: WorkerJob) -> dict[str, int]:
     import optuna
 
     console = Console(stderr=True, quiet=not job.show)
-    if job.workers > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
+    apply_job_share(job.workers)  # one of N workers: cores // N torch threads, `auto` loader workers from that
     storage = open_storage(job.storage_url)
     done_before = len(optuna.load_study(study_name=job.study_name, storage=storage).trials)
     sampler = make_sampler(job.spec, seed=(job.spec.seed * 1_000_003 + job.index * 7919 + done_before) % 2**32)
