@@ -229,7 +229,7 @@ def test_python_api_returns_what_bakeoff_json_holds(tmp_path: Path, synth_cache_
 
 def test_two_workers_on_one_journal_run_each_cell_once(tmp_path: Path, synth_cache_dir: str) -> None:
     out = tmp_path / "bo"
-    assert main(_argv(out, synth_cache_dir, "--workers", "2", grid="model.head=class,coral")) == 0
+    assert main(_argv(out, synth_cache_dir, "--jobs", "2", grid="model.head=class,coral")) == 0
     assert (out / "journal.log").is_file()
     assert _starts(out) == {c: 1 for c in ("class--synth--f0-s0", "class--synth--f0-s1", "coral--synth--f0-s0",
                                            "coral--synth--f0-s1")}

@@ -19,7 +19,7 @@ from ordinalage.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["data", "train", "distill", "evaluate", "compare", "bakeoff", "bakeoff-plan", "report", "tune", "predict", "live", "export", "prior",
-               "serve", "weights", "list", "heads"]
+               "serve", "models", "weights", "list", "heads"]
 HELP = [["data", "synth"], ["data", "stats"], ["data", "audit"], *[[name] for name in SUBCOMMANDS]]
 
 

@@ -57,9 +57,9 @@ def test_prior_estimate_then_predict_with_the_file_and_intervals(run: Path, tmp_
     assert prior.is_file() and prior.with_suffix(".png").is_file() and est["n_images"] > 0
     with (run / "split.csv").open() as fh:
         image = next(r["path"] for r in csv.DictReader(fh) if r["split"] == "test")
-    assert main(["predict", str(run), image, "--detect", "none", "--interval", "0.8", "--prior", str(prior),
+    assert main(["predict", str(run), image, "--detector", "none", "--interval", "0.8", "--prior", str(prior),
                  "--json"]) == 0
-    face = _json(capsys)[0]
+    face = _json(capsys)["results"][0]
     assert face["age_lo"] is not None and (face["age_hi"] is None or face["age_lo"] <= face["age_hi"])
 
 

@@ -85,7 +85,7 @@ def test_predict_ensemble_flag_equals_the_ensemble_folder(ensemble_run: Path, tm
 
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8))
-    flags = ["--detect", "none", "--device", "cpu", "--json"]
+    flags = ["--detector", "none", "--device", "cpu", "--json"]
     out_folder, out_flag = tmp_path / "a.csv", tmp_path / "b.csv"
     assert main(["predict", str(ensemble_run), str(image), "--csv", str(out_folder), *flags]) == 0
     assert main(["predict", str(ensemble_run / "member-0"), str(image), "--ensemble", str(ensemble_run / "member-1"),

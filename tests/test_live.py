@@ -96,7 +96,7 @@ def test_live_writes_every_frame_annotated(tiny_run, utkface_dir: Path, tmp_path
     _, inputs = _read_all(video)
     assert len(inputs) == N_FRAMES
 
-    assert main(["live", str(run), "--source", str(video), "--output", str(out), "--device", "cpu"]) == 0
+    assert main(["live", str(run), "--source", str(video), "--out", str(out), "--device", "cpu"]) == 0
     count, outputs = _read_all(out)
     assert count == N_FRAMES and len(outputs) == N_FRAMES
     assert outputs[0].shape == (H, W, 3)
@@ -114,19 +114,19 @@ def test_live_writes_every_frame_annotated(tiny_run, utkface_dir: Path, tmp_path
 
 def test_live_bad_sources_exit_2(tiny_run, tmp_path: Path, capsys) -> None:
     run = str(tiny_run("coral"))
-    assert main(["live", run, "--source", str(tmp_path / "missing.mp4"), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert main(["live", run, "--source", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o.mp4")]) == 2
     assert f"{tmp_path / 'missing.mp4'}: no such video file" in capsys.readouterr().err
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 10)
-    assert main(["live", run, "--source", str(junk), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert main(["live", run, "--source", str(junk), "--out", str(tmp_path / "o.mp4")]) == 2
     assert f"{junk}: OpenCV cannot open this video" in capsys.readouterr().err
     assert main(["live", run, "--source", str(junk), "--every", "0"]) == 2
     assert "must be at least 1, got 0" in capsys.readouterr().err
-    assert main(["live", run, "--source", str(junk), "--detector", "mtcnn", "--output", str(tmp_path / "o.mp4")]) == 2
-    assert "--detector: unknown detector 'mtcnn' (choose from haar, dlib)" in capsys.readouterr().err
+    assert main(["live", run, "--source", str(junk), "--detector", "mtcnn", "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "--detector: unknown detector 'mtcnn' (choose from auto, haar, dlib)" in capsys.readouterr().err
     fake = tmp_path / "fake.pt"
     torch.save([1, 2, 3], fake)
-    assert main(["live", str(fake), "--source", str(junk), "--output", str(tmp_path / "o.mp4")]) == 2
+    assert main(["live", str(fake), "--source", str(junk), "--out", str(tmp_path / "o.mp4")]) == 2
     assert f"ordinalage: error: {fake}: not an ordinalage checkpoint (no " in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
 

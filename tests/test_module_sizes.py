@@ -1,8 +1,7 @@
 """Sizes that keep the package readable: no module over 500 lines, no function over 80 lines (tests
 are exempt). A module that must grow splits by job (see docs/architecture.md) instead.
 
-The command line (ordinalage/cli.py, one parser for every command) is the one module still waiting
-for its split into a cli/ package, one module per command group; it is listed here by name until then."""
+No module is exempt (the command line is a cli/ package, one module per command group)."""
 
 from __future__ import annotations
 
@@ -12,16 +11,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ordinalage"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
-NOT_YET_SPLIT = {"ordinalage/cli.py"}
 
 
 def _modules() -> list[tuple[str, str]]:
-    out = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = path.relative_to(PACKAGE.parent).as_posix()
-        if name not in NOT_YET_SPLIT:
-            out.append((name, path.read_text(encoding="utf-8")))
-    return out
+    return [(path.relative_to(PACKAGE.parent).as_posix(), path.read_text(encoding="utf-8"))
+            for path in sorted(PACKAGE.rglob("*.py"))]
 
 
 def long_modules(modules: list[tuple[str, str]], limit: int = MAX_MODULE_LINES) -> list[str]:
@@ -54,12 +48,3 @@ def test_the_checks_see_a_long_module_and_a_long_function() -> None:
     assert long_functions([("m.py", text)]) == ["m.py:1 long: 82 lines"]
     assert long_functions([("m.py", "def short():\n    return 1\n")]) == []
 
-
-def test_the_exemption_is_still_needed() -> None:
-    """Once cli.py is split (or gone), its name leaves NOT_YET_SPLIT and the checks cover the command line."""
-    for name in NOT_YET_SPLIT:
-        path = PACKAGE.parent / name
-        assert path.is_file(), f"{name} no longer exists: remove it from NOT_YET_SPLIT"
-        text = path.read_text(encoding="utf-8")
-        assert long_modules([(name, text)]) or long_functions([(name, text)]), \
-            f"{name} is within the limits now: remove it from NOT_YET_SPLIT"

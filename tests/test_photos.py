@@ -180,21 +180,21 @@ def test_detect_turned_maps_boxes_back() -> None:
 def test_crop_ratio_is_stored_with_the_run_and_loaded(tiny_run, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run("coral"), run)
-    est = ordinalage.load(run, device="cpu")
+    est = ordinalage.load(run, device="cpu", detector="haar")
     assert est.predictor.crop_source == "default" and est.predictor.ratio == DEFAULT_RATIOS["haar"]
     assert est.info()["crop"]["source"] == "default"
     mine = ChipRatio(1.1, 0.01, 0.05)
     write_crop_ratios(run, {"haar": mine, "dlib": ChipRatio(1.0, 0.0, 0.1)}, {"split": "val"})
     assert load_crop_ratios(run) == ({"haar": mine, "dlib": ChipRatio(1.0, 0.0, 0.1)}, str(run / CROP_FILE))
-    est = ordinalage.load(run, device="cpu")
+    est = ordinalage.load(run, device="cpu", detector="haar")
     assert est.predictor.ratio == mine and est.info()["crop"] == {"ratio": {"scale": 1.1, "dx": 0.01, "dy": 0.05},
                                                                   "source": str(run / CROP_FILE)}
     assert est.predictor.exposure == UTKFACE_EXPOSURE  # the file holds no exposure: the default
     write_crop_ratios(run, {"haar": mine}, {}, exposure=Exposure(100.0, 180.0))
-    assert ordinalage.load(run, device="cpu").predictor.exposure == Exposure(100.0, 180.0)
+    assert ordinalage.load(run, device="cpu", detector="haar").predictor.exposure == Exposure(100.0, 180.0)
     (run / CROP_FILE).write_text(json.dumps({"format": "something else"}))
     with pytest.raises(UsageError, match="not a readable face crop file"):
-        ordinalage.load(run, device="cpu")
+        ordinalage.load(run, device="cpu", detector="haar")
 
 
 def test_measure_crop_ratios_on_a_runs_validation_faces(utkface_dir: Path, tmp_path: Path) -> None:
@@ -236,10 +236,10 @@ def test_predict_records_the_detector(tiny_run, utkface_or_none, tmp_path: Path,
     paste_chip(_chip(utkface_or_none), photo, 200, 150, 170)
     img = _write_png(tmp_path / "p.png", photo)
     assert main(["predict", str(tiny_run("coral")), str(img), "--json", "--device", "cpu", "--detector", "haar"]) == 0
-    records = json.loads(capsys.readouterr().out)
+    records = json.loads(capsys.readouterr().out)["results"]
     assert [r["detector"] for r in records] == ["haar"] and records[0]["face"] == 0
-    assert main(["predict", str(tiny_run("coral")), str(img), "--json", "--device", "cpu", "--detect", "none"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["detector"] == "none"
+    assert main(["predict", str(tiny_run("coral")), str(img), "--json", "--device", "cpu", "--detector", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["detector"] == "none"
 
 
 def test_dlib_detector_when_installed(utkface_or_none) -> None:
@@ -321,7 +321,10 @@ def test_prior_estimate_on_plain_photos(tiny_run, photo_folder: Path, tmp_path: 
     assert main(["prior", "estimate", str(run), "--data", f"photos:{photo_folder}", "--out", str(out),
                  "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["n_faces"] == 3 and result["n_images"] == 3 and result["detector"] == "haar"
+    from ordinalage.inference.detection.registry import resolve_detector_name
+
+    assert result["n_faces"] == 3 and result["n_images"] == 3
+    assert result["detector"] == resolve_detector_name("auto")  # the detector used, not "auto"
     prior = json.loads(out.read_text())
     assert abs(sum(prior["weight"]) - 1) < 1e-6 and prior["meta"]["n_faces"] == 3
     # the labelled folder: spec on the same folder says what to use instead

@@ -155,14 +155,14 @@ def test_bad_images_are_reported_and_the_rest_go_on(tiny_run, tmp_path: Path, ca
     cv2.imwrite(str(tmp_path / "blank.png"), np.full((90, 120, 3), 128, np.uint8))
     inputs = [str(tmp_path / "broken.jpg"), good, str(tmp_path / "blank.png")]
 
-    assert main(["predict", str(run), *inputs, "--detect", "haar", "--json", "--device", "cpu"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(run), *inputs, "--detector", "haar", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)["results"]
     assert [r["file"] for r in out] == [inputs[0], good, inputs[2]]  # every image listed, in order
     assert out[0]["face"] is None and out[0]["reason"].startswith("cannot read image")
     assert out[2]["face"] is None and out[2]["reason"] == "no face found"
 
-    assert main(["predict", str(run), *inputs, "--detect", "none", "--json", "--device", "cpu"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(run), *inputs, "--detector", "none", "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)["results"]
     assert out[0]["reason"].startswith("cannot read image") and out[0]["age"] is None
     assert out[1]["face"] == 0 and out[1]["age"] is not None and out[2]["age"] is not None
 

@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 import ordinalage  # noqa: E402
 from ordinalage.cli import main  # noqa: E402
+from ordinalage.inference.detection.registry import resolve_detector_name
 from ordinalage.inference.serve import UploadError, create_app, decode_upload, is_loopback, run_server  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def _check_good(client: TestClient, face_jpeg: bytes) -> dict:
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"faces", "model", "detector", "ms"} and body["model"] == 0 and body["ms"] >= 0
-    assert body["detector"] == "haar"
+    assert body["detector"] == resolve_detector_name("auto")  # the detector used: dlib where installed
     assert len(body["faces"]) >= 1
     return body
 

@@ -154,5 +154,5 @@ def test_weights_vggface_finds_the_cached_file_and_list_shows_it(server: Server,
     path = weights.fetch("vggface-keras", url=f"{server.url}/w.h5")
     assert path.parent == tmp_path / "weights" and weights.find_cached("vggface") == path
     assert main(["weights", "list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["results"]
     assert [(r["cache"], r["name"]) for r in rows] == [("ordinalage", "rcmalli_vggface_tf_vgg16.h5")]

@@ -72,13 +72,13 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     n = int(np.shape(label_proba)[0])
     meta: dict[str, Any] = {"checkpoint": str(loaded.checkpoint_path), "data": list(data or [split])}
     if photos:
-        meta.update(n_faces=n_faces, detector=detector)
+        meta.update(n_faces=n_faces, detector=face_detector.name)  # the one used (`auto` resolved)
     est = estimate_prior_for(label_proba, loaded.label_ages, loaded.train_prior, out, out.with_suffix(".png"),
                              meta=meta)
     result = {"out": str(out), "png": str(out.with_suffix(".png")), "n_images": n, "n_iter": est.n_iter,
               "converged": est.converged}
     if photos:
-        result.update(n_faces=n_faces, detector=detector)
+        result.update(n_faces=n_faces, detector=face_detector.name)
     if show:
         from ordinalage.console import stderr_console
 

@@ -141,7 +141,11 @@ def _estimate(frame: np.ndarray, finder: Any, predictor: FacePredictor, tracker:
     return tracker.update([], np.zeros(0), np.zeros((0, len(predictor.labels)))), 0
 
 
-def _check_stream_options(every: int, max_frames: int | None) -> None:
+def _check_stream_options(every: int, max_frames: int | None, prior: str | None = None) -> None:
+    if prior == "em":
+        raise UsageError("prior em: a stream shows a few faces at a time and cannot estimate an age mix; "
+                         "estimate one with `ordinalage prior estimate` (a prior.json) and use that file",
+                         option="prior")
     if every < 1:
         raise UsageError(f"every: must be at least 1, got {every}", option="every")
     if max_frames is not None and max_frames < 1:
@@ -158,18 +162,18 @@ def run_live(
     tta: bool = False,
     ensemble: Sequence[str | Path] = (),
     detector: str = "auto",
+    prior: str | None = None,
 ) -> dict[str, Any]:
     """Annotate a camera or video stream; write it to `output` (mp4v) or show it in a window.
-    `tta` averages each face's logits with its mirror's (twice the model time); `ensemble` averages
-    more models with this one (FacePredictor); `detector` names the face detector
-    (`detection.registry.DETECTORS`: haar, dlib), whose boxes are mapped to the training framing by its own ratio.
+    `tta`, `prior` (not em: a frame holds too few faces) and `ensemble` as in FacePredictor; `detector`
+    names the face detector (`detection.registry`), whose boxes are mapped to the training framing by its own ratio.
 
     Returns a summary: frames read and written, frames run through the model, face detections,
     distinct tracks, mean frames per second, and the output path.
     """
-    _check_stream_options(every, max_frames)
+    _check_stream_options(every, max_frames, prior)
     finder = make_detector(detector)
-    predictor = FacePredictor(checkpoint, device, tta=tta, ensemble=ensemble, detector=detector)
+    predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, ensemble=ensemble, detector=detector)
     cap = open_source(source)
     writer: cv2.VideoWriter | None = None
     window = False

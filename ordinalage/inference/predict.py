@@ -113,16 +113,7 @@ def run_predict(
     averages each crop's logits with its mirror's; `prior` adapts to an age mix; `ensemble` averages
     more models with this one (see FacePredictor).
     """
-    if detect not in DETECT_MODES:
-        raise UsageError(f"detect: unknown detector {detect!r} (choose from {', '.join(DETECT_MODES)})",
-                         option="detect")
-    if batch_size < 1:
-        raise UsageError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
-    if detector == "none":
-        detect, detector = "none", None
-    if detector is not None and detect == "none":
-        raise UsageError("detector: give a detector or `detect` none, not both", option="detector")
-    face_detector = make_detector(detector or "auto") if detect == "haar" else None  # before the model loads
+    face_detector = _detector_for(detect, detector, batch_size)  # before the model loads
     det_name = face_detector.name if face_detector is not None else "none"
     paths = collect_images(inputs)
     predictor = FacePredictor(checkpoint, device, tta=tta, prior=prior, interval=interval, ensemble=ensemble,
@@ -167,6 +158,20 @@ def run_predict(
         write_faces_csv(csv_path, records, predictor.labels)
     _summarise(records, len(paths), show)
     return records
+
+
+def _detector_for(detect: str, detector: str | None, batch_size: int) -> FaceDetector | None:
+    """The face detector `run_predict` uses (None: each image is one aligned face); bad options refused."""
+    if detect not in DETECT_MODES:
+        raise UsageError(f"detect: unknown detector {detect!r} (choose from {', '.join(DETECT_MODES)})",
+                         option="detect")
+    if batch_size < 1:
+        raise UsageError(f"batch_size: must be at least 1, got {batch_size}", option="batch_size")
+    if detector == "none":
+        detect, detector = "none", None
+    if detector is not None and detect == "none":
+        raise UsageError("detector: give a detector or `detect` none, not both", option="detector")
+    return make_detector(detector or "auto") if detect == "haar" else None
 
 
 def _faces_in(path: Path, predictor: FacePredictor, face_detector: FaceDetector | None,

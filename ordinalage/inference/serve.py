@@ -287,12 +287,13 @@ def is_loopback(host: str) -> bool:
 def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, max_mb: float = 10,
                device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, batching: bool = True,
                log_level: str = "warning", prior: str | None = None, interval: float | None = None,
-               detector: str = "auto") -> None:
+               detector: str = "auto", tta: bool = False) -> None:
     """Load the checkpoints and serve them with uvicorn until interrupted.
 
     `prior`: train | uniform | a prior file (from `ordinalage prior estimate`); `interval`: add
     age_lo/age_hi at this coverage from each run's calibration.json; `detector`: the face detector
-    (detection.registry.DETECTORS: haar, dlib), named in `GET /model` (`detector`, and the `crop` ratio)."""
+    (detection.registry.DETECTORS: haar, dlib), named in `GET /model` (`detector`, and the `crop` ratio);
+    `tta`: average each face's logits with its mirror's (twice the model time)."""
     import uvicorn
 
     if not checkpoints:
@@ -303,7 +304,7 @@ def run_server(checkpoints: Sequence[str | Path], host: str = "127.0.0.1", port:
         raise UsageError("prior em: a server sees one photo at a time and cannot estimate an age mix; "
                          "estimate one with `ordinalage prior estimate` (a prior.json) and serve with that file",
                          option="prior")
-    ests = [load(c, device=device, prior=prior, interval=interval, detector=detector) for c in checkpoints]
+    ests = [load(c, device=device, tta=tta, prior=prior, interval=interval, detector=detector) for c in checkpoints]
     app = create_app(ests, max_mb=max_mb, max_pixels=max_pixels, batching=batching)
     for k, e in enumerate(ests):
         print(f"serve: model {k}: {e!r}", file=sys.stderr)
