@@ -12,6 +12,8 @@ model, one photo at a time as `serve` sees them).
 
     python benchmarks/photo_skew.py [--run RUN] [--n 300] [--seed 0] [--split test]
         [--detectors haar-today,haar,dlib] [--modes box,turned,exposed,jitter] [--json benchmarks/results/photo_skew.json]
+    python benchmarks/photo_skew.py --model utkface-small --run benchmarks/runs/zoo_utkface_small/student \
+        --detectors haar,dlib --modes jitter --json benchmarks/results/photo_skew_zoo.json   # the shipped model
 
 RUN is a run folder or an ensemble's (`train --members N`: its members averaged, the faces of its
 first member's split). RUN defaults to the first finished cell of benchmarks/runs/bakeoff_heads_utkface/ (its cell.json says
@@ -133,7 +135,9 @@ def quart(values: list[float]) -> list[float]:
 
 
 def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str], modes: list[str],
-                  variants: list[str], device: str, latency_n: int = 100) -> dict[str, Any]:
+                  variants: list[str], device: str, latency_n: int = 100, model: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """`model` (a shipped model's name or another run) predicts; `run`'s split gives the faces."""
     import torch
 
     from ordinalage.inference.api import load
@@ -145,7 +149,8 @@ def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str]
     if n > len(records):
         sys.exit(f"{run}: split {split!r} has {len(records)} faces, asked for {n}")
     records = random.Random(seed).sample(records, n)
-    est = load(run, device=device)
+    model = run if model is None else model
+    est = load(model, device=device)
     pred = est.predictor
     ages = np.array([r.age for r in records])
     chip_age = np.array([f.age for faces in est.predict_batch([r.path for r in records], detect=False) for f in faces])
@@ -227,11 +232,11 @@ def run_benchmark(run: Path, n: int, seed: int, split: str, detectors: list[str]
                 out["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr)
     if latency_n > 0:
-        out["latency"] = latency(run, chips[:latency_n], detectors, seed, device)
+        out["latency"] = latency(model, chips[:latency_n], detectors, seed, device)
     return out
 
 
-def latency(run: Path, chips: list[np.ndarray], detectors: list[str], seed: int, device: str) -> dict[str, Any]:
+def latency(run: str | Path, chips: list[np.ndarray], detectors: list[str], seed: int, device: str) -> dict[str, Any]:
     """Milliseconds per `plain` photo through `AgeEstimator.predict` (decode excluded: photos in memory),
     what `serve` does per upload: the detectors take turns on each photo, so load changes on the
     machine hit them alike. `haar-today` is the estimator as it was (upright crop by the chip-measured
@@ -267,6 +272,8 @@ def latency(run: Path, chips: list[np.ndarray], detectors: list[str], seed: int,
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=None)
+    p.add_argument("--model", default=None, help="predict with this model (a shipped model's name or a run "
+                   "folder) on the faces of --run's split, e.g. --model utkface-small --run ITS_TRAINING_RUN")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test")
@@ -283,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{run}: no trained run (train one: ordinalage train --config configs/experiments/"
                  "utkface_bakeoff.yaml --epochs 6 --out benchmarks/runs/photo_model)")
     result = run_benchmark(run, args.n, args.seed, args.split, args.detectors.split(","), args.modes.split(","),
-                           args.variants.split(","), args.device, args.latency_n)
+                           args.variants.split(","), args.device, args.latency_n, args.model)
     from ordinalage.inference.detection.calibration import DEFAULT_RATIOS, load_crop_ratios, load_exposure
 
     own, source = load_crop_ratios(run)
-    settings = {"run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run), "n": args.n,
+    settings = {"run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run), "model": args.model,
+                "n": args.n,
                 "seed": args.seed, "split": args.split, "photo": [W, H], "variants": VARIANTS,
                 "jitter_views": JITTER, "crop_source": source,
                 "crop_ratios": {k: dataclasses.asdict(v) for k, v in {**DEFAULT_RATIOS, **own}.items()},

@@ -3,6 +3,7 @@
     python benchmarks/zoo_utkface_small.py                 # teacher, student, package (reuses finished runs)
     python benchmarks/zoo_utkface_small.py --train-only    # the two runs, no packaging
     python benchmarks/zoo_utkface_small.py --package-only  # package finished runs
+    python benchmarks/zoo_utkface_small.py --report-only   # rewrite the docs' block from the JSON
 
 Settings come from configs/zoo/utkface_small.yaml. The teacher is `ordinalage train --config
 <teacher.config> --epochs <teacher.epochs> --seed <seed> --set ...`; the student is `ordinalage distill
@@ -14,6 +15,7 @@ benchmarks/results/zoo_utkface_small.json (the minutes each step took, the valid
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -25,12 +27,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import parser, write_result  # noqa: E402
+from common import RESULTS, parser, replace_block, write_result  # noqa: E402
 
 from ordinalage.runs.rundir import RunDir  # noqa: E402
 
 SETTINGS = ROOT / "configs" / "zoo" / "utkface_small.yaml"
 RUNS = ROOT / "benchmarks" / "runs" / "zoo_utkface_small"
+DOCS = ROOT / "docs" / "predict.md"
 
 
 def load_settings(path: Path = SETTINGS) -> dict[str, Any]:
@@ -107,19 +110,48 @@ def package(settings: dict[str, Any], runs: Path = RUNS, root: Path | None = Non
     return {"model": model.name, "metrics": measured, "files": model.files, "bytes": size}
 
 
+def docs_block(result: dict[str, Any]) -> str:
+    """The shipped model's numbers for docs/predict.md, from zoo_utkface_small.json."""
+    runs, pkg = result["runs"], result["package"]
+    m, t, st = pkg["metrics"], runs["teacher"], runs["student"]
+    return "\n".join([
+        "<!-- zoo:start -->",
+        "| | test MAE (years) | [one-off](glossary.md#one-off) | [CA(5)](glossary.md#can-cumulative-accuracy) "
+        "| wall minutes (shared 2-core CPU) | epochs |",
+        "|---|---|---|---|---|---|",
+        f"| teacher: four networks averaged | {t['test_mae']:.2f} | | | {t['minutes']:.0f} | "
+        f"{result['settings']['teacher']['epochs']} each |",
+        f"| `utkface-small`: one network, flip TTA | {m['test_mae']:.2f} | {m['test_one_off']:.3f} | "
+        f"{m['test_ca5']:.3f} | {st['minutes']:.0f} | {st['epochs']} |",
+        "",
+        f"{m['n_test']} test faces of the UTKFace folder (split_seed 0); {runs['cpu_minutes_total']:.0f} CPU minutes "
+        f"in all; the model's folder in the package is {pkg['bytes'] / 2**20:.1f} MB "
+        "(benchmarks/results/zoo_utkface_small.json).",
+        "<!-- zoo:end -->",
+    ])
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--train-only", action="store_true")
     p.add_argument("--package-only", action="store_true")
+    p.add_argument("--report-only", action="store_true")
     p.add_argument("--runs", default=str(RUNS))
     args = p.parse_args()
+    if args.report_only:
+        replace_block(DOCS, docs_block(json.loads((RESULTS / "zoo_utkface_small.json").read_text(encoding="utf-8"))))
+        return
     settings = load_settings()
     result: dict[str, Any] = {"settings": settings}
-    if not args.package_only:
-        result["runs"] = train_runs(settings, Path(args.runs))
+    runs = Path(args.runs)
+    if args.package_only and not (finished(runs / "teacher") and finished(runs / "student")):
+        sys.exit(f"{runs}: the teacher and the student must have finished (run without --package-only)")
+    result["runs"] = train_runs(settings, runs)  # finished runs are reused
     if not args.train_only:
-        result["package"] = package(settings, Path(args.runs))
+        result["package"] = package(settings, runs)
     write_result("zoo_utkface_small", result, args.json)
+    if "package" in result and not args.json:
+        replace_block(DOCS, docs_block(result))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from ordinalage.models.backbones import BACKBONES
 from ordinalage.models.heads import HEADS
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"tune", "bakeoff"} & set(p.parts))
+TRAINING_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"tune", "bakeoff", "zoo"} & set(p.parts))
 BAKEOFF_CONFIGS = sorted((ROOT / "configs" / "bakeoff").glob("*.yaml"))
 
 
@@ -45,3 +45,15 @@ def test_capstone_protocol(name: str, head: str) -> None:
     assert (cfg.data.cap_train, cfg.data.cap_test) == (1500, 500)
     assert (cfg.model.backbone, cfg.model.head, cfg.model.target) == ("vgg16", head, "group")
     assert cfg.model.weights and cfg.train.batch_size == 32 and cfg.data.image_size == 224
+
+
+def test_the_zoo_recipe_names_a_training_config_and_its_epochs() -> None:
+    """configs/zoo/*.yaml (benchmarks/zoo_*.py's settings): the teacher's config loads, epochs are set,
+    and the licence is stated."""
+    import yaml
+
+    for path in sorted((ROOT / "configs" / "zoo").glob("*.yaml")):
+        settings = yaml.safe_load(path.read_text())
+        load_config(path.parent / settings["teacher"]["config"])
+        assert settings["teacher"]["epochs"] >= 1 and settings["student"]["epochs"] >= 1, path
+        assert "non-commercial" in settings["license"], path

@@ -20,6 +20,7 @@ from ordinalage.evaluation.model_card import data_attributes, metric_intervals
 from ordinalage.evaluation.predictions import read_predictions
 from ordinalage.reporting import html as hr
 from ordinalage.reporting.card import markdown_body, markdown_to_html
+from ordinalage.reporting.hub_metadata import strip_front_matter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,7 +94,8 @@ def test_report_of_an_evaluated_run(evaluated_run: Path, tmp_path: Path) -> None
     assert "female" in html and "male" in html  # the breakdown by name, with its codes
     assert "head: class" not in html and "head: coral" in html  # config.yaml verbatim (the tiny run is CORAL)
     card = (out.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert card.startswith("# Model card") and "## Error by gender" in card
+    assert card.startswith("---\nlicense: ") and "## Error by gender" in card  # Hub metadata, then the card
+    assert strip_front_matter(card).startswith("# Model card")
     # evaluate --report wrote the same kind of page beside metrics.json, and the card
     beside = (evaluated_run / "eval-test" / "report.html").read_text(encoding="utf-8")
     assert hr.TEST_METRICS in _h2(beside) and check_self_contained(beside) >= 5
@@ -187,7 +189,7 @@ def test_evaluate_writes_a_model_card_without_attribute_sections_on_synth(synth_
     run = _train(synth_cache_dir, tmp_path / "runs")
     assert main(["evaluate", str(run), "--device", "cpu", "--json"]) == 0
     card = (run / "eval-test" / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert card.startswith(f"# Model card: {run.name}\n")
+    assert strip_front_matter(card).startswith(f"# Model card: {run.name}\n")
     for heading in CARD_SECTIONS:
         assert f"\n{heading}\n" in f"\n{card}", heading
     assert "## Error by" not in card.replace("## Error by age group", "")  # synth: no gender, race or source

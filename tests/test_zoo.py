@@ -78,8 +78,8 @@ def test_resolve_paths_names_and_the_default(zoo, tmp_path: Path) -> None:
     assert named.path == root / "tiny" and named.zoo is not None and not named.defaulted
     with pytest.raises(UsageError, match=r"'nope'.*shipped: tiny.*ordinalage models"):
         resolve_model("nope", root=root)
-    with pytest.raises(UsageError, match="no such run folder or checkpoint"):
-        resolve_model(str(tmp_path / "missing" / "best.pt"), root=root)
+    missing = tmp_path / "missing" / "best.pt"
+    assert resolve_model(str(missing), root=root).path == missing  # a path: the loader reports it
     with pytest.raises(UsageError, match="utkface-small.*shipped: tiny"):
         resolve_model(None, root=root)  # this zoo has no default model
 
@@ -109,3 +109,88 @@ def test_the_shipped_manifest_verifies() -> None:
         assert total <= 5 * 2**20, f"{model.name}: {total} bytes"
     doc = json.loads((ZOO_DIR / "manifest.json").read_text())
     assert set(doc["models"]) == {m.name for m in models}
+
+
+def test_the_shipped_card_carries_the_shipped_name() -> None:
+    import yaml
+
+    from ordinalage.zoo.package import renamed_card
+
+    card = ("---\nlicense: other\nmodel-index:\n- name: student\n  results: []\n---\n\n"
+            "# Model card: student\n\nAn age estimator.\n")
+    out = renamed_card(card, "utkface-small")
+    meta = yaml.safe_load(out[4:].partition("\n---\n")[0])
+    assert meta["model-index"][0]["name"] == "utkface-small" and meta["license"] == "other"
+    assert "# Model card: utkface-small\n\nAn age estimator.\n" in out and "student" not in out
+
+
+@pytest.fixture(scope="module")
+def default_zoo(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zoo whose `utkface-small` is a packaged tiny run (trained on synthetic faces)."""
+    root = tmp_path_factory.mktemp("default-zoo")
+    package_model(tiny_run("class"), "utkface-small", description="tiny", license="non-commercial research only",
+                  data="synthetic faces", metrics={"test_mae": 9.9, "split": "test"}, root=root)
+    return root
+
+
+def _faces(run: Path, n: int) -> list[str]:
+    from ordinalage.runs.rundir import read_split_csv
+
+    return [str(r.path) for r in read_split_csv(run / "split.csv", "test")[:n]]
+
+
+def test_models_lists_the_zoo_as_one_json_object(default_zoo, monkeypatch, capsys) -> None:
+    from ordinalage.cli import main
+    from ordinalage.zoo import catalog
+
+    monkeypatch.setattr(catalog, "ZOO_DIR", default_zoo)
+    assert main(["models", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["name"] == "utkface-small" and row["default"] and row["metrics"]["test_mae"] == 9.9
+    assert row["license"] == "non-commercial research only"
+    assert main(["models"]) == 0
+    assert "utkface-small (default)" in capsys.readouterr().out
+
+
+def test_predict_without_a_model_uses_the_shipped_one_and_says_so(default_zoo, tiny_run, monkeypatch,
+                                                                  capsys) -> None:
+    from ordinalage.cli import main
+    from ordinalage.zoo import catalog
+
+    monkeypatch.setattr(catalog, "ZOO_DIR", default_zoo)
+    run = tiny_run("class")
+    faces = _faces(run, 2)
+    assert main(["predict", *faces, "--detector", "none", "--device", "cpu", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == 2
+    assert "model: utkface-small (shipped; synthetic faces; licence: non-commercial research only)" in captured.err
+    # the older form: a run folder first is the model, and a synthetic-only model is flagged
+    assert main(["predict", str(run), *faces, "--detector", "none", "--device", "cpu", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == 2 and "trained on synthetic faces only" in captured.err
+    assert main(["predict", "--model", "utkface-small", faces[0], "--detector", "none", "--device", "cpu",
+                 "--json"]) == 0
+    assert "licence:" not in capsys.readouterr().err  # asked for by name: no default-model notice
+
+
+def test_an_unknown_model_name_lists_the_known_ones(default_zoo, tiny_run, monkeypatch, capsys) -> None:
+    from ordinalage.cli import main
+    from ordinalage.zoo import catalog
+
+    monkeypatch.setattr(catalog, "ZOO_DIR", default_zoo)
+    faces = _faces(tiny_run("class"), 1)
+    assert main(["predict", "--model", "utkface-large", *faces]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "'utkface-large'" in err and "shipped: utkface-small" in err
+    assert main(["export", "--format", "onnx", "--out", "x.onnx"]) == 2
+    assert "name the model to export" in capsys.readouterr().err
+
+
+def test_the_python_api_loads_the_shipped_model_by_default(default_zoo, tiny_run, monkeypatch) -> None:
+    import ordinalage
+    from ordinalage.zoo import catalog
+
+    monkeypatch.setattr(catalog, "ZOO_DIR", default_zoo)
+    est = ordinalage.load(device="cpu")
+    (face,) = est.predict(_faces(tiny_run("class"), 1)[0], detect=False)
+    assert 0 <= face.age <= 100

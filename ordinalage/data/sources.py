@@ -46,7 +46,8 @@ class ReaderInfo:
     None: any; a prefix without options takes the whole rest as PATH), whether it is handed the data
     config as the keyword `cfg` (`wants_config`), whether the spec names a path (`takes_path`:
     False for the bare `synth`), and whether its faces are made up (`synthetic`: a model trained on
-    them alone is meaningless on photos, and inference says so)."""
+    them alone is meaningless on photos, and inference says so), and the data's terms of use (`terms`:
+a licence name and its link, carried into model cards' metadata)."""
 
     prefix: str
     read: Reader
@@ -56,6 +57,7 @@ class ReaderInfo:
     wants_config: bool = False
     takes_path: bool = True
     synthetic: bool = False
+    terms: tuple[str, str] | None = None  # (licence name, link) of the data's terms of use, when known
 
 
 READERS: dict[str, ReaderInfo] = {}
@@ -63,16 +65,18 @@ READERS: dict[str, ReaderInfo] = {}
 
 def add_reader(prefix: str, read: Reader, *, carries: Sequence[str] | None = None, description: str | None = None,
                options: Mapping[str, tuple[str, ...] | None] | None = None, wants_config: bool | None = None,
-               takes_path: bool = True, synthetic: bool | None = None) -> Reader:
+               takes_path: bool = True, synthetic: bool | None = None,
+               terms: tuple[str, str] | None = None) -> Reader:
     """Register `read` for the data specs `PREFIX:PATH` (ValueError: a prefix taken or not a plain name).
     A trait not given is read from the reader's attribute of that name (a plugin's reader may carry
-    `carries`, `description`, `options`, `wants_config`, `synthetic`), else its default: nothing carried, the first
+    `carries`, `description`, `options`, `wants_config`, `synthetic`, `terms`), else its default: nothing carried, the first
     line of the reader's docstring, no options, no config."""
     carries = getattr(read, "carries", ()) if carries is None else carries
     options = getattr(read, "options", None) if options is None else options
     wants_config = bool(getattr(read, "wants_config", False)) if wants_config is None else wants_config
     description = getattr(read, "description", None) if description is None else description
     synthetic = bool(getattr(read, "synthetic", False)) if synthetic is None else synthetic
+    terms = getattr(read, "terms", None) if terms is None else terms
     if not callable(read):
         raise ValueError(f"reader {prefix!r}: {read!r} is not callable")
     if isinstance(carries, str):
@@ -84,7 +88,7 @@ def add_reader(prefix: str, read: Reader, *, carries: Sequence[str] | None = Non
     doc = (getattr(read, "__doc__", None) or "").strip().splitlines()
     READERS[prefix] = ReaderInfo(prefix, read, tuple(carries), description if description is not None else
                                  (doc[0] if doc else ""), dict(options or {}), wants_config, takes_path,
-                                 synthetic)
+                                 synthetic, tuple(terms) if terms else None)
     return read
 
 
@@ -358,10 +362,12 @@ def _faeb(path: Path, source: str, options: dict[str, str], cfg: DataConfig) -> 
 
 
 _BENCHMARK = "ordinalage.data.age_datasets"
+UTKFACE_TERMS = ("utkface-non-commercial-research", "https://susanqq.github.io/UTKFace/")  # research use only
 for _prefix, _read, _info in [
     ("synth", _synth, dict(carries=("gender", "race"), wants_config=True, takes_path=False, synthetic=True)),
     ("utkface", _plain(read_utkface), dict(carries=("gender", "race"),
-                                           description="UTKFace: age, gender and race from each file name")),
+                                           description="UTKFace: age, gender and race from each file name",
+                                           terms=UTKFACE_TERMS)),
     ("megaage", _plain(read_megaage), dict(description="MegaAge / MegaAge-Asian: list/<split>_{name,age}.txt")),
     ("folder", _plain(read_folder), dict(carries=("group_label",),
                                          description="one folder per age group (ages: the group midpoints)")),

@@ -28,6 +28,7 @@ import yaml
 
 from ordinalage.groups import AgeGroups
 from ordinalage.reporting.formatting import fmt
+from ordinalage.reporting.hub_metadata import strip_front_matter
 from ordinalage.runs.rundir import MEMBER_PREFIX, member_dirs
 from ordinalage.version import __version__
 
@@ -196,9 +197,11 @@ def unevaluated_card(run: Path, checkpoint: str | Path | None = None, *, head: A
 
 
 def find_card(folders: Sequence[Path]) -> Path | None:
-    """The newest MODEL_CARD.md among the `eval-test*` folders of the first folder that has one."""
+    """The newest MODEL_CARD.md among the `eval-test*` folders of the first folder that has one (or
+    beside the weights, as a shipped model keeps it)."""
     for folder in folders:
         found = [p for p in Path(folder).glob(f"eval-test*/{CARD_NAME}") if p.is_file()]
+        found = found or [p for p in [Path(folder) / CARD_NAME] if p.is_file()]
         if found:
             return max(found, key=lambda p: (p.stat().st_mtime, str(p)))
     return None
@@ -250,8 +253,9 @@ def _cells(line: str) -> list[str]:
 
 
 def markdown_body(md: str) -> str:
-    """The HTML of a Markdown text: headings, lists (- * 1.), tables, > quotes, paragraphs."""
-    lines = md.splitlines()
+    """The HTML of a Markdown text: headings, lists (- * 1.), tables, > quotes, paragraphs (a card's
+    metadata block left out)."""
+    lines = strip_front_matter(md).splitlines()
     out: list[str] = []
     i = 0
     while i < len(lines):

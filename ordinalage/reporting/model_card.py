@@ -23,6 +23,7 @@ from ordinalage.errors import UsageError
 from ordinalage.reporting.card import INTENDED_USE, first_member, model_details, training_age_mix
 from ordinalage.reporting.formatting import fmt_number as _f
 from ordinalage.reporting.formatting import with_interval
+from ordinalage.reporting.hub_metadata import front_matter, hub_metadata
 from ordinalage.runs.rundir import read_json_object
 
 SMALL_N = 30  # fewer images than this in a group: its interval is wide, said so in the caveats
@@ -124,7 +125,10 @@ def render_model_card(facts: CardFacts, today: date | None = None) -> str:
     lines += _threshold_section(metrics)
     lines += _ethics(attr_rows)
     lines += _caveats(metrics, cis, by_group, attr_rows, attr_gaps, run, cfg, pred, data_specs, facts.head)
-    return "\n".join(lines).rstrip() + "\n"
+    model_cfg = cfg.get("model") or {}
+    meta = hub_metadata(title, metrics, data_specs, (cfg.get("data") or {}).get("sources") or [],
+                        model_cfg.get("head"), model_cfg.get("backbone"), cis)
+    return front_matter(meta) + "\n".join(lines).rstrip() + "\n"
 
 
 def _factors(attr_rows: Mapping[str, Any], specs: Sequence[str]) -> list[str]:

@@ -70,8 +70,8 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT or META_KEY not in meta:
         raise UsageError(f"{path}: a safetensors file without ordinalage's metadata (no '{FORMAT}' marker); "
-                         "only files written by ordinalage (`export --format safetensors`, the model zoo) carry "
-                         "the config needed to rebuild the model")
+                         "only files written by ordinalage (its shipped models, by ordinalage.zoo.package.package_model) "
+                         "carry the config needed to rebuild the model")
     try:
         fields = json.loads(meta[META_KEY])
     except json.JSONDecodeError as exc:

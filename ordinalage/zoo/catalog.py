@@ -50,9 +50,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(root: Path = ZOO_DIR) -> dict[str, Any]:
+def read_manifest(root: Path | None = None) -> dict[str, Any]:
     """The manifest's models ({} when nothing is shipped); an unreadable manifest names the file."""
-    path = root / MANIFEST
+    path = (root or ZOO_DIR) / MANIFEST
     if not path.is_file():
         return {}
     try:
@@ -65,15 +65,16 @@ def read_manifest(root: Path = ZOO_DIR) -> dict[str, Any]:
     return models
 
 
-def zoo_models(root: Path = ZOO_DIR) -> list[ZooModel]:
+def zoo_models(root: Path | None = None) -> list[ZooModel]:
     """Every shipped model, in the manifest's order."""
+    root = root or ZOO_DIR
     return [ZooModel(name=name, path=root / name, description=str(entry.get("description", "")),
                      license=str(entry.get("license", "")), data=str(entry.get("data", "")),
                      metrics=dict(entry.get("metrics") or {}), files=dict(entry.get("files") or {}))
             for name, entry in read_manifest(root).items()]
 
 
-def zoo_model(name: str, root: Path = ZOO_DIR) -> ZooModel:
+def zoo_model(name: str, root: Path | None = None) -> ZooModel:
     """A shipped model by name; an unknown name lists the known ones."""
     models = {m.name: m for m in zoo_models(root)}
     if name not in models:
@@ -112,22 +113,20 @@ class ResolvedModel:
     defaulted: bool = False  # no model was named: the default shipped model
 
 
-def resolve_model(spec: str | Path | None, root: Path = ZOO_DIR) -> ResolvedModel:
-    """A run folder, checkpoint or weights file as given; else a shipped model by name (verified);
-    None: the default shipped model."""
+def resolve_model(spec: str | Path | None, root: Path | None = None) -> ResolvedModel:
+    """A run folder, checkpoint or weights file as given (a missing one is left to the loader's message);
+    else a shipped model by name (verified); None: the default shipped model."""
     if spec is None:
         model = zoo_model(DEFAULT_MODEL, root)
         return ResolvedModel(verify(model), model, defaulted=True)
     path = Path(spec)
-    if path.exists():
-        return ResolvedModel(path)
-    if isinstance(spec, str) and "/" not in spec and "\\" not in spec and not path.suffix:
+    if not path.exists() and isinstance(spec, str) and "/" not in spec and "\\" not in spec and not path.suffix:
         model = zoo_model(spec, root)
         return ResolvedModel(verify(model), model)
-    raise UsageError(f"model {str(spec)!r}: no such run folder or checkpoint", option="model")
+    return ResolvedModel(path)  # a path: the loader says what is wrong with it
 
 
-def is_model_name(spec: str | Path, root: Path = ZOO_DIR) -> bool:
+def is_model_name(spec: str | Path, root: Path | None = None) -> bool:
     """True when `spec` is not an existing path but names a shipped model."""
     return not Path(spec).exists() and str(spec) in {m.name for m in zoo_models(root)}
 

@@ -27,6 +27,23 @@ def _summary_subset(run_dir: Path) -> dict[str, Any]:
     return {k: summary[k] for k in SUMMARY_KEYS if k in summary}
 
 
+def renamed_card(card: str, name: str) -> str:
+    """The card with the shipped name in its title and in its metadata's model-index."""
+    import re
+
+    import yaml
+
+    from ordinalage.reporting.hub_metadata import front_matter, strip_front_matter
+
+    body = re.sub(r"^# Model card: .*$", f"# Model card: {name}", strip_front_matter(card), count=1, flags=re.M)
+    if not card.startswith("---\n"):
+        return body
+    meta = yaml.safe_load(card[4:].partition("\n---\n")[0])
+    for entry in meta.get("model-index") or []:
+        entry["name"] = name
+    return front_matter(meta) + body
+
+
 def package_model(run_dir: str | Path, name: str, *, description: str, license: str, data: str,
                   metrics: dict[str, Any], card: str | Path | None = None, root: Path = ZOO_DIR) -> ZooModel:
     """Write `root/name/` from `run_dir` (its best.pt as fp16 safetensors, config, calibration, crop
@@ -47,11 +64,7 @@ def package_model(run_dir: str | Path, name: str, *, description: str, license: 
             shutil.copy2(run_dir / side, out / side)
     atomic_write_text(out / "summary.json", json.dumps(_summary_subset(run_dir), indent=2) + "\n")
     if card is not None:
-        text = Path(card).read_text(encoding="utf-8")
-        title, _, rest = text.partition("\n")
-        if title.startswith("# Model card"):
-            text = f"# Model card: {name}\n{rest}"
-        atomic_write_text(out / "MODEL_CARD.md", text)
+        atomic_write_text(out / "MODEL_CARD.md", renamed_card(Path(card).read_text(encoding="utf-8"), name))
     for path in out.iterdir():
         path.chmod(0o644)  # package data: readable by every user of an installed package
     files = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
@@ -60,6 +73,7 @@ def package_model(run_dir: str | Path, name: str, *, description: str, license: 
     doc["models"][name] = {"description": description, "license": license, "data": data,
                            "metrics": metrics, "files": files}
     atomic_write_text(manifest_path, json.dumps(doc, indent=2) + "\n")
+    manifest_path.chmod(0o644)
     return zoo_model(name, root)
 
 
