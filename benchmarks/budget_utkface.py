@@ -84,7 +84,7 @@ MODELS: dict[str, tuple[Path, dict[str, Any]]] = {
                                                                     **WORKERS2}),
 }
 LABELS = {"jitter4": "recipe: 4-model ensemble (utkface_30min.yaml)",
-          "recipe4": "4 models, affine_p 0.2 (the recipe until 2026-12-06)",
+          "recipe4": "4 models, affine_p 0.2 (the recipe with milder augmentation)",
           "recipe": "3 models, affine_p 0.2 (--members 3)", "single": "one model, affine_p 0.2",
           "start": "start (utkface_improved.yaml)", "ordinal": "one model, CORAL head, affine_p 0.2",
           "ordinal_jitter": "one model, CORAL head (affine_p 0.8)",

@@ -1,6 +1,6 @@
 """The documentation says what the code does.
 
-- Every `ordinalage ...` line in README.md's fenced code blocks parses with the real CLI parser
+- Every `ordinalage ...` line in the fenced code blocks of README.md and docs/commands.md parses with the real CLI parser
   (`ordinalage.cli.parse_args`), so a renamed flag or subcommand fails here, not for a reader.
 - No page under docs/ refers to an issue number (those belong in the tracker and CHANGELOG.md).
 - docs/results.md stays a results page: under 250 lines, no first person in its prose.
@@ -64,9 +64,13 @@ def prose_lines(text: str) -> list[str]:
     return out
 
 
+COMMAND_PAGES = (README, DOCS / "commands.md")
+
+
 def readme_commands() -> list[str]:
+    """The `ordinalage ...` lines of README.md and the command reference pages."""
     commands = []
-    for line in fenced_lines(README.read_text(encoding="utf-8")):
+    for line in (x for page in COMMAND_PAGES for x in fenced_lines(page.read_text(encoding="utf-8"))):
         if line.startswith("$ "):
             line = line[2:].lstrip()
         if line.startswith("ordinalage "):
