@@ -127,13 +127,6 @@ class FacePredictor:
             self.calibration = cal if abs(cal.level - interval) < 1e-9 else cal.at_level(interval)
 
     @property
-    def trained_on_synthetic(self) -> bool:
-        """True when the model saw only made-up faces (`make demo`'s): meaningless on real photos."""
-        from ordinalage.data.sources import synthetic_only
-
-        return synthetic_only(self.loaded.config.data.sources)
-
-    @property
     def size(self) -> int:
         return int(self.spec.size)
 

@@ -4,12 +4,11 @@ from ordinalage.zoo.catalog import (
     DEFAULT_MODEL,
     ResolvedModel,
     ZooModel,
-    is_model_name,
     resolve_model,
     verify,
     zoo_model,
     zoo_models,
 )
 
-__all__ = ["DEFAULT_MODEL", "ResolvedModel", "ZooModel", "is_model_name", "resolve_model", "verify", "zoo_model",
+__all__ = ["DEFAULT_MODEL", "ResolvedModel", "ZooModel", "resolve_model", "verify", "zoo_model",
            "zoo_models"]

@@ -126,10 +126,5 @@ def resolve_model(spec: str | Path | None, root: Path | None = None) -> Resolved
     return ResolvedModel(path)  # a path: the loader says what is wrong with it
 
 
-def is_model_name(spec: str | Path, root: Path | None = None) -> bool:
-    """True when `spec` is not an existing path but names a shipped model."""
-    return not Path(spec).exists() and str(spec) in {m.name for m in zoo_models(root)}
-
-
-__all__ = ["DEFAULT_MODEL", "REINSTALL", "ZOO_DIR", "ResolvedModel", "ZooModel", "is_model_name", "read_manifest",
+__all__ = ["DEFAULT_MODEL", "REINSTALL", "ZOO_DIR", "ResolvedModel", "ZooModel", "read_manifest",
            "resolve_model", "sha256", "verify", "zoo_model", "zoo_models"]
