@@ -25,6 +25,7 @@ from ordinalage.cli.options import (
     add_out,
     add_prior,
     add_tta,
+    model_of,
     print_json,
 )
 from ordinalage.cli.parser import add_command, add_deprecated, tag
@@ -64,7 +65,8 @@ def predict(args: argparse.Namespace) -> int:
 def live(args: argparse.Namespace) -> int:
     from ordinalage.inference.live import run_live
 
-    result = run_live(_chosen(args.model or args.model_pos, resolve_detector(args.detector)), source=args.source, output=args.out, every=args.every, device=args.device,
+    result = run_live(_chosen(model_of(args), resolve_detector(args.detector)), source=args.source, output=args.out,
+                      every=args.every, device=args.device,
                       max_frames=args.max_frames, tta=args.tta, ensemble=args.ensemble or (),
                       detector=resolve_detector(args.detector), prior=args.prior)
     if args.json:
@@ -87,9 +89,10 @@ def export(args: argparse.Namespace) -> int:
     from ordinalage.errors import UsageError
     from ordinalage.inference.export import run_export
 
-    if not (args.model or args.model_pos):
+    if model_of(args) is None:
         raise UsageError("export: name the model to export (--model NAME|RUN|CHECKPOINT)", option="model")
-    result = run_export(_chosen(args.model or args.model_pos), fmt=args.format, out=args.out, ensemble=args.ensemble or ())
+    result = run_export(_chosen(model_of(args)), fmt=args.format, out=args.out,
+                        ensemble=args.ensemble or ())
     if args.json:
         print_json(result)
     return 0
@@ -124,8 +127,7 @@ def _live_parser(sub: Any) -> None:
                     "overlay draws no interval)",
                     example=["ordinalage live runs/coral30", "ordinalage live runs/coral30 --source clip.mp4 "
                              "--out annotated.mp4 --json"])
-    p.add_argument("model_pos", nargs="?", metavar="MODEL", help=MODEL_HELP + " (as --model)")
-    add_model(p, default_shipped=True)
+    add_model(p, default_shipped=True, positional=MODEL_HELP)
     tag(p.add_argument("--source", default="0", help="camera index or video file"), "source")
     add_out(p, "file", "write the annotated video (mp4) here instead of showing a window", metavar="VIDEO")
     add_deprecated(p, "--output", "--out", dest="out", metavar="VIDEO")
@@ -168,8 +170,7 @@ def _export_parser(sub: Any) -> None:
                     "network's outputs: --tta, --prior and --interval apply where its predictions are read, "
                     "so export has none of them)",
                     example="ordinalage export runs/coral30 --format onnx --out coral30.onnx --json")
-    p.add_argument("model_pos", nargs="?", metavar="MODEL", help=MODEL_HELP + " (as --model)")
-    add_model(p, default_shipped=False)
+    add_model(p, default_shipped=False, positional=MODEL_HELP)
     tag(p.add_argument("--format", choices=("onnx", "torchscript"), required=True, help="the file format"), "format")
     add_out(p, "file", "the model file to write (.onnx or .pt)", required=True)
     add_ensemble(p, ", in one graph")

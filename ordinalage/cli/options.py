@@ -144,12 +144,20 @@ def add_detector(p: argparse.ArgumentParser, allow_none: bool = False, what: str
                        f"(default: {DETECTOR_DEFAULT})"), "detector")
 
 
-def add_model(p: argparse.ArgumentParser, default_shipped: bool) -> None:
-    """--model NAME|RUN|CHECKPOINT: a shipped model (`ordinalage models`), a run folder or a checkpoint."""
+def add_model(p: argparse.ArgumentParser, default_shipped: bool, positional: str | None = None) -> None:
+    """--model NAME|RUN|CHECKPOINT: a shipped model (`ordinalage models`), a run folder or a checkpoint;
+    with `positional` (its help), also an optional MODEL positional that means the same (`model_of`)."""
+    if positional is not None:
+        p.add_argument("model_pos", nargs="?", metavar="MODEL", help=f"{positional} (as --model)")
     default = "the shipped utkface-small, said on stderr" if default_shipped else "none: name one"
     tag(p.add_argument("--model", metavar="NAME|RUN|CHECKPOINT",
                        help="a shipped model's name (`ordinalage models`), a run folder (an ensemble's too) or a "
                             f"checkpoint file (default: {default})"), "model")
+
+
+def model_of(args: argparse.Namespace) -> str | None:
+    """The model named by `--model` or the MODEL positional (None: neither)."""
+    return args.model or getattr(args, "model_pos", None)
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:

@@ -41,24 +41,18 @@ class RegistryChoices:
         return iter(self._names() + (("timm:NAME",) if self.key == "model.backbone" else ()))
 
 
-def _has_auto() -> bool:
-    """Whether the detection registry offers `auto` (a DETECTORS entry or a `resolve_detector_name`)."""
-    from ordinalage.inference.detection import registry
-
-    return "auto" in registry.DETECTORS or hasattr(registry, "resolve_detector_name")
-
-
 def detector_names(allow_none: bool = False) -> list[str]:
-    """The face detectors `--detector` takes: `auto` (when the registry has it), the registry's, and
+    """The face detectors `--detector` takes: the registry's choices (`auto` and every detector), and
     `none` where a command can take each image as one face."""
-    from ordinalage.inference.detection.registry import DETECTORS
+    from ordinalage.inference.detection.registry import detector_choices
 
-    names = (["auto"] if _has_auto() and "auto" not in DETECTORS else []) + list(DETECTORS)
-    return names + (["none"] if allow_none else [])
+    return detector_choices() + (["none"] if allow_none else [])
 
 
 def detector_default() -> str:
-    return "auto" if _has_auto() else "haar"
+    from ordinalage.inference.detection.registry import AUTO
+
+    return AUTO
 
 
 def resolve_detector(value: str | None) -> str:
