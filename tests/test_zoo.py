@@ -36,7 +36,9 @@ def test_weights_file_rebuilds_the_model_within_fp16(zoo) -> None:
     folder = root / "tiny"
     assert (folder / "model.safetensors").is_file() and not (folder / "best.pt").exists()
     original, shipped = load_checkpoint(run), load_checkpoint(folder)
-    assert shipped["config"] == original["config"] and shipped["groups"] == original["groups"]
+    from ordinalage.zoo.package import portable_config
+
+    assert shipped["config"] == portable_config(original["config"]) and shipped["groups"] == original["groups"]
     weights = {k: v for k, v in shipped["model"].items() if v.is_floating_point()}
     assert all(v.dtype == torch.float32 for v in weights.values())  # read back as fp32
     recs = read_split_csv(run / "split.csv", "test")[:16]
@@ -44,6 +46,49 @@ def test_weights_file_rebuilds_the_model_within_fp16(zoo) -> None:
     b = predict_records(load_model(folder, "cpu"), recs, batch_size=8, device="cpu", workers=0)
     np.testing.assert_allclose(b.pred_age, a.pred_age, atol=0.05)  # fp16 weights: ages within 0.05 years
     assert (folder / "model.safetensors").stat().st_size < (run / "best.pt").stat().st_size
+
+
+def test_checkpoint_config_reads_the_config_without_the_weights(zoo, tmp_path: Path) -> None:
+    from ordinalage.runs.checkpoint import checkpoint_config, load_checkpoint
+
+    root, run = zoo
+    from ordinalage.zoo.package import portable_config
+
+    config = load_checkpoint(run)["config"]
+    assert checkpoint_config(run / "best.pt") == config
+    assert checkpoint_config(root / "tiny" / "model.safetensors") == portable_config(config)
+    legacy = tmp_path / "legacy.pt"  # torch's pre-zip format cannot be memory-mapped; it is read whole
+    torch.save(load_checkpoint(run), legacy, _use_new_zipfile_serialization=False)
+    assert checkpoint_config(legacy) == config
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError, match="junk.pt: not an ordinalage checkpoint"):
+        checkpoint_config(tmp_path / "junk.pt")
+
+
+def test_a_packaged_model_carries_no_path_of_the_machine_it_was_trained_on(zoo) -> None:
+    from ordinalage.runs.weights_file import read_weights_metadata
+
+    root, run = zoo
+    folder = root / "tiny"
+    texts = {p.name: p.read_text(encoding="utf-8") for p in folder.iterdir() if p.suffix in (".yaml", ".json", ".md")}
+    texts["model.safetensors"] = json.dumps(read_weights_metadata(folder / "model.safetensors"))
+    leaked = [name for name, text in texts.items() if str(run) in text or str(run.resolve()) in text]
+    assert not leaked, f"{leaked} name the training run's folder {run}"
+    assert read_weights_metadata(folder / "model.safetensors")["config"]["train"]["out_dir"] is None
+
+
+def test_portable_text_writes_the_run_folder_relative_to_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    from ordinalage.zoo.package import portable_text
+
+    run = tmp_path / "runs" / "student"
+    run.mkdir(parents=True)
+    text = f"evaluated in {run.resolve()}/eval-test; checkpoint `{run.resolve()}/best.pt`"
+    monkeypatch.chdir(tmp_path)
+    assert portable_text(text, run) == "evaluated in runs/student/eval-test; checkpoint `runs/student/best.pt`"
+    elsewhere = tmp_path.parent / "other"  # the run outside the working directory: its name only
+    elsewhere.mkdir(exist_ok=True)
+    monkeypatch.chdir(elsewhere)
+    assert portable_text(text, run) == "evaluated in student/eval-test; checkpoint `student/best.pt`"
 
 
 def test_manifest_lists_every_file_with_its_checksum(zoo) -> None:

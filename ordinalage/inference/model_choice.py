@@ -51,10 +51,9 @@ def trained_on_synthetic(model: ResolvedModel) -> bool:
             return synthetic_only(load_config(config_file).data.sources)
         except UsageError:
             return False
-    from ordinalage.runs.checkpoint import load_checkpoint
+    from ordinalage.runs.checkpoint import checkpoint_config
 
-    sources = ((load_checkpoint(path).get("config") or {}).get("data") or {}).get("sources") or []
-    return synthetic_only(sources)
+    return synthetic_only((checkpoint_config(path).get("data") or {}).get("sources") or [])
 
 
 def model_notices(model: ResolvedModel, detector: str | None = None) -> list[str]:

@@ -85,8 +85,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = read_weights(path)
         ckpt["path"] = str(path)
         return ckpt
+    return _read_pt(path)
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's config as stored (a dict), without reading its weights: a safetensors file's
+    header, or a .pt file memory-mapped (its tensors are never loaded)."""
+    from ordinalage.runs.rundir import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    if path.suffix == ".safetensors":
+        from ordinalage.runs.weights_file import read_weights_metadata
+
+        return dict(read_weights_metadata(path).get("config") or {})
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = _read_pt(path, mmap=True)
+    except UsageError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+        ckpt = _read_pt(path)
+    return dict(ckpt.get("config") or {})
+
+
+def _read_pt(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A .pt checkpoint read with weights_only (memory-mapped when `mmap`); a UsageError names the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any failure means "not one of ours"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UsageError(f"{path}: not an ordinalage checkpoint (cannot be read safely: "

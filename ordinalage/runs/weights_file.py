@@ -59,13 +59,27 @@ def save_weights(ckpt: dict[str, Any], path: str | Path, dtype: torch.dtype = to
 def read_weights(path: str | Path) -> dict[str, Any]:
     """A safetensors model file as a checkpoint dict (fp32 floating tensors); a UsageError names the file."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    fields = read_weights_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
+    model = {name: (t.float() if t.is_floating_point() else t) for name, t in tensors.items()}
+    return {"format": FORMAT, **fields, "model": model}
+
+
+def read_weights_metadata(path: str | Path) -> dict[str, Any]:
+    """The checkpoint fields stored beside the tensors (config, groups, ...), read from the header only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
 
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != FORMAT or META_KEY not in meta:
@@ -76,8 +90,7 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         fields = json.loads(meta[META_KEY])
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: unreadable ordinalage metadata ({exc})") from None
-    model = {name: (t.float() if t.is_floating_point() else t) for name, t in tensors.items()}
-    return {"format": FORMAT, **fields, "model": model}
+    return fields
 
 
-__all__ = ["WEIGHTS_FILE", "read_weights", "save_weights"]
+__all__ = ["WEIGHTS_FILE", "read_weights", "read_weights_metadata", "save_weights"]
