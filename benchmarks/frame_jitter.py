@@ -13,7 +13,8 @@ dlib, 5 views, photos `plain`, `small`, `rot15`), so that the choice is made on 
 seed the two models share seed, split and epochs; the JSON holds each model's validation MAE on
 chips, its photo rows and, per detector and photo kind, the gap (photo MAE - chip MAE) of each model
 and their difference.
-Run folders: benchmarks/runs/frame_{base,jitter}_s{seed}/ (reused when finished).
+Run folders: benchmarks/runs/frame_{base,jitter}_s{seed}/ (reused when finished). Written to the default
+JSON, the results also rewrite docs/predict.md's table between its `frame-jitter` markers (`docs_block`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import fit_or_reuse, mean_std, parser, write_result  # noqa: E402
+from common import fit_or_reuse, mean_std, parser, replace_block, write_result  # noqa: E402
 
 from ordinalage.config import load_config, parse_set  # noqa: E402
 
@@ -34,6 +35,37 @@ RECIPE = ROOT / "configs" / "experiments" / "utkface_30min.yaml"
 RUNS = ROOT / "benchmarks" / "runs"
 PHOTO_ARGS = ["--split", "val", "--detectors", "haar,dlib", "--modes", "jitter",
               "--variants", "plain,small,rot15", "--latency-n", "0"]
+
+
+DOCS = ROOT / "docs" / "predict.md"
+START, END = "<!-- frame-jitter:start -->", "<!-- frame-jitter:end -->"
+DETECTOR_TITLES = {"haar": "Haar", "dlib": "dlib"}
+
+
+def docs_block(result: dict[str, Any]) -> str:
+    """docs/predict.md's table from frame_jitter.json: per `affine_p`, the validation MAE of each seed, the range of
+    the mean |photo - chip| age over photo kinds and seeds, and each seed's gaps (photo kinds in order; seeds split by ;)."""
+    runs = result["runs"]
+    seeds = result["settings"]["seeds"]
+    detectors = list(dict.fromkeys(r["detector"] for r in runs[0]["rows"]))
+    variants = list(dict.fromkeys(r["variant"] for r in runs[0]["rows"]))
+    titles = [DETECTOR_TITLES.get(d, d) for d in detectors]
+    lines = [START, f"| `affine_p` | val MAE ({len(seeds)} seeds) | mean \\|photo - chip\\| age, {titles[0]} | "
+             + " | ".join(f"the same, {t}" for t in titles[1:]) + " | "
+             + " | ".join(f"gap {t} {' / '.join(variants)}" for t in titles) + " |",
+             "| " + " | ".join(["---"] * (2 + 2 * len(detectors))) + " |"]
+    for kind, affine_p in result["settings"]["affine_p"].items():
+        mine = [next(r for r in runs if r["kind"] == kind and r["seed"] == s) for s in seeds]
+        cells = [f"{affine_p:g}",
+                 ", ".join(f"{r['val_mae']:.2f}" for r in mine)]
+        for det in detectors:
+            spread = [x["mean_abs_photo_minus_chip"] for r in mine for x in r["rows"] if x["detector"] == det]
+            cells.append(f"{min(spread):.1f}-{max(spread):.1f}")
+        for det in detectors:
+            gaps = [{x["variant"]: x["gap"] for x in r["rows"] if x["detector"] == det} for r in mine]
+            cells.append("; ".join(" ".join(f"{g[v]:+.2f}" for v in variants) for g in gaps))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", END])
 
 
 def train_and_measure(kind: str, affine_p: float, seed: int, args: Any) -> dict[str, Any] | None:
@@ -88,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             cells.append({"detector": key[0], "variant": key[1], "seeds": paired, "gap_base": base, "gap_jitter": jit,
                           "gap_difference": mean_std(diffs) if diffs else None})
     val = {kind: mean_std([by[(kind, s)]["val_mae"] for s in paired]) for kind in ("base", "jitter")} if paired else {}
-    write_result("frame_jitter", {"settings": {"config": str(args.config), "epochs": args.epochs, "seeds": seeds,
-                                               "affine_p": {"base": args.base_p, "jitter": args.jitter_p}, "n": args.n,
-                                               "photo_skew": PHOTO_ARGS, "set": args.set},
-                                  "val_mae": val, "cells": cells, "runs": runs}, args.json)
+    settings = {"config": str(args.config), "epochs": args.epochs, "seeds": seeds,
+                "affine_p": {"base": args.base_p, "jitter": args.jitter_p}, "n": args.n, "photo_skew": PHOTO_ARGS,
+                "set": args.set}
+    path = write_result("frame_jitter", {"settings": settings, "val_mae": val, "cells": cells, "runs": runs}, args.json)
+    if not args.json and paired:
+        replace_block(DOCS, docs_block(json.loads(path.read_text(encoding="utf-8"))))
     for c in cells:
         print(f"{c['detector']:5s} {c['variant']:6s} gap {c['gap_base']} -> {c['gap_jitter']}", file=sys.stderr)
     if val:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -37,7 +38,7 @@ from ordinalage.runs.checkpoint import versions  # noqa: E402
 
 BASE_CONFIG = "configs/experiments/utkface_bakeoff.yaml"
 # the bake-off's best setting (docs/results.md): softmax over single years, expected value
-START: dict[str, str] = {"model.backbone": "scratch", "model.head": "class", "model.target": "age"}
+START_SETTINGS: dict[str, str] = {"model.backbone": "scratch", "model.head": "class", "model.target": "age"}
 STRONG_AUGMENT = {"data.augment.affine_p": "0.8", "data.augment.scale": "0.15", "data.augment.rotate": "15",
                   "data.augment.shift": "0.08", "data.augment.color_p": "0.8", "data.augment.gray_p": "0.1",
                   "data.augment.occlusion_p": "0.2"}
@@ -107,7 +108,7 @@ def tuned_option(path: Path) -> Option | None:
         return None
     shown = ", ".join(f"{k.split('.')[-1]}={float(v):.3g}" if _is_float(v) else f"{k.split('.')[-1]}={v}"
                       for k, v in over.items())
-    return Option(f"tuned-trial{best.get('number')}", over, f"the tuner's best trial, #{best.get('number')} ({shown})")
+    return Option(f"tuned-trial{best.get('number')}", over, f"the tuner's best trial, number {best.get('number')} ({shown})")
 
 
 def tuner_record(path: Path) -> dict[str, Any] | None:
@@ -142,7 +143,7 @@ def train_one(args: argparse.Namespace, name: str, overrides: dict[str, str], se
 
     def make_config() -> Any:
         sets = [f"data.sources=[utkface:{args.data}]", f"train.seed={seed}", f"train.out_dir={run_dir}",
-                f"train.device={args.device}", *args.set, *(f"{k}={v}" for k, v in {**START, **overrides}.items())]
+                f"train.device={args.device}", *args.set, *(f"{k}={v}" for k, v in {**START_SETTINGS, **overrides}.items())]
         return load_config(ROOT / BASE_CONFIG, sets=sets)
 
     summary = fit_or_reuse(run_dir, make_config, args.report_only,
@@ -206,7 +207,7 @@ def write_config(path: Path, overrides: dict[str, str]) -> None:
     import yaml
 
     nested: dict[str, Any] = {}
-    for key, value in {**START, **overrides}.items():  # typed exactly as `--set key=value` reads them
+    for key, value in {**START_SETTINGS, **overrides}.items():  # typed exactly as `--set key=value` reads them
         nested = set_dotted(nested, *parse_set(f"{key}={value}"))
     base = os.path.relpath(ROOT / BASE_CONFIG, path.parent)
     header = ("# Written by benchmarks/improve_utkface.py: the UTKFace bake-off's best setting plus every change\n"
@@ -251,7 +252,7 @@ def main() -> int:
         combined.update(opt.overrides)
     result: dict[str, Any] = {
         "benchmark": "improve_utkface", "command": "python benchmarks/improve_utkface.py",
-        "start": {"config": BASE_CONFIG, "overrides": START, **start_row},
+        "start": {"config": BASE_CONFIG, "overrides": START_SETTINGS, **start_row},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()},
         "versions": versions(), "ablations": ablations,
         "winners": {**{f: {"option": o.name, "overrides": o.overrides} for f, o in winners.items()},
@@ -299,11 +300,13 @@ def main() -> int:
     return 0
 
 
-def write_docs(path: Path, result: dict[str, Any]) -> None:
-    """Replace the section between the improve markers of docs/results.md (or append it)."""
+START, END = "<!-- improve:start -->", "<!-- improve:end -->"
+
+
+def docs_block(result: dict[str, Any]) -> str:
+    """docs/results.md's improve block (markers included) from improve_utkface.json's contents."""
     s = result["start"]
-    base = s["test"]["baseline"]
-    lines = ["<!-- improve:start -->", "## Improving the best model within the CPU budget", "",
+    lines = [START, "## Improving the best model within the CPU budget", "",
              "Start: the bake-off's best setting (scratch CNN, class head over single years, 8 epochs at 64 px), "
              "on the same split. One factor changes at a time against that start (seed 0); a factor's winner is "
              "the option with the lowest **validation** MAE (the test column is reported, never used to choose). "
@@ -313,22 +316,15 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
              "Reproduce: " + (f"`{result['tuner']['command']}` (the tuner's study, {result['tuner']['n_trials']} "
                               "trials), then " if result.get("tuner") else "") + "`" + result["command"] + "`", "",
              "| factor | change | val MAE | Δ val | test MAE | Δ test | CA(5) | minutes |", "|---|---|---|---|---|---|---|---|",
-             f"| - | start: {', '.join(f'{k}={v}' for k, v in START.items())} | {s['val']['mae']:.2f} | - | "
+             f"| - | start: {', '.join(f'{k}={v}' for k, v in START_SETTINGS.items())} | {s['val']['mae']:.2f} | - | "
              f"{s['test']['mae']:.2f} | - | {s['test']['ca5']:.3f} | {(s['wall_seconds'] or 0) / 60:.1f} |"]
     for a in result["ablations"]:
         win = " (chosen)" if result["winners"][a["factor"]]["option"] == a["option"] else ""
         minutes = "-" if a["wall_seconds"] is None else f"{a['wall_seconds'] / 60:.1f}"
-        lines.append(f"| {a['factor']} | {a['what']}{win} | {a['val']['mae']:.2f} | {a['delta_val_mae']:+.2f} | "
+        what = re.sub(r"#(\d+)", r"number \1", a["what"])  # older JSONs wrote '#N', which reads as an issue
+        lines.append(f"| {a['factor']} | {what}{win} | {a['val']['mae']:.2f} | {a['delta_val_mae']:+.2f} | "
                      f"{a['test']['mae']:.2f} | {a['delta_test_mae']:+.2f} | {a['test']['ca5']:.3f} | {minutes} |")
-    lines += ["", f"Baseline (median training age): test MAE {base['mae']:.2f}.", ""]
-    tuner = result.get("tuner")
-    if tuner:
-        st = tuner["states"]
-        lines += [f"Tuner: `{tuner['command']}`: {tuner['n_trials']} trials of "
-                  f"{tuner['epochs_per_trial']} epochs ({st.get('complete', 0)} complete, {st.get('pruned', 0)} pruned by "
-                  f"the median pruner, {st.get('fail', 0)} failed); its best trial (#{tuner['best']['number']}, "
-                  f"val MAE {tuner['best']['value']:.2f} after its short schedule) is the `tuner` row above, "
-                  "retrained with the full schedule. Every trial is in the JSON.", ""]
+    lines.append("")
     seeds = result.get("seeds")
     if seeds:
         lines += ["### The combination against the start, three seeds each (test, mean ± std)", "",
@@ -347,22 +343,21 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
                          f"{g['val_mae']['mean']:.2f} | {g['minutes']:.1f} |")
         if result.get("confusion_png"):
             lines += ["", "![confusion matrix of the final model (seed 0)](img/utkface_improved_confusion.png)"]
-        reused = [f"`{r['run_dir']}` is {r['reused']}" for r in result.get("runs_start", []) if r.get("reused")]
-        if reused:
-            lines += ["", "Reused runs: " + "; ".join(reused) + "."]
-        lines += ["", "Combined overrides: " + (", ".join(f"`{k}={v}`" for k, v in result["combined_overrides"].items())
-                                                 or "none"), ""]
+        lines.append("")
     lines += ["Retrain the combined model" + (" (and evaluate it with flip TTA)" if result.get("tta") else "") + ":", "",
               "```", result["retrain"],
-              *(["ordinalage evaluate runs/utkface-best --tta"] if result.get("tta") else []), "```", "",
-              "<!-- improve:end -->"]
+              *(["ordinalage evaluate runs/utkface-best --tta"] if result.get("tta") else []), "```", "", END]
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, result: dict[str, Any]) -> None:
+    """Replace the section between the improve markers of docs/results.md (or append it)."""
     text = path.read_text() if path.exists() else ""
-    start_marker, end_marker = "<!-- improve:start -->", "<!-- improve:end -->"
-    if start_marker in text and end_marker in text:
-        head, rest = text.split(start_marker, 1)
-        text = head + "\n".join(lines) + rest.split(end_marker, 1)[1]
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + docs_block(result) + rest.split(END, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+        text = text.rstrip("\n") + "\n\n" + docs_block(result) + "\n"
     path.write_text(text)
 
 

@@ -12,8 +12,9 @@ model, one photo at a time as `serve` sees them).
 
     python benchmarks/photo_skew.py [--run RUN] [--n 300] [--seed 0] [--split test]
         [--detectors haar-today,haar,dlib] [--modes box,turned,exposed,jitter] [--json benchmarks/results/photo_skew.json]
-    python benchmarks/photo_skew.py --model utkface-small --run benchmarks/runs/zoo_utkface_small/student \
+    python benchmarks/photo_skew.py --model utkface-small --run benchmarks/runs/zoo_utkface_small/student-96px \
         --detectors haar,dlib --modes jitter --json benchmarks/results/photo_skew_zoo.json   # the shipped model
+    python benchmarks/photo_skew.py --docs-only   # rewrite docs/predict.md's tables from the published JSON
 
 RUN is a run folder or an ensemble's (`train --members N`: its members averaged, the faces of its
 first member's split). RUN defaults to the first finished cell of benchmarks/runs/bakeoff_heads_utkface/ (its cell.json says
@@ -22,6 +23,10 @@ configs/experiments/utkface_bakeoff.yaml --epochs 6 --out benchmarks/runs/photo_
 `haar-today` is the detector and crop as they were before this benchmark (minNeighbors 5, no
 retries, no levelling); `haar` the tuned default; `dlib` the optional dlib HOG detector (skipped,
 saying so, when dlib is not installed).
+
+docs/predict.md's two tables are written from benchmarks/results/photo_skew.json and
+photo_skew_recipe.json (`docs_block`, between the markers `DOCS_BLOCKS` names), whenever a run writes one
+of those files and with `--docs-only`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from common import ROOT, parser, write_result
+from common import RESULTS, ROOT, parser, replace_block, write_result
 
 from ordinalage.inference.detection.calibration import expose
 from ordinalage.inference.detection.geometry import UTKFACE_CHIP, Box, chip_frame, crop_face, paste_chip
@@ -269,6 +274,46 @@ def latency(run: str | Path, chips: list[np.ndarray], detectors: list[str], seed
             for name, t in times.items()}
 
 
+DOCS = ROOT / "docs" / "predict.md"
+#: the docs/predict.md block each published JSON writes (file name -> marker name)
+DOCS_BLOCKS = {"photo_skew.json": "photo-skew", "photo_skew_recipe.json": "photo-skew-recipe"}
+START, END = "<!-- photo-skew:start -->", "<!-- photo-skew:end -->"
+#: the table's rows: (detector, crop mode) and its label, in this order
+TABLE_ROWS = (
+    (("haar-today", "box"), "Haar, plain (box crop, one view)"),
+    (("haar", "exposed"), "Haar, one view"),
+    (("haar", "jitter"), "**Haar, 5 views (default)**"),
+    (("dlib", "exposed"), "dlib + landmarks, one view"),
+    (("dlib", "jitter"), "**dlib + landmarks, 5 views (`--detector dlib`)**"),
+)
+
+
+def docs_block(result: dict[str, Any], name: str = "photo-skew") -> str:
+    """A docs/predict.md table from a photo_skew JSON, between `<!-- NAME:start -->` and `<!-- NAME:end -->`:
+    one row per detector, crop mode and kind of photo (those of `TABLE_ROWS` the JSON has)."""
+    lines = [f"<!-- {name}:start -->",
+             "| detector, crop | photos | faces found | false faces / 100 photos | MAE in photos "
+             "| MAE of the same faces as chips | gap (± SE) | ms / photo (median) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (detector, mode), label in TABLE_ROWS:
+        for variant in VARIANTS:
+            row = next((r for r in result["rows"] if (r["detector"], r["mode"], r["variant"]) == (detector, mode, variant)),
+                       None)
+            if row is None:
+                continue
+            lines.append(f"| {label} | {variant} | {row['found_rate']:.1%} | {row['false_faces_per_100']:.1f} "
+                         f"| {row['mae_photo']:.2f} | {row['mae_chip']:.2f} | {row['gap']:+.2f} ± {row['gap_se']:.2f} "
+                         f"| {row['ms_per_photo_median']:.0f} |")
+    return "\n".join([*lines, "", f"<!-- {name}:end -->"])
+
+
+def write_docs(json_path: Path) -> None:
+    """Rewrite the docs/predict.md table of a published JSON (others have none)."""
+    name = DOCS_BLOCKS.get(json_path.name)
+    if name is not None and json_path.resolve().parent == RESULTS.resolve():
+        replace_block(DOCS, docs_block(json.loads(json_path.read_text(encoding="utf-8")), name))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=None)
@@ -282,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--latency-n", type=int, default=100, dest="latency_n", help="photos timed end to end")
+    p.add_argument("--docs-only", action="store_true", dest="docs_only",
+                   help="measure nothing; rewrite docs/predict.md's tables from the published JSON files")
     args = p.parse_args(argv)
+    if args.docs_only:
+        for json_name in DOCS_BLOCKS:
+            write_docs(RESULTS / json_name)
+        return 0
     run = args.run or default_run()
     from ordinalage.runs.members import member_dirs
 
@@ -301,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 "crop_ratios": {k: dataclasses.asdict(v) for k, v in {**DEFAULT_RATIOS, **own}.items()},
                 "exposure": dataclasses.asdict(load_exposure(run)), "haar_today_ratio": dataclasses.asdict(UTKFACE_CHIP),
                 "latency_photos": min(args.latency_n, args.n)}
-    write_result("photo_skew", {"settings": settings, **result}, args.json)
+    write_docs(write_result("photo_skew", {"settings": settings, **result}, args.json))
     return 0
 
 

@@ -10,20 +10,23 @@ recovers is the headline. EM's cost per 10,000 images is timed on the stored pro
 
     python benchmarks/prior_shift.py --run class=runs/x --run corn=runs/y [--resamples 3] [--n 2000]
         [--json benchmarks/results/prior_shift.json] [--plot docs/img/prior_shift.png]
+    python benchmarks/prior_shift.py --docs-only   # rewrite docs/results.md's table from the JSON
 
 The model's predictions on the val and test splits are computed once per run and kept in
-`<run>/prior_shift_cache.npz`, so the report reruns in seconds.
+`<run>/prior_shift_cache.npz`, so the report reruns in seconds. Written to the default JSON, the
+results also rewrite the table between docs/results.md's `prior-shift` markers (`docs_block`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, parser, write_result
+from common import RESULTS, ROOT, parser, replace_block, write_result
 
 from ordinalage.models.heads import age_decoder
 from ordinalage.posterior.adapt import adapt
@@ -196,9 +199,40 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+DOCS = ROOT / "docs" / "results.md"
+START, END = "<!-- prior-shift:start -->", "<!-- prior-shift:end -->"
+HEAD_TITLES = {"corn": "CORN", "coral": "CORAL"}
+
+
+def column_title(res: dict[str, Any]) -> str:
+    """A model's column: the head, and for the class head its `label_sigma`."""
+    if res["head"] == "class":
+        return f"class, label_sigma {res['label_sigma']:g}"
+    return HEAD_TITLES.get(res["head"], res["head"])
+
+
+def docs_block(result: dict[str, Any]) -> str:
+    """docs/results.md's prior-shift table from prior_shift.json: per test mix and model, test MAE (mean ± std over the
+    resamples) as trained / true mix given / mix estimated by EM, each with the decoder chosen on validation."""
+    models = result["results"]
+    lines = [START, "| test mix | " + " | ".join(column_title(r) for r in models) + " |",
+             "| " + " | ".join(["---"] * (len(models) + 1)) + " |"]
+    for mix in (r["mix"] for r in models[0]["rows"]):
+        cells = []
+        for res in models:
+            row, how = next(r for r in res["rows"] if r["mix"] == mix), res["chosen_decoder"]
+            cells.append(" / ".join(f"{row[f'{k}_{how}_mae']:.2f} ± {row[f'{k}_{how}_mae_std']:.2f}"
+                                    for k in ("trained", "true", "em")))
+        lines.append(f"| {mix.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", END])
+
+
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR")
+    p.add_argument("--run", action="append", metavar="NAME=RUN_DIR", help="NAME=RUN_DIR, once per model (required "
+                   "unless --docs-only)")
+    p.add_argument("--docs-only", action="store_true", dest="docs_only",
+                   help="only rewrite docs/results.md's table from benchmarks/results/prior_shift.json")
     p.add_argument("--resamples", type=int, default=3)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--smooth", type=float, default=None,
@@ -206,6 +240,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--plot", default=str(ROOT / "docs" / "img" / "prior_shift.png"))
     args = p.parse_args()
+    if args.docs_only:
+        replace_block(DOCS, docs_block(json.loads((RESULTS / "prior_shift.json").read_text(encoding="utf-8"))))
+        return
+    if not args.run:
+        p.error("--run NAME=RUN_DIR is required (or --docs-only)")
     results = []
     for item in args.run:
         name, _, run = item.partition("=")
@@ -216,6 +255,8 @@ def main() -> None:
                                        "mixes": {k: ("split" if v is None else "gaussian, see MIXES") for k, v in MIXES.items()}},
                        args.json)
     print(f"wrote {out} and {args.plot}", file=sys.stderr)
+    if not args.json:
+        replace_block(DOCS, docs_block(json.loads(out.read_text(encoding="utf-8"))))
 
 
 if __name__ == "__main__":

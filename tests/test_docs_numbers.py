@@ -7,7 +7,8 @@ Two kinds of check, nothing trained or measured (only `benchmarks/results/*.json
   a block, or a JSON rewritten without the docs, fail here.
 - Numbers quoted in prose (README.md, docs/*.md, config comments) are found by a pattern with its
   context and compared with the value computed from the JSON, to the precision the text gives
-  (one unit of its last digit, so rounding a rounded value passes and a stale figure does not).
+  (one unit of its last digit, so rounding a rounded value passes and a stale figure does not; a
+  table's row, `exact`, must be the JSON's value rounded to the digits it shows).
   Every pattern must match somewhere: a sentence that is reworded or moved to another page must
   bring its check along (the search covers all user docs, so moving it between pages is fine).
 """
@@ -151,6 +152,56 @@ def latency(name: str, detector: str) -> dict[str, Any]:
     return result(name)["latency"][detector]
 
 
+def decoded(split: str, rule: str) -> list[float]:
+    """Each 30-minute ensemble's MAE on `split` under decoder `rule` (decode_ensembles.json, in run order)."""
+    return [r[rule] for r in result("decode_ensembles.json")["rows"] if r["split"] == split]
+
+
+def decoded_mean(split: str, rule: str) -> list[float]:
+    summary = result("decode_ensembles.json")["mean_over_runs"][split][rule]
+    return [summary["mean"], summary["std"]]
+
+
+def budget_row(model: str) -> list[float]:
+    """A 30-minute row of the decode table from budget_utkface.json: val per seed, val mean, test per seed,
+    test mean and std."""
+    c = cell(model, 30)
+    return [*(r["val_mae"] for r in runs(model, 30)), c["val_mae_mean"], *(r["test_mae"] for r in runs(model, 30)),
+            c["test_mae_mean"], c["test_mae_std"]]
+
+
+def prior_model(name: str) -> dict[str, Any]:
+    return next(r for r in result("prior_shift.json")["results"] if r["name"] == name)
+
+
+PRIOR_MODELS = ("class", "corn", "class_no_label_distribution")
+
+
+def em_recovered(name: str) -> list[float]:
+    """The least and most of the known-mix gain (percent) that EM recovers over the shifted mixes."""
+    m = prior_model(name)
+    shares = [100 * r[f"em_{m['chosen_decoder']}_recovered"] for r in m["rows"]
+              if r[f"em_{m['chosen_decoder']}_recovered"] is not None]
+    return [min(shares), max(shares)]
+
+
+def prior_mae(name: str, mix: str, prior: str) -> float:
+    m = prior_model(name)
+    return next(r for r in m["rows"] if r["mix"] == mix)[f"{prior}_{m['chosen_decoder']}_mae"]
+
+
+def jitter_cell(detector: str, variant: str) -> dict[str, Any]:
+    return next(c for c in result("frame_jitter.json")["cells"] if (c["detector"], c["variant"]) == (detector, variant))
+
+
+def jitter_lowered_disagreement() -> int:
+    """Detector x photo x seed cells where the mean |photo - chip| age is lower with more jitter."""
+    runs = {(r["kind"], r["seed"]): {(x["detector"], x["variant"]): x["mean_abs_photo_minus_chip"] for x in r["rows"]}
+            for r in result("frame_jitter.json")["runs"]}
+    return sum(runs[("jitter", seed)][key] < base[key] for (kind, seed), base in runs.items() if kind == "base"
+               for key in base)
+
+
 def skew_row(detector: str, variant: str = "plain", mode: str = "jitter") -> dict:
     """The shipped model's row of photo_skew_zoo.json."""
     return next(r for r in result("photo_skew_zoo.json")["rows"]
@@ -160,12 +211,14 @@ def skew_row(detector: str, variant: str = "plain", mode: str = "jitter") -> dic
 @dataclass(frozen=True)
 class Claim:
     """`pattern` (regular expression, whitespace collapsed) with one group per number; `values`
-    computes the numbers from the JSON in the same order; `where`: "docs" or "configs"."""
+    computes the numbers from the JSON in the same order; `where`: "docs" or "configs"; `exact`: each quoted
+    number is its value rounded to the quoted digits (tables written from the JSON), not merely within one unit."""
 
     name: str
     pattern: str
     values: Callable[[], list[float]]
     where: str = "docs"
+    exact: bool = False
 
 
 N = r"([+-]?\d[\d,]*(?:\.\d+)?)"  # one quoted number (thousands may be grouped: 2,000)
@@ -292,6 +345,38 @@ CLAIMS = [
     # docs/evaluation.md: EM's cost
     Claim("EM's cost", rf"10,000 images × 81 labels at the default smoothing took {N} s \({N} iterations",
           lambda: [result("prior_shift.json")["em_cost"]["seconds_per_10k"], result("prior_shift.json")["em_cost"]["n_iter"]]),
+    # docs/results.md: the prior-shift readings below its table (the table itself: the prior-shift block)
+    Claim("prior shift: EM's share of the known-mix gain",
+          rf"On the shifted mixes EM recovers {N}-{N}% \(class\), {N}-{N}% \(CORN\) and {N}-{N}% \(class, label_sigma 0\)",
+          lambda: [v for name in PRIOR_MODELS for v in em_recovered(name)], exact=True),
+    Claim("prior shift: EM on the split's own mix",
+          rf"On the split's own mix even the true mix gains almost nothing and EM adds {N}, {N} and {N} MAE",
+          lambda: [prior_mae(name, "own", "em") - prior_mae(name, "own", "trained") for name in PRIOR_MODELS], exact=True),
+    Claim("prior shift: the validation temperature",
+          rf"A validation temperature \(T = {N}, {N}, {N}\) moves EM by at most {N}, never lower",
+          lambda: [*(prior_model(name)["temperature"] for name in PRIOR_MODELS),
+                   max(abs(prior_mae(name, r["mix"], "em_T") - prior_mae(name, r["mix"], "em"))
+                       for name in PRIOR_MODELS for r in prior_model(name)["rows"])], exact=True),
+    Claim("prior shift: decoders on validation",
+          rf"the median is below the mean for all three models \(class {N} vs {N}, CORN {N} vs {N}\)",
+          lambda: [prior_model("class")["val_mae_by_decoder"]["median"], prior_model("class")["val_mae_by_decoder"]["mean"],
+                   prior_model("corn")["val_mae_by_decoder"]["median"], prior_model("corn")["val_mae_by_decoder"]["mean"]],
+          exact=True),
+    # docs/results.md: the ensemble size and decoder table (decode_ensembles.json; the 4-member rows: budget_utkface.json)
+    Claim("decode table: 3 members, mean decoder",
+          rf"\| 3 members, mean decoder \(as trained\) \| {N} / {N} / {N} \| {N} \| \| {N} ± {N} \|",
+          lambda: [*decoded("val", "mean"), decoded_mean("val", "mean")[0], *decoded_mean("test", "mean")], exact=True),
+    Claim("decode table: 3 members, median decoder",
+          rf"\| 3 members, median decoder \| {N} / {N} / {N} \| {N} \| {N} / {N} / {N} \| {N} ± {N} \|",
+          lambda: [*decoded("val", "median"), decoded_mean("val", "median")[0], *decoded("test", "median"),
+                   *decoded_mean("test", "median")], exact=True),
+    Claim("decode table: 4 members, affine_p 0.2",
+          rf"\| 4 members, median decoder, `affine_p` 0\.2 \| {N} / {N} / {N} \| {N} \| {N} / {N} / {N} \| {N} ± {N} \|",
+          lambda: budget_row("recipe4"), exact=True),
+    Claim("decode table: 4 members, affine_p 0.8",
+          rf"\| the same, `affine_p` 0\.8 \(`utkface_30min\.yaml`\) \| {N} / {N} / {N} \| {N} \| {N} / {N} / {N} \| "
+          rf"\*\*{N} ± {N}\*\* \|",
+          lambda: budget_row("jitter4"), exact=True),
     # docs/performance.md: the summary table and its readings
     *[Claim(f"data pipeline, {w} workers",
             rf"\| data pipeline, {w} workers?[^|]*\| {N} \| {N} \| \*\*{N}\*\* \| >= {N} \|",
@@ -389,7 +474,25 @@ CLAIMS = [
                    latency("photo_skew_recipe.json", "haar")["ratio_to_haar_today"],
                    latency("photo_skew_recipe.json", "dlib")["ms_median"],
                    latency("photo_skew_recipe.json", "dlib")["ratio_to_haar_today"]]),
+    # docs/predict.md: the readings below the frame-jitter table (the table itself: the frame-jitter block)
+    Claim("frame jitter: cells where more jitter lowered the photo-to-chip disagreement",
+          rf"the photo-to-chip disagreement of a face's age in all {N} detector x photo x seed cells",
+          lambda: [jitter_lowered_disagreement()], exact=True),
+    Claim("frame jitter: the Haar gap on turned faces",
+          rf"the Haar gap on turned faces fell by {N} ± {N} \({N} seeds\)",
+          lambda: [-jitter_cell("haar", "rot15")["gap_difference"]["mean"],
+                   jitter_cell("haar", "rot15")["gap_difference"]["std"], len(jitter_cell("haar", "rot15")["seeds"])],
+          exact=True),
+    Claim("frame jitter: the other five gaps' changes",
+          rf"the other five gaps moved by {N} to {N} years",
+          lambda: [min(other_gap_changes()), max(other_gap_changes())], exact=True),
 ]
+
+
+def other_gap_changes() -> list[float]:
+    """The mean change of each detector x photo gap with more jitter, except Haar on turned faces."""
+    return [c["gap_difference"]["mean"] for c in result("frame_jitter.json")["cells"]
+            if (c["detector"], c["variant"]) != ("haar", "rot15")]
 
 
 def _decimals(text: str) -> int:
@@ -407,6 +510,11 @@ def test_quoted_number_matches_its_json(claim: Claim) -> None:
         quoted = m.groups()
         assert len(quoted) == len(expected), f"{claim.name}: {len(quoted)} numbers quoted, {len(expected)} computed"
         for text, value in zip(quoted, expected, strict=True):
+            if claim.exact:
+                assert text.replace(",", "").lstrip("+") == f"{float(value):.{_decimals(text)}f}", (
+                    f"{claim.name}: the docs say {text}, the JSON gives {value}, which rounds to "
+                    f"{float(value):.{_decimals(text)}f} (in: {m.group(0)!r})")
+                continue
             tolerance = 10.0 ** -_decimals(text) + 1e-9
             assert abs(float(text.replace(",", "")) - float(value)) <= tolerance, (
                 f"{claim.name}: the docs say {text}, the JSON gives {value} (in: {m.group(0)!r})")
@@ -448,16 +556,34 @@ def test_budget_table_is_what_budget_utkface_writes(tmp_path: Path, benchmarks_o
         "run `python benchmarks/budget_utkface.py --report-only ...` instead of editing the block")
 
 
-@pytest.mark.parametrize(("script", "json_name", "page"), [("verdict_calibration", "verdict_calibration.json", "bakeoff.md"),
-                                                           ("verdicts_utkface", "verdicts_utkface.json", "verdicts_utkface.md")])
-def test_marker_block_is_what_its_script_writes(script: str, json_name: str, page: str, benchmarks_on_path) -> None:
+#: (script, JSON, page, keyword arguments of the script's `docs_block` beside the JSON); the block's first and last
+#: lines are its markers
+MARKER_BLOCKS = [
+    ("verdict_calibration", "verdict_calibration.json", "bakeoff.md", {}),
+    ("verdicts_utkface", "verdicts_utkface.json", "verdicts_utkface.md", {}),
+    ("improve_utkface", "improve_utkface.json", "results.md", {}),
+    ("prior_shift", "prior_shift.json", "results.md", {}),
+    ("photo_skew", "photo_skew.json", "predict.md", {"name": "photo-skew"}),
+    ("photo_skew", "photo_skew_recipe.json", "predict.md", {"name": "photo-skew-recipe"}),
+    ("frame_jitter", "frame_jitter.json", "predict.md", {}),
+]
+
+
+@pytest.mark.parametrize(("script", "json_name", "page", "kwargs"), MARKER_BLOCKS,
+                         ids=[f"{script}-{json_name}" for script, json_name, _, _ in MARKER_BLOCKS])
+def test_marker_block_is_what_its_script_writes(script: str, json_name: str, page: str, kwargs: dict[str, Any],
+                                                benchmarks_on_path) -> None:
     import importlib
 
     module = importlib.import_module(script)
-    block = module.docs_block(result(json_name))
-    assert _block((DOCS / page).read_text(encoding="utf-8"), module.START, module.END) == block, (
-        f"docs/{page}'s {module.START} block differs from what benchmarks/{script}.py writes from {json_name}: "
-        f"run its --report-only instead of editing the block")
+    block = module.docs_block(result(json_name), **kwargs)
+    start, end = block.splitlines()[0], block.splitlines()[-1]
+    assert re.fullmatch(r"<!-- [\w-]+:start -->", start) and end == start.replace(":start", ":end"), (start, end)
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert text.count(start) == 1 and text.count(end) == 1, f"docs/{page}: {start} ... {end} must appear once each"
+    assert _block(text, start, end) == block, (
+        f"docs/{page}'s {start} block differs from what benchmarks/{script}.py writes from {json_name}: "
+        f"run its --report-only (or --docs-only) instead of editing the block")
 
 
 def test_zoo_block_and_manifest_are_what_the_zoo_script_wrote(benchmarks_on_path) -> None:

@@ -149,11 +149,9 @@ def em_prior(proba: np.ndarray, source_prior: np.ndarray, *, smooth: float = DEF
 def em_seconds_per_10k(n: int = 10_000, n_labels: int = 81, smooth: float = DEFAULT_SMOOTH, seed: int = 0) -> dict:
     """Time `em_prior` on `n` synthetic posteriors over `n_labels` labels with a real shift to find.
 
-    Returns {"seconds_per_10k", "seconds", "n", "n_labels", "n_iter", "converged"}. Measured on the
-    shared 2-core CPU dev box (numpy float64, n = 10,000, L = 81, smooth 1, tol 1e-6, 78 iterations):
-    0.16-0.18 s per 10,000 images with one BLAS thread (OMP_NUM_THREADS=1; about 2 ms per iteration),
-    0.16-3.8 s with the default threads while the box was loaded. Cost is linear in n and in the
-    iterations; without smoothing EM needs far more iterations (the cap of 1000 on this shift).
+    Returns {"seconds_per_10k", "seconds", "n", "n_labels", "n_iter", "converged"}.
+    `benchmarks/prior_shift.py` records it in prior_shift.json ("em_cost"; docs/evaluation.md quotes
+    it). Cost is linear in n and in the iterations; without smoothing EM needs far more iterations.
     EM works on stored probabilities, so it is negligible next to the forward passes.
     """
     proba, source, _ = synthetic_shift(n, n_labels, seed=seed)
