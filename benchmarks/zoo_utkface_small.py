@@ -106,8 +106,8 @@ def train_runs(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any]:
 
 def choose_student(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any]:
     """Each candidate's validation MAE with flip TTA (`ordinalage evaluate STUDENT --split val --tta`);
-    the lowest ships. The test MAE (flip TTA) of every candidate and the teacher's validation MAE are
-    measured after the choice, for the report."""
+    the lowest ships. The test MAE (flip TTA) of the other candidates and the teacher's validation MAE
+    are measured after the choice, for the report (the chosen one's test: `package`)."""
     from ordinalage.evaluation.evaluate import evaluate_run
 
     def mae(run: Path, split: str) -> float:
@@ -116,7 +116,7 @@ def choose_student(settings: dict[str, Any], runs: Path = RUNS) -> dict[str, Any
     val = {name: mae(student_dir(runs, name), "val") for name in candidates(settings)}
     chosen = min(val, key=val.__getitem__)
     return {"val_mae_tta": val, "chosen": chosen, "teacher_val_mae_tta": mae(runs / "teacher", "val"),
-            "test_mae_tta": {name: mae(student_dir(runs, name), "test") for name in val}}
+            "test_mae_tta": {name: mae(student_dir(runs, name), "test") for name in val if name != chosen}}
 
 
 def evaluate_student(student: Path) -> dict[str, Any]:
@@ -128,18 +128,18 @@ def evaluate_student(student: Path) -> dict[str, Any]:
     return evaluate_run(student, tta=True, interval=0.9, by=["gender", "race"], calibrate=True, show=False)
 
 
-def package(settings: dict[str, Any], chosen: str, runs: Path = RUNS, root: Path | None = None) -> dict[str, Any]:
+def package(settings: dict[str, Any], choice: dict[str, Any], runs: Path = RUNS, root: Path | None = None) -> dict[str, Any]:
     """Evaluate the chosen student and write it into the package's zoo (ordinalage/zoo/models/)."""
     from ordinalage.zoo.catalog import ZOO_DIR
     from ordinalage.zoo.package import package_model
 
-    student, teacher = student_dir(runs, chosen), runs / "teacher"
+    student, teacher = student_dir(runs, choice["chosen"]), runs / "teacher"
     metrics = evaluate_student(student)
     teacher_test = (RunDir(teacher).read_summary().get("test") or {}).get("mae")
     measured = {"test_mae": round(float(metrics["mae"]), 3), "test_one_off": round(float(metrics["one_off"]), 4),
                 "test_ca5": round(float(metrics.get("ca5", float("nan"))), 4),
                 "n_test": int(metrics["n"]), "image_size": image_size(student),
-                "val_mae": RunDir(student).read_summary().get("best_value"),
+                "val_mae": choice["val_mae_tta"][choice["chosen"]],
                 "teacher_test_mae": teacher_test, "split": "UTKFace folder, test split (split_seed 0), flip TTA"}
     model = package_model(student, settings["name"], root=root or ZOO_DIR,
                           description=settings["description"], license=settings["license"], data=settings["data"],
@@ -195,7 +195,7 @@ def main() -> None:
     result["runs"] = train_runs(settings, runs)  # finished runs are reused
     if not args.train_only:
         result["choice"] = choose_student(settings, runs)
-        result["package"] = package(settings, result["choice"]["chosen"], runs)
+        result["package"] = package(settings, result["choice"], runs)
     write_result("zoo_utkface_small", result, args.json)
     if "package" in result and not args.json:
         replace_block(DOCS, docs_block(result))
