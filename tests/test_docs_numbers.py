@@ -399,7 +399,8 @@ CLAIMS = [
                          e2e(f"{w}:default")["ratio"], result("end_to_end.json")["target"]])
       for w in ("2", "0")],
     Claim("end to end in words",
-          rf"\(1-minute load {N}-{N}\), so the bare loop itself ranged {N}-{N} images/s \(median {N}\)\. Its ratios, "
+          rf"\(1-minute load {N}-{N}, the benchmark's own two threads\), so the bare loop itself ranged {N}-{N} images/s "
+          rf"\(median {N}\)\. Its ratios, "
           rf"medians of epochs 2-{N} \({N} for `auto`, which picks {N} workers on 2 cores, {N} at 2 workers, {N} at 0 workers",
           lambda: [min(e2e(s)["loadavg_1min"]["before"] for s in e2e_settings()),
                    max(e2e(s)["loadavg_1min"]["after"] for s in e2e_settings()),
