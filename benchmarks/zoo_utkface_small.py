@@ -50,15 +50,26 @@ def finished(run_dir: Path) -> bool:
     return bool(summary.get("finished")) and "test" in summary
 
 
+def portable_command(command: list[str]) -> list[str]:
+    """The command with paths inside the repository written relative to it (comparable across clones)."""
+    return [arg.replace(f"{ROOT}/", "") for arg in command]
+
+
 def run_step(label: str, command: list[str], run_dir: Path) -> float:
-    """Run one `ordinalage` command into `run_dir` unless it finished before; return its wall minutes."""
+    """Run one `ordinalage` command into `run_dir` unless it finished before; return its wall minutes.
+    A finished folder made by another command (recorded as `zoo_command` in its summary) is refused."""
     if finished(run_dir):
-        return float(RunDir(run_dir).read_summary().get("wall_seconds") or 0.0) / 60
+        summary = RunDir(run_dir).read_summary()
+        made_by = summary.get("zoo_command")
+        if made_by is not None and made_by != portable_command(command):
+            sys.exit(f"{run_dir}: made by `ordinalage {' '.join(made_by)}`, not by the settings' "
+                     f"`ordinalage {' '.join(portable_command(command))}`; move the folder away to retrain it")
+        return float(summary.get("wall_seconds") or 0.0) / 60
     print(f"[zoo] {label}: {' '.join(command)}", file=sys.stderr)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ordinalage", *command, "--out", str(run_dir)], check=True, cwd=ROOT)
     seconds = time.perf_counter() - start
-    RunDir(run_dir).update_summary(wall_seconds=seconds)
+    RunDir(run_dir).update_summary(wall_seconds=seconds, zoo_command=portable_command(command))
     return seconds / 60
 
 

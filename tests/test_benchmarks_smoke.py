@@ -441,3 +441,20 @@ def test_docs_results_verdicts_match_the_json():
 
     path = ROOT / "benchmarks" / "results" / "verdicts_utkface.json"
     assert verdicts_utkface.docs_block(json.loads(path.read_text())) in (ROOT / "docs" / "verdicts_utkface.md").read_text()
+
+
+def test_zoo_script_refuses_a_finished_run_made_by_another_command(tmp_path: Path, monkeypatch) -> None:
+    import zoo_utkface_small as zoo
+
+    from ordinalage.runs.rundir import RunDir
+
+    run = tmp_path / "teacher"
+    run.mkdir()
+    command = ["train", "--config", str(zoo.ROOT / "configs" / "x.yaml"), "--epochs", "30"]
+    RunDir(run).write_summary({"finished": True, "test": {}, "wall_seconds": 120.0,
+                               "zoo_command": zoo.portable_command(command)})
+    assert zoo.portable_command(command)[2] == "configs/x.yaml"  # comparable across clones
+    monkeypatch.setattr(zoo.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    assert zoo.run_step("teacher", command, run) == 2.0  # the same command: reused, nothing runs
+    with pytest.raises(SystemExit, match=r"made by `ordinalage train --config configs/x.yaml --epochs 30`"):
+        zoo.run_step("teacher", [*command[:-1], "40"], run)
