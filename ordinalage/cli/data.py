@@ -16,7 +16,7 @@ from ordinalage.cli.options import (
     add_set,
     print_json,
 )
-from ordinalage.cli.parser import add_command, add_deprecated, tag
+from ordinalage.cli.parser import add_command, add_deprecated, add_group, tag
 
 
 def data_synth(args: argparse.Namespace) -> int:
@@ -49,10 +49,7 @@ def data_audit(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    data = sub.add_parser("data", help="generate, count and audit face data",
-                          description="generate, count and audit face data")
-    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    dsub.required = True
+    dsub = add_group(sub, "data", help="generate, count and audit face data")
     p = add_command(dsub, "synth", help="write the embedded synthetic face set (UTKFace-style names)",
                     example="ordinalage data synth --out data/synth --n 3000")
     add_out(p, "folder", "where the images go", required=True)

@@ -80,6 +80,13 @@ def add_command(sub: Any, name: str, *, help: str, example: str | Sequence[str],
     return parser
 
 
+def add_group(sub: Any, name: str, *, help: str) -> Any:
+    """A command group (`ordinalage NAME SUBCOMMAND`): its parser, and the subparsers its subcommands
+    join (one is required; `args.NAME_command` names it)."""
+    group = sub.add_parser(name, help=help, description=help)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar=f"{name.upper()}_COMMAND")
+
+
 def tag(action: argparse.Action, meaning: str) -> argparse.Action:
     """Mark what an option means, so one name keeps one meaning across commands (tests/test_cli_options.py)."""
     action.meaning = meaning  # type: ignore[attr-defined]

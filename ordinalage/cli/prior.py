@@ -14,7 +14,7 @@ from ordinalage.cli.options import (
     add_split,
     print_json,
 )
-from ordinalage.cli.parser import add_command
+from ordinalage.cli.parser import add_command, add_group
 from ordinalage.cli.types import resolve_detector
 
 
@@ -29,9 +29,7 @@ def prior_estimate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("prior", help="the age mix of a set of images, for prior correction",
-                       description="the age mix of a set of images, for prior correction")
-    prior_sub = p.add_subparsers(dest="prior_command", required=True, metavar="PRIOR_COMMAND")
+    prior_sub = add_group(sub, "prior", help="the age mix of a set of images, for prior correction")
     p = add_command(prior_sub, "estimate", help="estimate the age mix of unlabeled images (EM) and store it",
                     example="ordinalage prior estimate runs/coral30 --data photos:my_photos --out mix.json")
     p.add_argument("model", metavar="MODEL", help="a run folder or checkpoint file")

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ordinalage.cli.options import add_json, print_json
-from ordinalage.cli.parser import add_command, tag
+from ordinalage.cli.parser import add_command, add_group, tag
 
 
 def weights(args: argparse.Namespace) -> int:
@@ -34,10 +34,7 @@ def weights(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     from ordinalage.models.weights import KNOWN
 
-    w = sub.add_parser("weights", help="fetch pretrained weights into the cache; list what is cached",
-                       description="fetch pretrained weights into the cache; list what is cached")
-    wsub = w.add_subparsers(dest="weights_command", metavar="WEIGHTS_COMMAND")
-    wsub.required = True
+    wsub = add_group(sub, "weights", help="fetch pretrained weights into the cache; list what is cached")
     p = add_command(wsub, "fetch", help="download a known weights file (resumable, checked), print its path",
                     example="ordinalage weights fetch vggface")
     p.add_argument("name", choices=tuple(KNOWN), help="vggface (vgg_face_dag.pth) | vggface-keras (keras .h5)")
