@@ -239,3 +239,37 @@ def test_the_python_api_loads_the_shipped_model_by_default(default_zoo, tiny_run
     est = ordinalage.load(device="cpu")
     (face,) = est.predict(_faces(tiny_run("class"), 1)[0], detect=False)
     assert 0 <= face.age <= 100
+
+
+def test_evaluate_and_prior_estimate_take_a_shipped_model_by_name(default_zoo, tiny_run, monkeypatch, tmp_path: Path,
+                                                                  capsys) -> None:
+    """`evaluate utkface-small --data ...` measures the shipped model on named faces and writes beside the working
+    directory, never into the installed package; without data it says how to name them."""
+    from ordinalage.cli import main
+    from ordinalage.runs.rundir import read_split_csv
+    from ordinalage.zoo import catalog
+
+    monkeypatch.setattr(catalog, "ZOO_DIR", default_zoo)
+    monkeypatch.chdir(tmp_path)
+    rows = read_split_csv(tiny_run("class") / "split.csv", "test")[:12]
+    faces = tmp_path / "faces.csv"
+    faces.write_text("path,age\n" + "".join(f"{r.path},{r.age}\n" for r in rows), encoding="utf-8")
+    before = sorted(p.name for p in (default_zoo / "utkface-small").iterdir())
+    assert main(["evaluate", "utkface-small", "--data", f"csv:{faces}", "--split", "all", "--device", "cpu",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 12 and Path(result["out"]).resolve().parent == tmp_path.resolve()
+    assert (tmp_path / result["out"] / "metrics.json").is_file()
+    assert sorted(p.name for p in (default_zoo / "utkface-small").iterdir()) == before
+    verify(zoo_model("utkface-small", default_zoo))  # the shipped files are untouched
+    assert main(["evaluate", "utkface-small"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["evaluate", "utkface-small", "--data", f"csv:{faces}", "--split", "all", "--interval", "0.9"]) == 2
+    assert "validation split" in capsys.readouterr().err
+    assert main(["evaluate", "utkface-smal", "--data", f"csv:{faces}"]) == 2
+    assert "shipped: utkface-small" in capsys.readouterr().err
+    assert main(["prior", "estimate", "utkface-small", "--data", f"csv:{faces}", "--out", "mix.json",
+                 "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 12 and (tmp_path / "mix.json").is_file()
+    assert main(["prior", "estimate", "utkface-small", "--out", "mix.json"]) == 2
+    assert "--data" in capsys.readouterr().err

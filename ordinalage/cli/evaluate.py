@@ -130,8 +130,10 @@ def _decision_options(p: argparse.ArgumentParser) -> None:
 def _evaluate_parser(sub: Any) -> None:
     p = add_command(sub, "evaluate", help="metrics, baseline, confusion matrices for a model or a predictions CSV",
                     example=["ordinalage evaluate runs/coral30 --json",
+                             "ordinalage evaluate utkface-small --data folder:my_faces --split all",
                              "ordinalage evaluate --predictions preds.csv --json"])
-    p.add_argument("model", nargs="?", metavar="MODEL", help="a run folder (an ensemble's too) or a checkpoint file")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a run folder (an ensemble's too), a checkpoint file or a shipped model's name (with --data)")
     add_data(p, " (default: the run's own data)")
     add_split(p, "test", "default test")
     tag(p.add_argument("--predictions", metavar="CSV",

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     prior_sub = add_group(sub, "prior", help="the age mix of a set of images, for prior correction")
     p = add_command(prior_sub, "estimate", help="estimate the age mix of unlabeled images (EM) and store it",
                     example="ordinalage prior estimate runs/coral30 --data photos:my_photos --out mix.json")
-    p.add_argument("model", metavar="MODEL", help="a run folder or checkpoint file")
+    p.add_argument("model", metavar="MODEL", help="a run folder, a checkpoint file or a shipped model's name (with --data)")
     add_data(p, " (the images whose age mix to estimate; ages in the names are not used)")
     add_split(p, "all", "default all")
     add_out(p, "file", "the prior.json to write (a PNG is written beside it)", required=True, metavar="JSON")

@@ -36,7 +36,15 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     from ordinalage.runs.runtime import select_device
 
     if not Path(run).exists():
-        raise UsageError(f"{run}: no such run folder or checkpoint")
+        from ordinalage.zoo import resolve_model
+
+        shipped = resolve_model(str(run)).zoo  # a shipped model's name; an unknown name lists the shipped ones
+        if shipped is None:
+            raise UsageError(f"{run}: no such run folder or checkpoint")
+        if not data:
+            raise UsageError(f"prior estimate {shipped.name}: a shipped model holds no split of its training "
+                             "data; name the faces with --data SPEC", option="data")
+        run = shipped.path
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise UsageError(f"{out}: the prior is written as JSON; give a path ending in .json")

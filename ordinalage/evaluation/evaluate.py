@@ -139,11 +139,38 @@ def evaluate_run(target: str | Path, *, show: bool = True, **options: Any) -> di
     return evaluation.metrics
 
 
+def _shipped_target(target: str | Path, options: EvaluateOptions) -> tuple[Path, Path] | None:
+    """A shipped model's name (`utkface-small`): its verified folder and the output folder, in the working
+    directory (never inside the installed package); None for anything else. A shipped model holds no split
+    of its training data, so it is evaluated on named data."""
+    from ordinalage.zoo import resolve_model
+
+    if Path(target).exists():
+        return None
+    resolved = resolve_model(str(target))
+    if resolved.zoo is None:
+        return None
+    name = resolved.zoo.name
+    if not options.data:
+        raise UsageError(f"evaluate {name}: a shipped model holds no split of its training data; name the faces "
+                         f"with --data SPEC (--split all: every face; --data utkface:PATH --split test: the "
+                         f"UTKFace test split it was measured on)", option="data")
+    if options.interval is not None or options.calibrate:
+        raise UsageError(f"evaluate {name}: --interval and --calibrate fit on a run's validation split, which a "
+                         f"shipped model does not hold (its calibration is shipped with it)", option="interval")
+    return resolved.path, Path(options.out) if options.out else eval_dir(name, options.split, options.data,
+                                                                          options.tta)
+
+
 def _load_target(target: Path, options: EvaluateOptions) -> tuple[Path, list[str | Path], Path | None, Path | None]:
     """The model to load, the ensemble's other members, the run the card describes, the output folder
-    of an ensemble run (its members are evaluated as one, written beside the ensemble's folder)."""
+    of an ensemble run (its members are evaluated as one, written beside the ensemble's folder) or of
+    a shipped model (in the working directory)."""
     from ordinalage.runs.members import member_dirs
 
+    shipped = _shipped_target(target, options)
+    if shipped is not None:
+        return shipped[0], list(options.ensemble), None, shipped[1]
     if not target.exists():
         raise UsageError(f"{target}: no such run folder or checkpoint")
     members = member_dirs(target)
