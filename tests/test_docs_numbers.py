@@ -564,6 +564,7 @@ MARKER_BLOCKS = [
     ("verdicts_utkface", "verdicts_utkface.json", "verdicts_utkface.md", {}),
     ("improve_utkface", "improve_utkface.json", "results.md", {}),
     ("prior_shift", "prior_shift.json", "results.md", {}),
+    ("decisions_utkface", "decisions_utkface.json", "results.md", {}),
     ("photo_skew", "photo_skew.json", "predict.md", {"name": "photo-skew"}),
     ("photo_skew", "photo_skew_recipe.json", "predict.md", {"name": "photo-skew-recipe"}),
     ("frame_jitter", "frame_jitter.json", "predict.md", {}),
