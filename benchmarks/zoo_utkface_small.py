@@ -153,7 +153,8 @@ def package(settings: dict[str, Any], choice: dict[str, Any], runs: Path = RUNS,
                 "val_mae": choice["val_mae_tta"][choice["chosen"]],
                 "teacher_test_mae": teacher_test, "split": "UTKFace folder, test split (split_seed 0), flip TTA"}
     model = package_model(student, settings["name"], root=root or ZOO_DIR,
-                          description=settings["description"], license=settings["license"], data=settings["data"],
+                          description=settings["description"].format(image_size=image_size(student)),
+                          license=settings["license"], data=settings["data"],
                           metrics=measured, card=Path(metrics["out"]) / "MODEL_CARD.md")
     size = sum((model.path / name).stat().st_size for name in model.files)
     return {"model": model.name, "metrics": measured, "files": model.files, "bytes": size}
@@ -163,7 +164,13 @@ def docs_block(result: dict[str, Any]) -> str:
     """The shipped model's numbers for docs/predict.md, from zoo_utkface_small.json."""
     runs, pkg, choice = result["runs"], result["package"], result["choice"]
     m, t = pkg["metrics"], runs["teacher"]
+    sizes = [f"{runs[f'student {name}'.strip()]['image_size']}" for name in choice["val_mae_tta"]]
+    students = (f"of {len(sizes)} students, the same network on {', '.join(sizes[:-1])} and {sizes[-1]} px faces, the one "
+                "with the lowest validation MAE ships" if len(sizes) > 1 else "one student")
     lines = ["<!-- zoo:start -->",
+             f"It was distilled from an ensemble of four networks of the 30-minute recipe ({t['image_size']} px), all "
+             f"trained on the UTKFace folder's training split; {students}:",
+             "",
              "| | input | val MAE | test MAE | [one-off](glossary.md#one-off) | "
              "[CA(5)](glossary.md#can-cumulative-accuracy) | wall minutes (shared 2-core CPU) | epochs |",
              "|---|---|---|---|---|---|---|---|",
