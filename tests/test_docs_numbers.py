@@ -462,8 +462,8 @@ CLAIMS = [
           rf"the default detection and crop cost about {N}x per photo",
           lambda: [latency("photo_skew.json", "haar")["ratio_to_haar_today"]]),
     Claim("the shipped model in photos: Haar against dlib (photo_skew_zoo.json, plain photos)",
-          rf"Haar found {N}% of the faces and added {N} years of MAE over the same faces as chips \(SE {N}\); "
-          rf"dlib found {N}% and added {N} \(SE {N}\), at {N} against {N} ms a photo",
+          rf"Haar found {N}% of the faces and moved MAE by {N} years against the same faces as chips \(SE {N}\); "
+          rf"dlib found {N}% and moved it by {N} \(SE {N}\), at {N} against {N} ms a photo",
           lambda: [100 * skew_row("haar")["found_rate"], skew_row("haar")["gap"], skew_row("haar")["gap_se"],
                    100 * skew_row("dlib")["found_rate"], skew_row("dlib")["gap"], skew_row("dlib")["gap_se"],
                    latency("photo_skew_zoo.json", "haar")["ms_median"],

@@ -42,8 +42,8 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
         if shipped is None:
             raise UsageError(f"{run}: no such run folder or checkpoint")
         if not data:
-            raise UsageError(f"prior estimate {shipped.name}: a shipped model holds no split of its training "
-                             "data; name the faces with --data SPEC", option="data")
+            raise UsageError(f"{shipped.name}: a shipped model holds no split of its training data; name the "
+                             "faces with `data`", option="data")
         run = shipped.path
     out = Path(out)
     if out.suffix.lower() != ".json":

@@ -152,12 +152,12 @@ def _shipped_target(target: str | Path, options: EvaluateOptions) -> tuple[Path,
         return None
     name = resolved.zoo.name
     if not options.data:
-        raise UsageError(f"evaluate {name}: a shipped model holds no split of its training data; name the faces "
-                         f"with --data SPEC (--split all: every face; --data utkface:PATH --split test: the "
-                         f"UTKFace test split it was measured on)", option="data")
+        raise UsageError(f"{name}: a shipped model holds no split of its training data; name the faces with "
+                         "`data` (`split` all: every face; `data` utkface:PATH with `split` test: the UTKFace test "
+                         "split it was measured on)", option="data")
     if options.interval is not None or options.calibrate:
-        raise UsageError(f"evaluate {name}: --interval and --calibrate fit on a run's validation split, which a "
-                         f"shipped model does not hold (its calibration is shipped with it)", option="interval")
+        raise UsageError(f"{name}: `interval` and `calibrate` fit on a run's validation split, which a shipped "
+                         "model does not hold (its calibration is shipped with it)", option="interval")
     return resolved.path, Path(options.out) if options.out else eval_dir(name, options.split, options.data,
                                                                           options.tta)
 
