@@ -30,20 +30,15 @@ def estimate_prior(run: str | Path, data: Sequence[str] | None = None, out: str 
     `photos:PATH` specs in `data` are photos without ages: each face found by `detector` counts
     once (`n_faces`); other specs are read as labelled data (ages unused)."""
     from ordinalage.data.photos import is_photos_spec
-    from ordinalage.evaluation.model_predictions import predict_records, select_records
+    from ordinalage.evaluation.model_predictions import predict_records, select_records, shipped_model
     from ordinalage.posterior.adapt import check_distribution
     from ordinalage.runs.checkpoint import load_model
     from ordinalage.runs.runtime import select_device
 
     if not Path(run).exists():
-        from ordinalage.zoo import resolve_model
-
-        shipped = resolve_model(str(run)).zoo  # a shipped model's name; an unknown name lists the shipped ones
+        shipped = shipped_model(run, data)
         if shipped is None:
             raise UsageError(f"{run}: no such run folder or checkpoint")
-        if not data:
-            raise UsageError(f"{shipped.name}: a shipped model holds no split of its training data; name the "
-                             "faces with `data`", option="data")
         run = shipped.path
     out = Path(out)
     if out.suffix.lower() != ".json":

@@ -24,6 +24,7 @@ from ordinalage.evaluation.model_predictions import (
     combine_predictions,
     predict_records,
     select_records,
+    shipped_model,
     validation_predictions,
 )
 from ordinalage.evaluation.predictions import Predictions, read_predictions_csv, write_predictions_csv
@@ -143,23 +144,14 @@ def _shipped_target(target: str | Path, options: EvaluateOptions) -> tuple[Path,
     """A shipped model's name (`utkface-small`): its verified folder and the output folder, in the working
     directory (never inside the installed package); None for anything else. A shipped model holds no split
     of its training data, so it is evaluated on named data."""
-    from ordinalage.zoo import resolve_model
-
-    if Path(target).exists():
+    zoo = shipped_model(target, options.data)
+    if zoo is None:
         return None
-    resolved = resolve_model(str(target))
-    if resolved.zoo is None:
-        return None
-    name = resolved.zoo.name
-    if not options.data:
-        raise UsageError(f"{name}: a shipped model holds no split of its training data; name the faces with "
-                         "`data` (`split` all: every face; `data` utkface:PATH with `split` test: the UTKFace test "
-                         "split it was measured on)", option="data")
     if options.interval is not None or options.calibrate:
-        raise UsageError(f"{name}: `interval` and `calibrate` fit on a run's validation split, which a shipped "
+        raise UsageError(f"{zoo.name}: `interval` and `calibrate` fit on a run's validation split, which a shipped "
                          "model does not hold (its calibration is shipped with it)", option="interval")
-    return resolved.path, Path(options.out) if options.out else eval_dir(name, options.split, options.data,
-                                                                          options.tta)
+    return zoo.path, Path(options.out) if options.out else eval_dir(zoo.name, options.split, options.data,
+                                                                     options.tta)
 
 
 def _load_target(target: Path, options: EvaluateOptions) -> tuple[Path, list[str | Path], Path | None, Path | None]:

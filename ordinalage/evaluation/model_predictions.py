@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from ordinalage.runs.checkpoint import LoadedModel
+    from ordinalage.zoo import ZooModel
 
 
 def predict_records(
@@ -73,6 +74,21 @@ def predict_records(
         label_proba=out.label_proba[order] if out.label_proba is not None else None,
         skipped=[r.path for i, r in enumerate(records) if i not in seen],
     )
+
+
+def shipped_model(target: str | Path, data: Sequence[str] | None) -> ZooModel | None:
+    """The shipped model `target` names (verified; an unknown name lists the shipped ones), None for a path.
+    A shipped model holds no split of its training data, so the faces must be named (`data`)."""
+    from ordinalage.zoo import resolve_model
+
+    if Path(target).exists():
+        return None
+    zoo = resolve_model(str(target)).zoo
+    if zoo is not None and not data:
+        raise UsageError(f"{zoo.name}: a shipped model holds no split of its training data; name the faces with "
+                         "`data` (`split` all: every face; `data` utkface:PATH with `split` test: the UTKFace test "
+                         "split it was measured on)", option="data")
+    return zoo
 
 
 def select_records(loaded: LoadedModel, run_dir: Path | None, data: Sequence[str] | None,
